@@ -1,0 +1,368 @@
+"""How records are framed as bytes in each append-only file format.
+
+A codec knows how a file starts, how one record is written, how complete records are
+read back from a chunk of bytes, and what may follow the last complete record. The log
+(:mod:`stet._log`) does everything else, the same way for every format.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._identity import RESERVED_PREFIX
+from ._index import Index
+from .errors import CorruptStoreError
+
+__all__ = ["Chunk", "Codec", "CsvCodec", "JsonCodec", "JsonLinesCodec", "Record"]
+
+Record = dict[str, str]
+
+#: CSV bookkeeping column listing (as a JSON array) the fields whose value is "".
+EMPTY_FIELD = "_stet_empty"
+
+
+@dataclass
+class Chunk:
+    """Records parsed from a file: aligned rows (``None`` = field absent) or dicts."""
+
+    header: Sequence[str] | None = None
+    rows: list[Sequence[str | None]] = field(default_factory=list)
+    dicts: list[Record] = field(default_factory=list)
+
+    def feed(self, index: Index) -> None:
+        if self.header is not None and self.rows:
+            index.add_rows(self.header, self.rows)
+        for d in self.dicts:
+            index.add(d)
+
+    def records(self) -> Iterator[Record]:
+        if self.header is not None:
+            h = self.header
+            for row in self.rows:
+                yield {k: v for k, v in zip(h, row, strict=True) if v is not None}
+        yield from self.dicts
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.dicts)
+
+
+@dataclass
+class Parsed:
+    """Result of parsing from some offset: records, and where the last one ended."""
+
+    chunk: Chunk
+    end: int  # offset just past the last complete record
+    tail: str  # "clean", "torn" (an interrupted write to discard) or "missing" terminator
+
+
+class Codec(ABC):
+    """Framing of one file format."""
+
+    #: Bytes that must follow the last record for the file to be well formed.
+    terminator: bytes = b""
+    label: str = ""
+
+    @abstractmethod
+    def parse_head(self, data: bytes, path: Path) -> tuple[Any, int]:
+        """Parse the start of a file: ``(head state, offset of the first record)``."""
+
+    @abstractmethod
+    def parse(self, data: bytes, head: Any, first: bool, path: Path) -> Parsed:
+        """Parse complete records from ``data`` (which starts where the last one ended)."""
+
+    @abstractmethod
+    def frame(self, record: Mapping[str, str], head: Any, first: bool) -> bytes | None:
+        """Bytes appending ``record``; ``None`` when the file must be rewritten first."""
+
+    @abstractmethod
+    def render(self, records: Sequence[Mapping[str, str]], head: Any) -> tuple[bytes, Any]:
+        """A whole file holding ``records`` (with its terminator), and its head state."""
+
+
+def _corrupt(path: Path, what: str, fmt: str) -> CorruptStoreError:
+    return CorruptStoreError(
+        f"{path} is not a readable stet {fmt} store: {what}. The file was left untouched; "
+        f"move it aside or point the store at another path."
+    )
+
+
+# --------------------------------------------------------------------------------- CSV
+def _complete_lines_end(data: bytes) -> int:
+    """Offset just past the last newline that ends a CSV record (quotes balanced)."""
+    quotes = data.count(b'"')
+    if data.endswith(b"\n") and quotes % 2 == 0:
+        return len(data)
+    i = data.rfind(b"\n")
+    while i >= 0:
+        if (quotes - data.count(b'"', i + 1)) % 2 == 0:
+            return i + 1
+        i = data.rfind(b"\n", 0, i)
+    return 0
+
+
+class CsvCodec(Codec):
+    """CSV: a header row of field names, then one row per record.
+
+    An empty cell is an absent field; a field whose value is the empty string is listed in
+    the ``_stet_empty`` column (a JSON array), which appears only once it is needed.
+    """
+
+    label = "CSV"
+
+    def __init__(self) -> None:
+        self._buf = io.StringIO()
+        self._writer = csv.writer(self._buf, lineterminator="\n")
+
+    def _line(self, row: Sequence[str]) -> str:
+        self._buf.seek(0)
+        self._buf.truncate()
+        self._writer.writerow(row)
+        return self._buf.getvalue()
+
+    def parse_head(self, data: bytes, path: Path) -> tuple[Any, int]:
+        end = _complete_lines_end(data[: data.find(b"\n") + 1] if b"\n" in data else b"")
+        if end == 0:
+            # no complete header line yet (empty file, or a torn first write)
+            if data.strip() and (b"\0" in data or not _is_text(data)):
+                raise _corrupt(path, "it is not UTF-8 text", "CSV")
+            return None, 0
+        start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+        try:
+            text = data[start:end].decode("utf-8")
+        except UnicodeDecodeError:
+            raise _corrupt(path, "its header is not UTF-8 text", "CSV") from None
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        if len(rows) != 1 or not rows[0] or "" in rows[0] or len(set(rows[0])) != len(rows[0]):
+            raise _corrupt(path, "its first line is not a header of distinct field names", "CSV")
+        return list(rows[0]), end
+
+    def parse(self, data: bytes, head: Any, first: bool, path: Path) -> Parsed:
+        header: list[str] = head
+        end = _complete_lines_end(data)
+        try:
+            text = data[:end].decode("utf-8")
+        except UnicodeDecodeError:
+            raise _corrupt(path, "it holds bytes that are not UTF-8 text", "CSV") from None
+        width = len(header)
+        rows: list[Sequence[str | None]] = []
+        empty_col = header.index(EMPTY_FIELD) if EMPTY_FIELD in header else -1
+        for row in csv.reader(io.StringIO(text, newline="")):
+            if len(row) != width:
+                if not row:
+                    continue
+                raise _corrupt(path, f"a row has {len(row)} cells where the header has "
+                                     f"{width}: {row!r:.200}", "CSV")
+            if "" in row:
+                empties: set[str] = set()
+                if empty_col >= 0 and row[empty_col]:
+                    try:
+                        empties = set(json.loads(row[empty_col]))
+                    except (ValueError, TypeError):
+                        raise _corrupt(path, f"bad {EMPTY_FIELD} cell {row[empty_col]!r}",
+                                       "CSV") from None
+                rows.append([v if v or h in empties else None
+                             for h, v in zip(header, row, strict=True)])
+            else:
+                rows.append(row)
+        tail = "clean" if end == len(data) else "torn"
+        return Parsed(Chunk(header=header, rows=rows), end, tail)
+
+    def _cells(self, record: Mapping[str, str], header: Sequence[str]) -> list[str] | None:
+        if any(k not in header for k in record):
+            return None
+        empties = [k for k, v in record.items() if v == ""]
+        if empties:
+            if EMPTY_FIELD not in header:
+                return None
+            record = {**record, EMPTY_FIELD: json.dumps(empties)}
+        return [record.get(h, "") for h in header]
+
+    def frame(self, record: Mapping[str, str], head: Any, first: bool) -> bytes | None:
+        cells = self._cells(record, head)
+        return None if cells is None else self._line(cells).encode("utf-8")
+
+    def render(self, records: Sequence[Mapping[str, str]], head: Any) -> tuple[bytes, Any]:
+        header: list[str] = list(head or [])
+        seen = set(header)
+        new_keys: list[str] = []
+        new_book: list[str] = []
+        for r in records:
+            for k in r:
+                if k not in seen:
+                    seen.add(k)
+                    (new_book if k.startswith(RESERVED_PREFIX) else new_keys).append(k)
+            if EMPTY_FIELD not in seen and "" in r.values():
+                seen.add(EMPTY_FIELD)
+                new_book.append(EMPTY_FIELD)
+        header += new_keys + new_book
+        out = [self._line(header)]
+        for r in records:
+            cells = self._cells(r, header)
+            assert cells is not None
+            out.append(self._line(cells))
+        return "".join(out).encode("utf-8"), header
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        data[:4096].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start > 4090  # a multi-byte character cut at the sample's edge
+    return True
+
+
+# -------------------------------------------------------------------------------- JSON
+_WS = re.compile(rb"[ \t\r\n]*")
+# What an interrupted append may leave after the last complete object.
+_JSON_TORN = re.compile(rb"\s*(,\s*(\{[^\n]*)?)?\]?\s*")
+_decoder = json.JSONDecoder()
+
+
+def _check_object(obj: Any, path: Path, fmt: str) -> Record:
+    if not isinstance(obj, dict):
+        raise _corrupt(path, f"an element is {type(obj).__name__}, not an object", fmt)
+    out: Record = {}
+    for k, v in obj.items():
+        if isinstance(v, str):
+            out[k] = v
+        elif v is None:
+            continue  # null: the field is absent
+        elif isinstance(v, (bool, int, float)):
+            out[k] = repr(v)
+        else:
+            raise _corrupt(path, f"field {k!r} holds {type(v).__name__}, not text", fmt)
+    return out
+
+
+class JsonCodec(Codec):
+    """JSON: one array of objects, one object per line, valid after every append."""
+
+    label = "JSON"
+    terminator = b"\n]\n"
+
+    def parse_head(self, data: bytes, path: Path) -> tuple[Any, int]:
+        start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+        pos = _WS.match(data, start).end()  # type: ignore[union-attr]
+        if pos == len(data):
+            return None, 0
+        if data[pos : pos + 1] != b"[":
+            raise _corrupt(path, "it does not start with a JSON array", "JSON")
+        return True, pos + 1
+
+    def parse(self, data: bytes, head: Any, first: bool, path: Path) -> Parsed:
+        if first:
+            fast = self._parse_whole(data, path)
+            if fast is not None:
+                return fast
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            text = data[: exc.start].decode("utf-8")
+        ascii_only = text.isascii()
+        dicts: list[Record] = []
+        pos = 0  # in characters
+        end_chars = 0
+        n = len(text)
+        while True:
+            while pos < n and text[pos] in " \t\r\n":
+                pos += 1
+            if pos >= n:
+                break
+            ch = text[pos]
+            if ch == "]":
+                break
+            if not first:
+                if ch != ",":
+                    break
+                pos += 1
+                while pos < n and text[pos] in " \t\r\n":
+                    pos += 1
+            try:
+                obj, pos = _decoder.raw_decode(text, pos)
+            except json.JSONDecodeError:
+                break
+            dicts.append(_check_object(obj, path, "JSON"))
+            end_chars = pos
+            first = False
+        end = end_chars if ascii_only else len(text[:end_chars].encode("utf-8"))
+        rest = data[end:]
+        if re.fullmatch(rb"\s*\]\s*", rest):
+            tail = "clean"
+        elif _JSON_TORN.fullmatch(rest):
+            tail = "torn"
+        else:
+            raise _corrupt(path, f"unexpected text after record {len(dicts)} of this chunk: "
+                                 f"{rest[:80]!r}", "JSON")
+        return Parsed(Chunk(dicts=dicts), end, tail)
+
+    def _parse_whole(self, data: bytes, path: Path) -> Parsed | None:
+        """Fast path for a complete file: one ``json.loads`` of the array body."""
+        stripped = data.rstrip()
+        if not stripped.endswith(b"]"):
+            return None
+        try:
+            items = json.loads(b"[" + stripped)
+        except ValueError:
+            return None
+        if not isinstance(items, list):
+            return None
+        dicts = [_check_object(o, path, "JSON") for o in items]
+        end = len(stripped[:-1].rstrip())
+        if not dicts:
+            end = 0
+        return Parsed(Chunk(dicts=dicts), end, "clean")
+
+    def frame(self, record: Mapping[str, str], head: Any, first: bool) -> bytes | None:
+        line = json.dumps(record, ensure_ascii=True)
+        return (b"\n" if first else b",\n") + line.encode("ascii")
+
+    def render(self, records: Sequence[Mapping[str, str]], head: Any) -> tuple[bytes, Any]:
+        body = ",\n".join(json.dumps(r, ensure_ascii=True) for r in records)
+        return (b"[\n" + body.encode("ascii") + b"\n]\n") if records else b"[\n]\n", True
+
+
+class JsonLinesCodec(Codec):
+    """JSON Lines with a first line naming the file's generation (used for sidecars)."""
+
+    label = "JSON Lines"
+
+    def parse_head(self, data: bytes, path: Path) -> tuple[Any, int]:
+        nl = data.find(b"\n")
+        if nl < 0:
+            return None, 0
+        try:
+            head = json.loads(data[:nl])
+            gen = head["_stet_generation"]
+        except (ValueError, KeyError, TypeError):
+            raise _corrupt(path, "its first line is not a stet sidecar header", "sidecar")
+        return str(gen), nl + 1
+
+    def parse(self, data: bytes, head: Any, first: bool, path: Path) -> Parsed:
+        end = data.rfind(b"\n") + 1
+        dicts = []
+        for line in data[:end].splitlines():
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    raise _corrupt(path, f"a line is not JSON: {line[:80]!r}", "sidecar")
+                dicts.append(_check_object(obj, path, "sidecar"))
+        return Parsed(Chunk(dicts=dicts), end, "clean" if end == len(data) else "torn")
+
+    def frame(self, record: Mapping[str, str], head: Any, first: bool) -> bytes | None:
+        return json.dumps(record, ensure_ascii=True).encode("ascii") + b"\n"
+
+    def render(self, records: Sequence[Mapping[str, str]], head: Any) -> tuple[bytes, Any]:
+        gen = head or uuid.uuid4().hex
+        out = [json.dumps({"_stet_generation": gen})]
+        out += [json.dumps(r, ensure_ascii=True) for r in records]
+        return ("\n".join(out) + "\n").encode("ascii"), gen

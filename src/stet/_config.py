@@ -1,0 +1,39 @@
+"""Process-wide settings: whether skips are announced, whether writes are fsynced."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = ["configure", "settings"]
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+@dataclass
+class Settings:
+    """Defaults used where a decorator or backend does not say otherwise.
+
+    ``verbose``: print ``[stet] Skipping ...`` lines (env ``STET_QUIET=1`` turns them off).
+    ``fsync``: fsync every record before the call returns, for power loss
+    (env ``STET_FSYNC=1``); without it a record is with the OS, which survives SIGKILL.
+    """
+
+    verbose: bool = not _env_flag("STET_QUIET", False)
+    fsync: bool = _env_flag("STET_FSYNC", False)
+
+
+settings = Settings()
+
+
+def configure(*, verbose: bool | None = None, fsync: bool | None = None) -> None:
+    """Change the process-wide defaults (see :class:`Settings`)."""
+    if verbose is not None:
+        settings.verbose = verbose
+    if fsync is not None:
+        settings.fsync = fsync

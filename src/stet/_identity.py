@@ -1,0 +1,308 @@
+"""Run identity: canonical text of values and of bound calls.
+
+Pure functions, no I/O. A run is identified by the function name and the canonical text
+of its key fields; two calls are the same run exactly when those texts are equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import fractions
+import hashlib
+import inspect
+import pathlib
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["Binder", "UnstableValueError", "canonical", "format_call"]
+
+#: Prefix of every bookkeeping field; key fields never start with it.
+RESERVED_PREFIX = "_stet_"
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+class UnstableValueError(TypeError):
+    """A value has no text that is the same in every process."""
+
+
+def canonical(value: Any) -> str:
+    """Return the canonical text of ``value``: what stet stores and compares.
+
+    Scalars give ``str(value)`` (``0.1``, ``True``, ``None``, ``3``); NumPy scalars give
+    what the equal Python scalar gives; containers are ordered canonically; arrays give a
+    content digest. Raises :class:`UnstableValueError` for values whose text would hold a
+    memory address.
+    """
+    t = type(value)
+    if t is str:
+        return value  # type: ignore[no-any-return]
+    if t is int or t is bool or t is float or value is None:
+        return repr(value)
+    return _canonical_slow(value, nested=False)
+
+
+def _canonical_slow(value: Any, *, nested: bool) -> str:
+    if isinstance(value, str):
+        return repr(str(value)) if nested else str.__str__(value)
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__qualname__}.{value.name}"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return float.__repr__(value)
+    hook = getattr(type(value), "__stet_key__", None)
+    if hook is not None:
+        return _canonical_slow(hook(value), nested=nested)
+    module = type(value).__module__
+    if module == "numpy" or module.startswith("numpy."):
+        return _canonical_numpy(value, nested=nested)
+    if module.startswith("pandas."):
+        return _canonical_pandas(value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        inner = ", ".join(
+            f"{f}={_canonical_slow(v, nested=True)}"
+            for f, v in zip(value._fields, value, strict=True)
+        )
+        return f"{type(value).__qualname__}({inner})"
+    if isinstance(value, list):
+        return "[" + ", ".join(_canonical_slow(v, nested=True) for v in value) + "]"
+    if isinstance(value, tuple):
+        items = [_canonical_slow(v, nested=True) for v in value]
+        return "(" + items[0] + ",)" if len(items) == 1 else "(" + ", ".join(items) + ")"
+    if isinstance(value, Mapping):
+        pairs = sorted(
+            (_canonical_slow(k, nested=True), _canonical_slow(v, nested=True))
+            for k, v in value.items()
+        )
+        return "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
+    if isinstance(value, (set, frozenset)):
+        items = sorted(_canonical_slow(v, nested=True) for v in value)
+        body = "{" + ", ".join(items) + "}"
+        if isinstance(value, frozenset):
+            return f"frozenset({body})" if items else "frozenset()"
+        return body if items else "set()"
+    if isinstance(value, (bytes, bytearray)):
+        return repr(bytes(value))
+    if isinstance(value, pathlib.PurePath):
+        text = value.as_posix()
+        return repr(text) if nested else text
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        text = value.isoformat()
+        return repr(text) if nested else text
+    if isinstance(value, (_dt.timedelta, decimal.Decimal, fractions.Fraction, complex, uuid.UUID)):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        inner = ", ".join(
+            f"{f.name}={_canonical_slow(getattr(value, f.name), nested=True)}"
+            for f in dataclasses.fields(value)
+        )
+        return f"{type(value).__qualname__}({inner})"
+    if inspect.isfunction(value) or inspect.isclass(value) or inspect.isbuiltin(value):
+        name = getattr(value, "__qualname__", "")
+        if name and "<lambda>" not in name:
+            return str(name)
+        raise UnstableValueError("a lambda has no stable name")
+    text = str(value)
+    if _ADDRESS.search(text):
+        raise UnstableValueError(f"its text {text!r} holds a memory address")
+    return text
+
+
+def _canonical_numpy(value: Any, *, nested: bool) -> str:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return _canonical_slow(value.item(), nested=nested)
+    if isinstance(value, np.ndarray):
+        if value.dtype.hasobject:
+            payload = _canonical_slow(value.tolist(), nested=True).encode()
+        else:
+            payload = np.ascontiguousarray(value).tobytes()
+        digest = hashlib.sha256(payload).hexdigest()[:32]
+        return f"ndarray(dtype={value.dtype.str}, shape={tuple(value.shape)}, sha256={digest})"
+    return _canonical_generic(value)
+
+
+def _canonical_pandas(value: Any) -> str:
+    import pandas as pd
+
+    if isinstance(value, (pd.DataFrame, pd.Series, pd.Index)):
+        hashes = pd.util.hash_pandas_object(value, index=True).to_numpy()
+        h = hashlib.sha256(hashes.tobytes())
+        h.update(repr(getattr(value, "dtypes", value.dtype)).encode())
+        if isinstance(value, pd.DataFrame):
+            h.update(_canonical_slow(list(value.columns), nested=True).encode())
+        kind = type(value).__name__
+        return f"{kind}(shape={tuple(value.shape)}, sha256={h.hexdigest()[:32]})"
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return _canonical_generic(value)
+
+
+def _canonical_generic(value: Any) -> str:
+    text = str(value)
+    if _ADDRESS.search(text) or "..." in text:
+        raise UnstableValueError(f"its text {text!r} is not a stable, complete description")
+    return text
+
+
+def format_call(name: str, fields: Sequence[str], texts: Sequence[str]) -> str:
+    """``f(alpha=0.1, seed=1)``: how a run is shown in messages."""
+    return f"{name}(" + ", ".join(f"{f}={t}" for f, t in zip(fields, texts, strict=True)) + ")"
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+class Binder:
+    """Turns a call's arguments into its key fields and their canonical texts.
+
+    Built once per decorated function; :meth:`bind` is the per-call hot path.
+    """
+
+    def __init__(self, func: Callable[..., Any], key: Sequence[str] | None) -> None:
+        self.signature = sig = inspect.signature(func)
+        params = list(sig.parameters.values())
+        self._var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+        names = [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        if key is not None:
+            if isinstance(key, str):
+                raise TypeError(
+                    f"key= must be a list of parameter names, not the string {key!r}; "
+                    f"write key=[{key!r}]"
+                )
+            key = list(key)
+            for k in key:
+                if not isinstance(k, str):
+                    raise TypeError(f"key= holds {k!r}, which is not a parameter name")
+                if k.startswith(RESERVED_PREFIX):
+                    raise TypeError(f"key field {k!r}: names starting with {RESERVED_PREFIX!r} "
+                                    "are reserved for stet's bookkeeping")
+                if k not in names and not self._var_kw:
+                    raise TypeError(
+                        f"key= names {k!r}, which is not a parameter of "
+                        f"{func.__qualname__}{sig}; parameters are: {', '.join(names)}"
+                    )
+            if len(set(key)) != len(key):
+                raise TypeError(f"key= lists a name twice: {key}")
+            self.fields: tuple[str, ...] | None = tuple(key)
+        else:
+            skip = {params[0].name} if params and params[0].name in ("self", "cls") else set()
+            for p in params:
+                if p.name.startswith(RESERVED_PREFIX):
+                    raise TypeError(
+                        f"parameter {p.name!r} of {func.__qualname__}: names starting with "
+                        f"{RESERVED_PREFIX!r} are reserved; leave it out with key=[...]"
+                    )
+            self.fields = None
+            self._default_fields = tuple(n for n in names if n not in skip)
+        # Fast path for the common signature: positional-or-keyword parameters only.
+        self._simple = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+        self._names = tuple(names)
+        self._name_set = frozenset(names)
+        self._defaults = {
+            p.name: p.default for p in params if p.default is not inspect.Parameter.empty
+        }
+        self._required = frozenset(
+            p.name for p in params
+            if p.default is inspect.Parameter.empty and p.kind in (*_POSITIONAL,
+                                                                    inspect.Parameter.KEYWORD_ONLY)
+        )
+        self._func_name = func.__qualname__
+        # Cache of sorted-field orderings keyed by the call's field tuple.
+        self._order: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
+
+    def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Bind a call to parameter names with defaults applied; ``**kwargs`` flattened."""
+        if self._simple and len(args) <= len(self._names):
+            values = dict(self._defaults)
+            values.update(zip(self._names, args))
+            if kwargs:
+                for k, v in kwargs.items():
+                    if k not in self._name_set or k in self._names[: len(args)]:
+                        return self._slow_arguments(args, kwargs)
+                    values[k] = v
+            if len(values) == len(self._names):
+                return values
+        return self._slow_arguments(args, kwargs)
+
+    def _slow_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        bound = self.signature.bind(*args, **kwargs)  # raises the usual TypeError
+        bound.apply_defaults()
+        out: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            param = self.signature.parameters[name]
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                for k in sorted(value):
+                    if k.startswith(RESERVED_PREFIX):
+                        raise TypeError(f"keyword argument {k!r}: names starting with "
+                                        f"{RESERVED_PREFIX!r} are reserved for stet")
+                    out[k] = value[k]
+            else:
+                out[name] = value
+        return out
+
+    def bind(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Return the call's key fields and their canonical texts, in key order."""
+        values = self.arguments(args, kwargs)
+        if self.fields is not None:
+            fields = self.fields
+            if self._var_kw:
+                fields = tuple(f for f in fields if f in values)
+        else:
+            fields = self._default_fields
+            if len(values) != len(fields):
+                extra = tuple(k for k in values if k not in self._name_set)
+                fields = tuple(f for f in fields if f in values) + extra
+        texts = []
+        for f in fields:
+            v = values[f]
+            t = type(v)
+            if t is str:
+                texts.append(v)
+            elif t is int or t is float or t is bool or v is None:
+                texts.append(repr(v))
+            else:
+                try:
+                    texts.append(_canonical_slow(v, nested=False))
+                except UnstableValueError as exc:
+                    raise UnstableValueError(
+                        f"{self._func_name}: parameter {f!r} = {_short(v)} has no stable text "
+                        f"({exc}), so stet cannot tell whether this run is done. Leave it out "
+                        f"of the identity with key=[...] (listing the parameters that identify "
+                        f"a run), or give its class a __stet_key__(self) method returning a "
+                        f"stable value (e.g. a tuple of its settings)."
+                    ) from None
+        return fields, tuple(texts)
+
+    def sorted_view(
+        self, fields: tuple[str, ...], texts: tuple[str, ...]
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The same fields and texts in sorted field order (the index's probe order)."""
+        cached = self._order.get(fields)
+        if cached is None:
+            order = tuple(sorted(range(len(fields)), key=fields.__getitem__))
+            cached = (tuple(fields[i] for i in order), order)
+            self._order[fields] = cached
+        names, order = cached
+        if order == tuple(range(len(order))):
+            return names, texts
+        return names, tuple(texts[i] for i in order)
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # pragma: no cover - a broken __repr__
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."

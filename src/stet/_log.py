@@ -1,0 +1,288 @@
+"""An append-only file of records, shared safely by threads and processes.
+
+One discipline for every file format (the format is a :class:`~stet._codecs.Codec`):
+
+* every append happens under an exclusive lock, as one ``write`` of one whole record,
+  after catching up with what other writers appended;
+* readers remember the offset just past the last complete record and the file's
+  ``stat``; when the ``stat`` is unchanged nothing is read, otherwise only the new tail;
+* a torn tail (an append interrupted by SIGKILL) is ignored by readers and cut off by the
+  next writer;
+* whole-file changes (remove, clear, a widened CSV header) write a temporary file,
+  ``fsync`` it and ``os.replace`` it over the store, so the store is always whole.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._codecs import Codec, Parsed, Record
+from ._index import Index
+from ._locking import StoreLock
+from .errors import CorruptStoreError
+
+__all__ = ["LogFile", "StoreWarning", "atomic_write"]
+
+
+class StoreWarning(UserWarning):
+    """Something in a store was repaired (e.g. an interrupted write was discarded)."""
+
+
+def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Replace ``path`` by a file holding ``data``; readers see the old or the new file."""
+    tmp = path.with_name(f".{path.name}.stet-tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    if fsync:
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read_from(fd: int, offset: int) -> bytes:
+    parts = []
+    while True:
+        part = os.pread(fd, 1 << 24, offset)
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+        offset += len(part)
+
+
+Snapshot = tuple[int, int, int, int]
+
+
+def _snapshot(st: os.stat_result) -> Snapshot:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class LogFile:
+    """A store file in one format, kept in step with an :class:`Index`.
+
+    Not thread-safe by itself: the owning backend serialises calls.
+    """
+
+    def __init__(self, path: Path, codec: Codec, lock: StoreLock, *, fsync: bool) -> None:
+        self.path = path
+        self.codec = codec
+        self.lock = lock
+        self.fsync = fsync
+        self._fd = -1
+        self._pid = os.getpid()
+        self._snap: Snapshot | None = None
+        self._head: Any = None
+        self._pos = 0  # offset just past the last complete record
+        self._count = 0  # records in the file
+        self._tail = "clean"
+        #: A head (file generation) whose records are stale and must be ignored.
+        self.ignored_head: Any = None
+
+    @property
+    def head(self) -> Any:
+        """The codec's head state of the file as last read (``None``: not read yet)."""
+        return self._head
+
+    # ------------------------------------------------------------------ reading
+    def poll(self, index: Index) -> None:
+        """Bring ``index`` up to date with the file; one ``stat`` when nothing changed."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self._snap is not None or self._fd >= 0:
+                self._reset(index)
+            return
+        if self._snap is not None and _snapshot(st) == self._snap and self._pid == os.getpid():
+            return
+        with self.lock.shared():
+            self._catch_up(index)
+
+    def _reset(self, index: Index) -> None:
+        if self._fd >= 0 and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = -1
+        self._pid = os.getpid()
+        self._snap = None
+        self._head = None
+        self._pos = self._count = 0
+        self._tail = "clean"
+        index.clear()
+
+    def _catch_up(self, index: Index) -> bool:
+        """Read what was appended since the last look (lock held). False: no file."""
+        if self._pid != os.getpid():
+            self._fd = -1  # the parent's descriptor; leave it to the parent
+            self._reset(index)
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._reset(index)
+            return False
+        if self._fd >= 0 and os.fstat(self._fd).st_ino != st.st_ino:
+            self._reset(index)
+        if self._fd < 0:
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            except PermissionError:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                self._reset(index)
+                return False
+        fst = os.fstat(self._fd)
+        if self._snap is not None and fst.st_size < self._pos:
+            self._reset(index)  # truncated by someone else: read it again
+            return self._catch_up(index)
+        if self._snap is None or _snapshot(fst) != self._snap:
+            parsed = self._read(self._pos)
+            if parsed is not None:
+                if self._head != self.ignored_head or self._head is None:
+                    parsed.chunk.feed(index)
+                self._count += len(parsed.chunk)
+                self._pos += parsed.end
+                self._tail = parsed.tail
+            self._snap = _snapshot(fst)
+        return True
+
+    def _read(self, offset: int) -> Parsed | None:
+        data = _read_from(self._fd, offset)
+        if self._head is None:
+            head, start = self.codec.parse_head(data, self.path)
+            if head is None:
+                self._tail = "torn" if data else "clean"
+                return None
+            self._head = head
+            offset += start
+            data = data[start:]
+            self._pos = offset
+        parsed = self.codec.parse(data, self._head, self._count == 0, self.path)
+        return parsed
+
+    def records(self) -> list[Record]:
+        """Every record in the file, read afresh (shared lock held while reading)."""
+        with self.lock.shared():
+            return list(self._iter_all())
+
+    @property
+    def count(self) -> int:
+        """Records in the file as last read (stale ones included)."""
+        return self._count
+
+    def _iter_all(self) -> Iterator[Record]:
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return
+        head, start = self.codec.parse_head(data, self.path)
+        if head is None or (self.ignored_head is not None and head == self.ignored_head):
+            return
+        yield from self.codec.parse(data[start:], head, True, self.path).chunk.records()
+
+    # ------------------------------------------------------------------ writing
+    def append(self, record: Record, index: Index) -> None:
+        """Append one record (exclusive lock), catching up with other writers first."""
+        with self.lock.exclusive():
+            exists = self._catch_up(index)
+            stale = self.ignored_head is not None and self._head == self.ignored_head
+            if stale:
+                self._reset(index)
+                self._head = None
+                self._rewrite([record], index)
+                return
+            if not exists or self._head is None:
+                self._create(record, index)
+                return
+            frame = self.codec.frame(record, self._head, self._count == 0)
+            if frame is None:  # the format needs a wider header: rewrite the file
+                self._rewrite([*self._iter_all(), record], index)
+                return
+            if self._tail != "clean":
+                self._repair()
+            data = frame + self.codec.terminator
+            written = os.pwrite(self._fd, data, self._pos)
+            while written < len(data):
+                written += os.pwrite(self._fd, data[written:], self._pos + written)
+            if self.fsync:
+                os.fsync(self._fd)
+            self._pos += len(frame)
+            self._count += 1
+            self._snap = _snapshot(os.fstat(self._fd))
+            index.add(record)
+
+    def _repair(self) -> None:
+        size = os.fstat(self._fd).st_size
+        if size > self._pos:
+            discarded = _read_from(self._fd, self._pos)
+            if discarded.strip(b" \t\r\n],"):
+                warnings.warn(
+                    f"{self.path}: discarded an interrupted write at its end "
+                    f"({len(discarded)} bytes: {discarded[:80]!r})",
+                    StoreWarning,
+                    stacklevel=4,
+                )
+            os.ftruncate(self._fd, self._pos)
+        self._tail = "clean"
+
+    def _create(self, record: Record, index: Index) -> None:
+        if self.path.exists() and self.path.stat().st_size > 0:
+            # stet creates files atomically, so a non-empty file without a header is foreign
+            raise CorruptStoreError(
+                f"{self.path} is not a readable stet {self.codec.label} store: it has content "
+                f"but no complete header. The file was left untouched; move it aside or "
+                f"point the store at another path."
+            )
+        self._rewrite([record], index)
+
+    def rewrite(self, keep: Callable[[Record], bool], index: Index) -> int:
+        """Keep only records for which ``keep`` is true; return how many were dropped."""
+        with self.lock.exclusive():
+            if not self._catch_up(index):
+                return 0
+            records = list(self._iter_all())
+            kept = [r for r in records if keep(r)]
+            if len(kept) != len(records):
+                self._rewrite(kept, index)
+            return len(records) - len(kept)
+
+    def _rewrite(self, records: Sequence[Record], index: Index) -> None:
+        data, head = self.codec.render(records, self._head)
+        atomic_write(self.path, data, fsync=True)
+        self._reset(index)
+        self._catch_up(index)
+
+    def close(self) -> None:
+        """Close the file descriptor; the next use reopens and rereads the file."""
+        if self._fd >= 0 and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = -1
+        self._snap = None
+        self._head = None
+        self._pos = self._count = 0
+
+    def check(self) -> None:
+        """Open and parse the file now, raising :class:`CorruptStoreError` if it is bad."""
+        with self.lock.shared():
+            list(self._iter_all())
+

@@ -1,0 +1,240 @@
+"""Parquet store: a Parquet file plus an append-only sidecar folded into it regularly."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import weakref
+from pathlib import Path
+from typing import Any
+
+from .._codecs import JsonLinesCodec
+from .._identity import canonical
+from .._index import Index
+from .._locking import StoreLock
+from .._log import LogFile, _snapshot, atomic_write
+from ..errors import CorruptStoreError, StoreError
+from ._base import IndexedBackend, Record, record_matches
+from ._file import lock_path
+
+__all__ = ["ParquetBackend", "sidecar_path"]
+
+FOLDED_KEY = b"stet.folded_generation"
+#: Fold the sidecar into the Parquet file once it holds this many records, or as many
+#: as the file itself (whichever is more), so folding costs O(1) per record on average.
+FOLD_MIN = 10_000
+
+
+def sidecar_path(path: Path) -> Path:
+    """Where appended records wait until they are folded into the Parquet file."""
+    return path.with_name(path.name + ".stet-log")
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise ImportError(
+            "Parquet stores need pyarrow: pip install 'stet[parquet]'"
+        ) from None
+    return pyarrow
+
+
+_open_backends: weakref.WeakSet[ParquetBackend] = weakref.WeakSet()
+
+
+@atexit.register
+def _fold_all_at_exit() -> None:
+    for backend in list(_open_backends):
+        try:
+            backend.fold()
+        except Exception:  # noqa: BLE001 - never turn a clean exit into a traceback
+            pass
+
+
+class ParquetBackend(IndexedBackend):
+    """Store experiment records in a Parquet file.
+
+    Requires the parquet extra: ``pip install 'stet[parquet]'`` (pyarrow).
+
+    Parquet files cannot be appended to, so records are first appended to a sidecar
+    (``<store>.stet-log``, JSON Lines) and folded into the Parquet file when the process
+    exits normally and whenever the sidecar grows as large as the file. stet's readers
+    always see both; after a normal exit the Parquet file alone holds every run, readable
+    by ``pandas.read_parquet``. All columns are strings; an absent field is null.
+
+    Args:
+        path: Path to the ``.parquet`` file.
+        fsync: fsync each record (for power loss); default from :func:`stet.configure`.
+    """
+
+    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
+        super().__init__(path, fsync=fsync)
+        self._lock = StoreLock.for_path(lock_path(self.path))
+        self._log = LogFile(sidecar_path(self.path), JsonLinesCodec(), self._lock,
+                            fsync=self.fsync)
+        self._side = Index()  # records in the sidecar; self._index: the Parquet file
+        self._base_snap: tuple[int, int, int, int] | None = None
+        self._base_rows = 0
+        self._pid = os.getpid()
+
+    # ---------------------------------------------------------------- reading
+    def _read_base(self) -> tuple[list[str], list[list[str | None]], str | None]:
+        """Columns, rows and folded sidecar generation of the Parquet file."""
+        pa = _pyarrow()
+        try:
+            table = pa.parquet.read_table(self.path)
+        except FileNotFoundError:
+            return [], [], None
+        except (pa.ArrowException, OSError) as exc:
+            raise CorruptStoreError(
+                f"{self.path} is not a readable Parquet store ({exc}). The file was left "
+                f"untouched; move it aside or point the store at another path."
+            ) from None
+        meta = table.schema.metadata or {}
+        folded = meta.get(FOLDED_KEY)
+        header = list(table.column_names)
+        columns = []
+        for name in header:
+            col = table.column(name)
+            values = col.to_pylist()
+            if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+                values = [None if v is None else canonical(v) for v in values]
+            columns.append(values)
+        rows = [list(r) for r in zip(*columns, strict=True)] if columns else []
+        return header, rows, None if folded is None else folded.decode()
+
+    def _poll(self, index: Index) -> None:
+        self._poll_base(index)
+        self._log.poll(self._side)
+
+    def _poll_base(self, index: Index) -> None:
+        try:
+            snap = _snapshot(os.stat(self.path))
+        except FileNotFoundError:
+            snap = None
+        if snap == self._base_snap and self._pid == os.getpid():
+            return
+        with self._lock.shared():
+            self._load_base(index)
+
+    def _load_base(self, index: Index) -> None:
+        """Reread the Parquet file (lock held)."""
+        try:
+            snap: tuple[int, int, int, int] | None = _snapshot(os.stat(self.path))
+        except FileNotFoundError:
+            snap = None
+        index.clear()
+        header, rows, folded = self._read_base() if snap else ([], [], None)
+        if rows:
+            index.add_rows(header, rows)
+        self._base_rows = len(rows)
+        self._base_snap = snap
+        self._pid = os.getpid()
+        if folded != self._log.ignored_head:
+            self._log.ignored_head = folded
+            self._log.close()
+            self._side.clear()
+
+    def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
+        with self._mutex:
+            self._poll(self._index)
+            return self._index.contains(func, fields, texts) or self._side.contains(
+                func, fields, texts
+            )
+
+    def contains_any(self, fields: Record) -> bool:
+        names = tuple(sorted(fields))
+        texts = tuple(fields[n] for n in names)
+        with self._mutex:
+            self._poll(self._index)
+            return self._index.contains_any(names, texts) or self._side.contains_any(
+                names, texts
+            )
+
+    def __len__(self) -> int:
+        with self._mutex:
+            self._poll(self._index)
+            return self._index.count + self._side.count
+
+    def _records(self) -> list[Record]:
+        with self._lock.shared():
+            header, rows, folded = self._read_base()
+            self._log.ignored_head = folded
+            base = [{k: v for k, v in zip(header, r, strict=True) if v is not None}
+                    for r in rows]
+            return base + self._log.records()
+
+    # ---------------------------------------------------------------- writing
+    def _append(self, record: Record, index: Index) -> None:
+        with self._lock.exclusive():
+            self._poll_base(index)
+            self._log.append(record, self._side)
+        _open_backends.add(self)
+        if self._log.count > max(FOLD_MIN, self._base_rows):
+            self.fold()
+
+    def fold(self) -> None:
+        """Fold the sidecar into the Parquet file and delete it (atomic, locked)."""
+        with self._mutex, self._lock.exclusive():
+            self._load_base(self._index)
+            self._log.poll(self._side)
+            if not self._log.path.exists():
+                return
+            self._rewrite(lambda r: True)
+
+    def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
+        with self._lock.exclusive():
+            if not self.path.exists() and not self._log.path.exists():
+                return 0
+            return self._rewrite(lambda r: not record_matches(r, func, fields))
+
+    def _rewrite(self, keep: Any) -> int:
+        """Write base + sidecar records that ``keep`` accepts as the new Parquet file."""
+        self._log.poll(self._side)
+        records = self._records()
+        gen = self._log.head if self._log.head != self._log.ignored_head else None
+        kept = [r for r in records if keep(r)]
+        pa = _pyarrow()
+        names: dict[str, None] = {}
+        for r in kept:
+            names.update(dict.fromkeys(r))
+        if not names:
+            names = dict.fromkeys(_existing_columns(self.path, pa))
+        columns = {n: pa.array([r.get(n) for r in kept], type=pa.string()) for n in names}
+        table = pa.table(columns) if columns else pa.table({})
+        if gen is not None:
+            table = table.replace_schema_metadata({FOLDED_KEY: str(gen).encode()})
+        sink = pa.BufferOutputStream()
+        try:
+            pa.parquet.write_table(table, sink)
+        except pa.ArrowException as exc:  # pragma: no cover - all columns are strings
+            raise StoreError(f"cannot write Parquet store {self.path}: {exc}") from None
+        atomic_write(self.path, sink.getvalue().to_pybytes(), fsync=True)
+        try:
+            os.unlink(self._log.path)
+        except FileNotFoundError:
+            pass
+        self._log.close()
+        self._side.clear()
+        self._load_base(self._index)
+        return len(records) - len(kept)
+
+    def exists(self) -> bool:
+        return self.path.exists() or self._log.path.exists()
+
+    def close(self) -> None:
+        with self._mutex:
+            self._log.close()
+            self._side.clear()
+            self._index.clear()
+            self._base_snap = None
+
+
+def _existing_columns(path: Path, pa: Any) -> list[str]:
+    try:
+        return list(pa.parquet.read_schema(path).names)
+    except (FileNotFoundError, OSError, pa.ArrowException):
+        return []
+

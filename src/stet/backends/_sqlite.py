@@ -1,0 +1,266 @@
+"""SQLite store: table ``stet_records`` with one TEXT column per field."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from .._index import Index
+from .._sql import column_list, quote_ident
+from ..errors import CorruptStoreError, StoreError
+from ._base import IndexedBackend, Record
+
+__all__ = ["SqliteBackend"]
+
+TABLE = "stet_records"
+META = "stet_meta"
+
+
+class SqliteBackend(IndexedBackend):
+    """Store experiment records in a SQLite database.
+
+    Uses Python's built-in :mod:`sqlite3`. No extra dependencies required. The database
+    uses SQLite's rollback journal (not WAL), which works on network filesystems; each
+    record is one committed transaction. Readers follow new rows by ``rowid`` and ask
+    ``PRAGMA data_version`` whether anything changed, so a lookup reads no rows when
+    nothing did. Removals bump a generation number in ``stet_meta`` so that every reader
+    reloads.
+
+    Args:
+        path: Path to the ``.sqlite`` / ``.db`` file.
+        fsync: fsync each commit (``synchronous=FULL``), for power loss.
+    """
+
+    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
+        super().__init__(path, fsync=fsync)
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        self._last_rowid = 0
+        self._data_version = -1
+        self._generation: str | None = None
+        self._columns: list[str] | None = None
+        self._insert_sql: dict[tuple[str, ...], str] = {}
+
+    # ------------------------------------------------------------ connection
+    def _connect(self, create: bool) -> sqlite3.Connection | None:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        if self._pid != os.getpid():
+            self._conn = None  # never reuse a connection across fork
+        if not create and not self.path.exists():
+            return None
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=600, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA synchronous=" + ("FULL" if self.fsync else "OFF"))
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal" and create:
+                pass  # a WAL database made elsewhere: keep it (local disks only)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise CorruptStoreError(
+                f"{self.path} is not a readable SQLite store ({exc}). The file was left "
+                f"untouched; move it aside or point the store at another path."
+            ) from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
+        self._conn, self._pid = conn, os.getpid()
+        self._data_version = -1
+        return conn
+
+    def _table_columns(self, conn: sqlite3.Connection) -> list[str] | None:
+        rows = conn.execute(f"PRAGMA table_info({TABLE})").fetchall()
+        if not rows:
+            tables = conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'"
+            ).fetchall()
+            foreign = [t[0] for t in tables if not str(t[0]).startswith(("stet_", "sqlite_"))]
+            if foreign:
+                raise CorruptStoreError(
+                    f"{self.path} is a SQLite database but not a stet store (it has tables "
+                    f"{', '.join(sorted(foreign))[:200]} and no {TABLE}). The file was left "
+                    f"untouched; point the store at another path."
+                )
+            return None
+        return [r[1] for r in rows]
+
+    # ---------------------------------------------------------------- reading
+    def _poll(self, index: Index) -> None:
+        conn = self._connect(create=False)
+        if conn is None:
+            if self._columns is not None or index.count:
+                self._reset(index)
+            return
+        dv = conn.execute("PRAGMA data_version").fetchone()[0]
+        if dv == self._data_version:
+            return
+        try:
+            conn.execute("BEGIN")
+            self._catch_up(conn, index)
+            self._data_version = dv
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def _reset(self, index: Index) -> None:
+        index.clear()
+        self._last_rowid = 0
+        self._generation = None
+        self._columns = None
+
+    def _catch_up(self, conn: sqlite3.Connection, index: Index) -> None:
+        """Fold rows added since the last look into ``index`` (inside a transaction)."""
+        gen = self._read_generation(conn)
+        if gen != self._generation:
+            self._reset(index)
+            self._generation = gen
+        if self._columns is None:
+            self._columns = self._table_columns(conn)
+            if self._columns is None:
+                return
+        cur = conn.execute(
+            f"SELECT rowid, * FROM {TABLE} WHERE rowid > ? ORDER BY rowid", (self._last_rowid,)
+        )
+        header = [d[0] for d in cur.description][1:]
+        if header != self._columns:
+            self._columns = header
+        rows = cur.fetchall()
+        if rows:
+            self._last_rowid = rows[-1][0]
+            index.add_rows(header, [r[1:] for r in rows])
+
+    def _read_generation(self, conn: sqlite3.Connection) -> str | None:
+        try:
+            row = conn.execute(f"SELECT value FROM {META} WHERE key = 'generation'").fetchone()
+        except sqlite3.OperationalError:
+            return None  # no meta table (e.g. a store written by stet 0.0.2)
+        return None if row is None else str(row[0])
+
+    def _records(self) -> list[Record]:
+        conn = self._connect(create=False)
+        if conn is None:
+            return []
+        try:
+            if self._table_columns(conn) is None:
+                return []
+            cur = conn.execute(f"SELECT * FROM {TABLE} ORDER BY rowid")
+            header = [d[0] for d in cur.description]
+            return [
+                {k: v if isinstance(v, str) else _text(v) for k, v in zip(header, row,
+                                                                          strict=True)
+                 if v is not None}
+                for row in cur
+            ]
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+
+    # ---------------------------------------------------------------- writing
+    def _append(self, record: Record, index: Index) -> None:
+        conn = self._connect(create=True)
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._catch_up(conn, index)
+                self._ensure_columns(conn, record)
+                fields = tuple(record)
+                sql = self._insert_sql.get(fields)
+                if sql is None:
+                    marks = ", ".join("?" * len(fields))
+                    sql = f"INSERT INTO {TABLE} ({column_list(fields)}) VALUES ({marks})"
+                    self._insert_sql[fields] = sql
+                cur = conn.execute(sql, tuple(record.values()))
+                dv = conn.execute("PRAGMA data_version").fetchone()[0]
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+        self._data_version = dv
+        if cur.lastrowid is not None:
+            self._last_rowid = cur.lastrowid
+        index.add(record)
+
+    def _ensure_columns(self, conn: sqlite3.Connection, record: Record) -> None:
+        cols = self._columns
+        if cols is not None and all(k in cols for k in record):
+            return
+        if cols is None:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {TABLE} "
+                f"({', '.join(quote_ident(k) + ' TEXT' for k in record)})"
+            )
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT)")
+            cols = self._table_columns(conn) or []
+        for k in record:
+            if k not in cols:
+                conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote_ident(k)} TEXT")
+                cols.append(k)
+        self._columns = cols
+
+    def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
+        conn = self._connect(create=False)
+        if conn is None:
+            return 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cols = self._table_columns(conn)
+                if cols is None or any(k not in cols for k in fields):
+                    conn.execute("ROLLBACK")
+                    return 0
+                where = [f"{quote_ident(k)} = ?" for k in fields]
+                params: list[Any] = list(fields.values())
+                if func is not None and "_stet_func" in cols:
+                    where.append("(_stet_func IS NULL OR _stet_func = '' OR _stet_func = ?)")
+                    params.append(func)
+                sql = f"DELETE FROM {TABLE}" + (" WHERE " + " AND ".join(where) if where else "")
+                n = conn.execute(sql, params).rowcount
+                if n:
+                    conn.execute(f"CREATE TABLE IF NOT EXISTS {META} "
+                                 "(key TEXT PRIMARY KEY, value TEXT)")
+                    conn.execute(
+                        f"INSERT INTO {META} (key, value) VALUES ('generation', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (os.urandom(8).hex(),),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+        self._reset(index)
+        self._data_version = -1
+        return max(n, 0)
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            return StoreError(f"SQLite store {self.path} stayed locked by another process "
+                              f"for too long ({exc}); try again.")
+        return CorruptStoreError(
+            f"{self.path} is not a readable SQLite store ({exc}). The file was left "
+            f"untouched; move it aside or point the store at another path."
+        )
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+            self._reset(self._index)
+            self._data_version = -1
+
+
+def _text(value: Any) -> str:
+    from .._identity import canonical
+
+    return canonical(value)
