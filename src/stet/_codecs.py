@@ -343,7 +343,7 @@ class JsonLinesCodec(Codec):
             head = json.loads(data[:nl])
             gen = head["_stet_generation"]
         except (ValueError, KeyError, TypeError):
-            raise _corrupt(path, "its first line is not a stet sidecar header", "sidecar")
+            raise _corrupt(path, "its first line is not a stet sidecar header", "sidecar") from None
         return str(gen), nl + 1
 
     def parse(self, data: bytes, head: Any, first: bool, path: Path) -> Parsed:
@@ -354,7 +354,7 @@ class JsonLinesCodec(Codec):
                 try:
                     obj = json.loads(line)
                 except ValueError:
-                    raise _corrupt(path, f"a line is not JSON: {line[:80]!r}", "sidecar")
+                    raise _corrupt(path, f"a line is not JSON: {line[:80]!r}", "sidecar") from None
                 dicts.append(_check_object(obj, path, "sidecar"))
         return Parsed(Chunk(dicts=dicts), end, "clean" if end == len(data) else "torn")
 

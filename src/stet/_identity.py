@@ -224,7 +224,7 @@ class Binder:
         """Bind a call to parameter names with defaults applied; ``**kwargs`` flattened."""
         if self._simple and len(args) <= len(self._names):
             values = dict(self._defaults)
-            values.update(zip(self._names, args))
+            values.update(zip(self._names, args, strict=False))
             if kwargs:
                 for k, v in kwargs.items():
                     if k not in self._name_set or k in self._names[: len(args)]:

@@ -63,7 +63,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _read_from(fd: int, offset: int) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         part = os.pread(fd, 1 << 24, offset)
         if not part:
@@ -267,7 +267,7 @@ class LogFile:
             return len(records) - len(kept)
 
     def _rewrite(self, records: Sequence[Record], index: Index) -> None:
-        data, head = self.codec.render(records, self._head)
+        data, _head = self.codec.render(records, self._head)
         atomic_write(self.path, data, fsync=True)
         self._reset(index)
         self._catch_up(index)

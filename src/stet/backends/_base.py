@@ -21,7 +21,7 @@ TIMESTAMP_FIELD = "_stet_timestamp"
 
 def utc_now() -> str:
     """The current UTC time in ISO 8601, as in ``_stet_timestamp``."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+    return _dt.datetime.now(_dt.UTC).isoformat()
 
 
 def canonical_fields(key_dict: Mapping[str, Any]) -> Record:
@@ -119,7 +119,7 @@ class BaseBackend(ABC):
         """Whether the store exists yet (a store is created by its first record)."""
         return self.path.exists()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional for custom backends
         """Release files and connections; the backend reopens them if used again."""
 
     def __enter__(self) -> BaseBackend:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import weakref
 from pathlib import Path
@@ -47,10 +48,8 @@ _open_backends: weakref.WeakSet[ParquetBackend] = weakref.WeakSet()
 @atexit.register
 def _fold_all_at_exit() -> None:
     for backend in list(_open_backends):
-        try:
+        with contextlib.suppress(Exception):
             backend.fold()
-        except Exception:  # noqa: BLE001 - never turn a clean exit into a traceback
-            pass
 
 
 class ParquetBackend(IndexedBackend):
@@ -212,10 +211,8 @@ class ParquetBackend(IndexedBackend):
         except pa.ArrowException as exc:  # pragma: no cover - all columns are strings
             raise StoreError(f"cannot write Parquet store {self.path}: {exc}") from None
         atomic_write(self.path, sink.getvalue().to_pybytes(), fsync=True)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self._log.path)
-        except FileNotFoundError:
-            pass
         self._log.close()
         self._side.clear()
         self._load_base(self._index)
