@@ -42,6 +42,11 @@ class SqliteBackend(IndexedBackend):
         self._generation: str | None = None
         self._columns: list[str] | None = None
         self._insert_sql: dict[tuple[str, ...], str] = {}
+        # Raw read-only descriptor for the header's file change counter (offset 24), which
+        # every commit in rollback-journal mode changes: reading it costs one pread.
+        self._raw_fd = -1
+        self._counter: bytes | None = None
+        self._journal_wal = False
 
     # ------------------------------------------------------------ connection
     def _connect(self, create: bool) -> sqlite3.Connection | None:
@@ -49,6 +54,8 @@ class SqliteBackend(IndexedBackend):
             return self._conn
         if self._pid != os.getpid():
             self._conn = None  # never reuse a connection across fork
+            self._raw_fd = -1
+            self._counter = None
         if not create and not self.path.exists():
             return None
         try:
@@ -58,6 +65,7 @@ class SqliteBackend(IndexedBackend):
             conn.execute("PRAGMA synchronous=" + ("FULL" if self.fsync else "OFF"))
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            self._journal_wal = mode == "wal"  # WAL commits leave the header alone
             if mode in ("delete", "truncate"):
                 # A rollback journal (safe on NFS, unlike WAL), kept between commits:
                 # half the cost per commit of creating and deleting it each time.
@@ -96,20 +104,40 @@ class SqliteBackend(IndexedBackend):
             if self._columns is not None or index.count:
                 self._reset(index)
             return
+        counter = self._change_counter()
+        if counter is not None and counter == self._counter:
+            return
         dv = conn.execute("PRAGMA data_version").fetchone()[0]
         if dv == self._data_version:
+            self._counter = counter
             return
         try:
             conn.execute("BEGIN")
             self._catch_up(conn, index)
             self._data_version = dv
+            self._counter = counter
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
         finally:
             if conn.in_transaction:
                 conn.execute("COMMIT")
 
+    def _change_counter(self) -> bytes | None:
+        """The database header's change counter, or ``None`` if it cannot be trusted."""
+        if self._raw_fd < 0 or self._pid != os.getpid():
+            if self._journal_wal:
+                return None
+            try:
+                self._raw_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
+        try:
+            return os.pread(self._raw_fd, 4, 24)
+        except OSError:
+            return None
+
     def _reset(self, index: Index) -> None:
+        self._counter = None
         index.clear()
         self._last_rowid = 0
         self._generation = None
@@ -186,6 +214,7 @@ class SqliteBackend(IndexedBackend):
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
         self._data_version = dv
+        self._counter = None
         if cur.lastrowid is not None:
             self._last_rowid = cur.lastrowid
         index.add(record)
@@ -257,7 +286,10 @@ class SqliteBackend(IndexedBackend):
         with self._mutex:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
+                if self._raw_fd >= 0:
+                    os.close(self._raw_fd)
             self._conn = None
+            self._raw_fd = -1
             self._reset(self._index)
             self._data_version = -1
 
