@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
+from ._claims import claim_offset
 from ._config import settings
 from ._identity import Binder, format_call
 from ._index import FUNC_FIELD
@@ -28,7 +29,8 @@ _HOST = socket.gethostname()
 class _Run:
     """What one decorated function needs per call; built once at decoration."""
 
-    __slots__ = ("backend", "binder", "func", "name", "options", "store", "verbose")
+    __slots__ = ("backend", "binder", "func", "name", "options", "skip_failed", "store",
+                 "verbose", "wait")
 
     def __init__(
         self,
@@ -38,12 +40,16 @@ class _Run:
         name: str | None,
         verbose: bool | None,
         fsync: bool | None,
+        wait: bool,
+        skip_failed: bool,
     ) -> None:
         self.func = func
         self.binder = Binder(func, key)
         self.name = name or func.__qualname__
         self.store = store
         self.verbose = verbose
+        self.wait = wait
+        self.skip_failed = skip_failed
         self.options: dict[str, Any] = {} if fsync is None else {"fsync": fsync}
         from .backends import backend_class
 
@@ -56,26 +62,88 @@ class _Run:
             backend = self.backend = shared_backend(self.store, **self.options)
         return backend
 
-    def check(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+    def _say(self, fields: tuple[str, ...], texts: tuple[str, ...], why: str = "") -> None:
+        if settings.verbose if self.verbose is None else self.verbose:
+            call = format_call(self.func.__name__, fields, texts)
+            print(f"[stet] Skipping {call}{why}", flush=True)
+
+    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Ticket | None:
+        """Decide whether this call runs: ``None`` (skipped, message printed) or a
+        ticket holding the run's claim."""
         fields, texts = self.binder.bind(args, kwargs)
         names, sorted_texts = self.binder.sorted_view(fields, texts)
-        done = self.get_backend().contains_run(self.name, names, sorted_texts)
-        if done and (settings.verbose if self.verbose is None else self.verbose):
-            print(f"[stet] Skipping {format_call(self.func.__name__, fields, texts)}",
-                  flush=True)
-        return done, fields, texts
+        backend = self.get_backend()
+        if backend.contains_run(self.name, names, sorted_texts):
+            self._say(fields, texts)
+            return None
+        if self.skip_failed and backend.contains_failure(self.name, names, sorted_texts):
+            self._say(fields, texts, ": it failed before (skip_failed=True; "
+                      "f.forget(...) clears its failure)")
+            return None
+        claims = backend.claims()
+        offset = claim_offset(self.name, names, sorted_texts)
+        info = {"func": self.name, "fields": dict(zip(fields, texts, strict=True))}
+        holder = claims.try_claim(offset, info)
+        if holder is not None:
+            if not self.wait:
+                self._say(fields, texts, f": running elsewhere ({holder})")
+                return None
+            claims.wait_claim(offset, info)
+        # Claimed. Another worker may have finished it just before: look again.
+        try:
+            if backend.contains_run(self.name, names, sorted_texts):
+                claims.release(offset)
+                self._say(fields, texts)
+                return None
+        except BaseException:
+            claims.release(offset)
+            raise
+        return _Ticket(self, backend, claims, offset, fields, texts)
 
-    def record(self, fields: tuple[str, ...], texts: tuple[str, ...], started: float,
-               t0: float) -> None:
-        rec: Record = dict(zip(fields, texts, strict=True))
-        rec[FUNC_FIELD] = self.name
+
+class _Ticket:
+    """A claimed run: finish it with :meth:`done` or :meth:`failed`, exactly once."""
+
+    __slots__ = ("backend", "claims", "fields", "offset", "run", "started", "t0", "texts")
+
+    def __init__(self, run: _Run, backend: BaseBackend, claims: Any, offset: int,
+                 fields: tuple[str, ...], texts: tuple[str, ...]) -> None:
+        self.run, self.backend, self.claims, self.offset = run, backend, claims, offset
+        self.fields, self.texts = fields, texts
+        self.started, self.t0 = time.time(), time.perf_counter()
+
+    def _record(self) -> Record:
+        rec: Record = dict(zip(self.fields, self.texts, strict=True))
+        rec[FUNC_FIELD] = self.run.name
         rec[TIMESTAMP_FIELD] = utc_now()
-        rec["_stet_started"] = _iso(started)
-        rec["_stet_duration"] = f"{time.perf_counter() - t0:.6f}"
+        rec["_stet_started"] = _iso(self.started)
+        rec["_stet_duration"] = f"{time.perf_counter() - self.t0:.6f}"
         rec["_stet_host"] = _HOST
-        self.get_backend().append_record(rec)
+        return rec
+
+    def done(self) -> None:
+        """Record the run as completed, then release its claim."""
+        try:
+            self.backend.append_record(self._record())
+        finally:
+            self.claims.release(self.offset)
+
+    def failed(self, exc: BaseException) -> None:
+        """Record the run as failed (for exceptions, not Ctrl-C), then release it."""
+        try:
+            if isinstance(exc, Exception):
+                rec = self._record()
+                rec["_stet_pid"] = str(os.getpid())
+                rec["_stet_error_type"] = type(exc).__qualname__
+                rec["_stet_error"] = _error_text(exc)
+                self.backend.append_failure(rec)
+        finally:
+            self.claims.release(self.offset)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 2000 else text[:1997] + "..."
 
 
 def _iso(epoch: float) -> str:
@@ -97,6 +165,8 @@ def once(
     name: str | None = ...,
     verbose: bool | None = ...,
     fsync: bool | None = ...,
+    wait: bool = ...,
+    skip_failed: bool = ...,
 ) -> Callable[[F], F]: ...
 
 
@@ -108,14 +178,19 @@ def once(
     name: str | None = None,
     verbose: bool | None = None,
     fsync: bool | None = None,
+    wait: bool = False,
+    skip_failed: bool = False,
 ) -> Any:
     """Decorator that skips already-completed experiment runs.
 
     A run is identified by the function's name and the canonical text of its key
     arguments (defaults applied). A call whose run is recorded as done prints
     ``[stet] Skipping f(alpha=0.1, seed=1)`` and returns ``None`` without running;
-    otherwise the function runs and, if it returns, the run is recorded before its value
-    is returned. If it raises, nothing is recorded. The return value is not saved.
+    otherwise the run is claimed (so other threads, processes and workers sharing the
+    store skip it while it runs), the function runs and, if it returns, the run is
+    recorded before its value is returned. If it raises, the run is recorded as failed
+    (apart from completed runs) and the exception propagates; it will be tried again
+    unless ``skip_failed=True``. The return value is not saved.
 
     Can be used in three styles::
 
@@ -137,6 +212,9 @@ def once(
         name: The function name stored with each run (default ``func.__qualname__``).
         verbose: Print skip messages (default: :func:`stet.configure`, env STET_QUIET).
         fsync: fsync every record for power loss (default: :func:`stet.configure`).
+        wait: When another worker is running this very run, wait for it to finish
+            (then skip it if it completed) instead of skipping it at once.
+        skip_failed: Skip runs recorded as failed, instead of trying them again.
 
     Returns:
         The decorated function (or a decorator if called with arguments).
@@ -147,17 +225,20 @@ def once(
     """
 
     def decorate(f: Callable[..., Any]) -> Any:
-        run = _Run(f, store, key, name, verbose, fsync)
+        run = _Run(f, store, key, name, verbose, fsync, wait, skip_failed)
         if inspect.iscoroutinefunction(f):
 
             @functools.wraps(f)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                done, fields, texts = run.check(args, kwargs)
-                if done:
+                ticket = run.begin(args, kwargs)
+                if ticket is None:
                     return None
-                started, t0 = time.time(), time.perf_counter()
-                result = await f(*args, **kwargs)
-                run.record(fields, texts, started, t0)
+                try:
+                    result = await f(*args, **kwargs)
+                except BaseException as exc:
+                    ticket.failed(exc)
+                    raise
+                ticket.done()
                 return result
 
             wrapper: Any = async_wrapper
@@ -165,12 +246,15 @@ def once(
 
             @functools.wraps(f)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                done, fields, texts = run.check(args, kwargs)
-                if done:
+                ticket = run.begin(args, kwargs)
+                if ticket is None:
                     return None
-                started, t0 = time.time(), time.perf_counter()
-                result = f(*args, **kwargs)
-                run.record(fields, texts, started, t0)
+                try:
+                    result = f(*args, **kwargs)
+                except BaseException as exc:
+                    ticket.failed(exc)
+                    raise
+                ticket.done()
                 return result
 
             wrapper = sync_wrapper
@@ -197,9 +281,10 @@ def _attach(wrapper: Any, run: _Run) -> None:
         return run.get_backend().contains_run(run.name, names, sorted_texts)
 
     def forget(*args: Any, **kwargs: Any) -> int:
-        """Remove the record of the run these arguments identify; return how many."""
+        """Remove the record (and failures) of the run these arguments identify."""
         fields, texts = run.binder.bind(args, kwargs)
         backend = run.get_backend()
+        backend.remove_failures(run.name, dict(zip(fields, texts, strict=True)))
         remove = getattr(backend, "remove_where", None)
         if remove is None:
             backend.remove(dict(zip(fields, texts, strict=True)))

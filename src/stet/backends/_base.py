@@ -9,11 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._claims import ClaimFile
 from .._config import settings
 from .._identity import RESERVED_PREFIX, canonical
 from .._index import FUNC_FIELD, Index
 
-__all__ = ["BaseBackend", "IndexedBackend", "Record", "record_matches", "utc_now"]
+__all__ = ["BaseBackend", "FailureLog", "IndexedBackend", "Record", "record_matches", "utc_now"]
 
 Record = dict[str, str]
 TIMESTAMP_FIELD = "_stet_timestamp"
@@ -119,6 +120,37 @@ class BaseBackend(ABC):
         """Whether the store exists yet (a store is created by its first record)."""
         return self.path.exists()
 
+    # -- claims and failures: beside the store file unless a backend does better ----
+    def claims(self) -> ClaimFile:
+        """The claims of this store (see :mod:`stet._claims`)."""
+        return ClaimFile.for_path(self.path.with_name(self.path.name + ".claims"))
+
+    def _failure_log(self) -> FailureLog:
+        log: FailureLog | None = getattr(self, "_stet_failures", None)
+        if log is None:
+            log = FailureLog(self.path.with_name(self.path.name + ".failures.jsonl"),
+                             self.path.with_name(self.path.name + ".lock"))
+            self._stet_failures = log
+        return log
+
+    def append_failure(self, record: Record) -> None:
+        """Record a failed run (kept apart from completed runs)."""
+        self._failure_log().append(record)
+
+    def contains_failure(
+        self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]
+    ) -> bool:
+        """Whether a failure of this run is recorded."""
+        return self._failure_log().contains(func, fields, texts)
+
+    def failures(self) -> list[Record]:
+        """Every recorded failure, oldest first."""
+        return self._failure_log().records()
+
+    def remove_failures(self, func: str | None, fields: Record) -> int:
+        """Forget recorded failures of matching runs."""
+        return self._failure_log().remove(func, fields)
+
     def close(self) -> None:  # noqa: B027 - optional for custom backends
         """Release files and connections; the backend reopens them if used again."""
 
@@ -127,6 +159,39 @@ class BaseBackend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class FailureLog:
+    """Failed runs of a store, in an append-only JSON Lines file with its own index."""
+
+    def __init__(self, path: Path, lock_path: Path) -> None:
+        from .._codecs import JsonLinesCodec
+        from .._locking import StoreLock
+        from .._log import LogFile
+
+        self.path = path
+        self._index = Index()
+        self._mutex = threading.RLock()
+        self._log = LogFile(path, JsonLinesCodec(),
+                            StoreLock.for_path(lock_path),
+                            fsync=settings.fsync)
+
+    def append(self, record: Record) -> None:
+        with self._mutex:
+            self._log.append(record, self._index)
+
+    def contains(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
+        with self._mutex:
+            self._log.poll(self._index)
+            return self._index.contains(func, fields, texts)
+
+    def records(self) -> list[Record]:
+        return self._log.records()
+
+    def remove(self, func: str | None, fields: Record) -> int:
+        with self._mutex:
+            return self._log.rewrite(lambda r: not record_matches(r, func, fields),
+                                     self._index)
 
 
 class IndexedBackend(BaseBackend):

@@ -31,7 +31,11 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".stet-log")
 
 
+_warm = False
+
+
 def _pyarrow() -> Any:
+    global _warm
     try:
         import pyarrow
         import pyarrow.parquet
@@ -39,6 +43,11 @@ def _pyarrow() -> Any:
         raise ImportError(
             "Parquet stores need pyarrow: pip install 'stet[parquet]'"
         ) from None
+    if not _warm:
+        # pyarrow imports pandas (if installed) lazily on first use; do it now, since
+        # folding at interpreter exit cannot import modules that start threads.
+        pyarrow.array([], type=pyarrow.string())
+        _warm = True
     return pyarrow
 
 
@@ -70,6 +79,7 @@ class ParquetBackend(IndexedBackend):
 
     def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
         super().__init__(path, fsync=fsync)
+        _pyarrow()  # import now: folding at interpreter exit must not need new imports
         self._lock = StoreLock.for_path(lock_path(self.path))
         self._log = LogFile(sidecar_path(self.path), JsonLinesCodec(), self._lock,
                             fsync=self.fsync)
@@ -83,7 +93,7 @@ class ParquetBackend(IndexedBackend):
         """Columns, rows and folded sidecar generation of the Parquet file."""
         pa = _pyarrow()
         try:
-            table = pa.parquet.read_table(self.path)
+            table = pa.parquet.ParquetFile(self.path).read()
         except FileNotFoundError:
             return [], [], None
         except (pa.ArrowException, OSError) as exc:

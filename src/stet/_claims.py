@@ -1,0 +1,214 @@
+"""Exactly-once claims: a run being executed is locked, so other workers skip or wait.
+
+A claim is a POSIX byte-range lock on one byte of ``<store>.claims``, at an offset
+derived from the run's identity (a 62-bit hash, so distinct runs practically never
+share a byte). The kernel releases the lock when the holder dies, however it dies
+(SIGKILL, OOM killer), so a dead worker never blocks a run, and no file is left per claim.
+On NFS the lock is held by the server, which releases it when the client's lease lapses.
+
+POSIX locks belong to a process, so threads of one process are told apart by an
+in-process table. Each claim also appends a one-line announcement (who, where, since
+when) to the same file, which ``status`` reads to show what is running now; the locks,
+not the announcements, are what guarantees exclusion.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import StoreError
+
+__all__ = ["ClaimFile", "claim_offset"]
+
+_BASE = 1 << 40  # lock offsets live far beyond the announcements
+_SPAN = (1 << 62) - _BASE
+_COMPACT_AT = 1 << 20  # announcement bytes before stale lines are dropped
+_HOST = socket.gethostname()
+
+_registry: dict[str, ClaimFile] = {}
+_registry_lock = threading.Lock()
+
+
+def claim_offset(func: str, fields: Sequence[str], texts: Sequence[str]) -> int:
+    """The byte a run's claim locks (fields sorted, texts in the same order)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(json.dumps([func, list(fields), list(texts)]).encode())
+    return _BASE + int.from_bytes(h.digest(), "little") % _SPAN
+
+
+class ClaimFile:
+    """Claims of one store, shared by every thread of this process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = -1
+        self._pid = os.getpid()
+        self._mutex = threading.Condition()
+        self._held: dict[int, int] = {}  # offset -> thread ident holding it here
+        self._appended = 0
+
+    @classmethod
+    def for_path(cls, path: Path) -> ClaimFile:
+        key = f"{os.getpid()}:{os.path.abspath(path)}"
+        with _registry_lock:
+            claims = _registry.get(key)
+            if claims is None:
+                claims = _registry[key] = cls(Path(os.path.abspath(path)))
+            return claims
+
+    def _open(self) -> int:
+        if self._fd < 0 or self._pid != os.getpid():
+            try:
+                self._fd = os.open(
+                    self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666
+                )
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot open claims file {self.path}: {exc.strerror}. stet keeps it "
+                    f"beside the store; check the directory is writable."
+                ) from None
+            self._pid = os.getpid()
+            self._held.clear()
+        return self._fd
+
+    # ------------------------------------------------------------------ claims
+    def try_claim(self, offset: int, info: dict[str, Any]) -> str | None:
+        """Claim ``offset``; ``None`` on success, else who holds it."""
+        me = threading.get_ident()
+        with self._mutex:
+            fd = self._open()
+            holder = self._held.get(offset)
+            if holder is not None:
+                return "in another thread of this process" if holder != me else None
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset, os.SEEK_SET)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    return self._describe_holder(fd, offset)
+                raise self._lock_error(exc) from None
+            self._held[offset] = me
+        self._announce(offset, info)
+        return None
+
+    def wait_claim(self, offset: int, info: dict[str, Any]) -> None:
+        """Claim ``offset``, waiting for whoever holds it to finish."""
+        me = threading.get_ident()
+        with self._mutex:
+            while offset in self._held:
+                self._mutex.wait()
+            self._held[offset] = me  # reserve against other threads while we wait
+            fd = self._open()
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset, os.SEEK_SET)
+        except BaseException as exc:
+            with self._mutex:
+                self._held.pop(offset, None)
+                self._mutex.notify_all()
+            if isinstance(exc, OSError):
+                raise self._lock_error(exc) from None
+            raise
+        self._announce(offset, info)
+
+    def release(self, offset: int) -> None:
+        """Give up a claim made by this process."""
+        with self._mutex:
+            if self._held.pop(offset, None) is not None and self._pid == os.getpid():
+                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset, os.SEEK_SET)
+            self._mutex.notify_all()
+
+    def is_claimed(self, offset: int) -> bool:
+        """Whether anyone (this process included) holds a claim on ``offset``."""
+        with self._mutex:
+            if offset in self._held:
+                return True
+            return self._holder_pid(self._open(), offset) is not None
+
+    # ----------------------------------------------------------- announcements
+    def _announce(self, offset: int, info: dict[str, Any]) -> None:
+        line = json.dumps(
+            {"o": offset, "host": _HOST, "pid": os.getpid(), "since": time.time(), **info},
+            ensure_ascii=True,
+        )
+        try:
+            os.write(self._fd, line.encode("ascii") + b"\n")
+        except OSError:
+            return  # announcements are informational; the lock is what matters
+        self._appended += 1
+        if self._appended % 1000 == 0:
+            self._maybe_compact()
+
+    def running(self) -> list[dict[str, Any]]:
+        """Announcements of claims held right now, by any process."""
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read(64 << 20)
+        except FileNotFoundError:
+            return []
+        latest: dict[int, dict[str, Any]] = {}
+        for line in data.splitlines():
+            try:
+                entry = json.loads(line)
+                latest[int(entry["o"])] = entry
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn or foreign line: announcements are best effort
+        with self._mutex:
+            fd = self._open()
+            out = []
+            for offset, entry in latest.items():
+                if offset in self._held and entry.get("pid") == os.getpid():
+                    out.append(entry)
+                    continue
+                pid = self._holder_pid(fd, offset)
+                if pid is not None:
+                    out.append(entry)
+        return out
+
+    def _maybe_compact(self) -> None:
+        """Drop announcements of finished claims once the file is large (inode kept)."""
+        try:
+            if os.fstat(self._fd).st_size < _COMPACT_AT:
+                return
+            live = self.running()
+            data = b"".join(json.dumps(e).encode() + b"\n" for e in live)
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, data, 0)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _holder_pid(fd: int, offset: int) -> int | None:
+        """PID of another process holding a lock on ``offset`` (``0``: unknown)."""
+        try:
+            arg = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
+            res = fcntl.fcntl(fd, fcntl.F_GETLK, arg)
+            ltype, _, _, _, pid = struct.unpack("hhqqi4x", res)
+        except (OSError, struct.error):
+            return None
+        return None if ltype == fcntl.F_UNLCK else int(pid)
+
+    def _describe_holder(self, fd: int, offset: int) -> str:
+        pid = self._holder_pid(fd, offset)
+        return f"by pid {pid}" if pid and pid > 0 else "by another worker"
+
+    def _lock_error(self, exc: OSError) -> StoreError:
+        return StoreError(
+            f"cannot lock {self.path} ({exc.strerror}): the filesystem refuses byte-range "
+            f"locks, so stet cannot keep workers from running the same run twice. Put the "
+            f"store on a filesystem with locking, or use a PostgreSQL store."
+        )
