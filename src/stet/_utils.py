@@ -12,7 +12,7 @@ from ._decorator import _DEFAULT_STORE
 from ._identity import RESERVED_PREFIX
 from ._index import FUNC_FIELD
 from .backends import get_backend
-from .backends._base import TIMESTAMP_FIELD, BaseBackend
+from .backends._base import TIMESTAMP_FIELD, BaseBackend, canonical_fields
 
 __all__ = ["reset", "status"]
 
@@ -46,10 +46,38 @@ def status(store_path: str | Path = _DEFAULT_STORE) -> None:
     if stamps:
         print(f"First run: {stamps[0]}")
         print(f"Last run:  {stamps[-1]}")
-    per_func = Counter(r.get(FUNC_FIELD) or "(any function)" for r in records)
-    if len(per_func) > 1 or (per_func and "(any function)" not in per_func):
-        for func, n in sorted(per_func.items()):
-            print(f"  {func}: {n} completed")
+    _print_functions(backend, records)
+
+
+def _print_functions(backend: BaseBackend, records: list[dict[str, Any]]) -> None:
+    """Per function: completed, failed (with the latest error) and running now."""
+    completed = Counter(r.get(FUNC_FIELD) or "" for r in records)
+    done_keys = {_run_key(r) for r in records}
+    failed: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {}
+    for f in backend.failures():
+        if _run_key(f) not in done_keys:
+            failed.setdefault(f.get(FUNC_FIELD) or "", {})[_run_key(f)] = f
+    running = Counter(str(c.get("func", "")) for c in backend.claims().running())
+    funcs = sorted(set(completed) | set(failed) | set(running))
+    if not funcs:
+        return
+    print("Per function:")
+    for func in funcs:
+        label = func or "(any function)"
+        line = f"  {label}: {completed.get(func, 0)} completed"
+        fails = failed.get(func, {})
+        if fails:
+            latest = max(fails.values(), key=lambda f: f.get(TIMESTAMP_FIELD, ""))
+            line += (f", {len(fails)} failed (latest: {latest.get('_stet_error_type', '?')}: "
+                     f"{str(latest.get('_stet_error', ''))[:80]})")
+        if running.get(func):
+            line += f", {running[func]} running now"
+        print(line)
+
+
+def _run_key(record: dict[str, Any]) -> tuple[str, ...]:
+    items = sorted((k, str(v)) for k, v in record.items() if not k.startswith(RESERVED_PREFIX))
+    return (str(record.get(FUNC_FIELD) or ""), *(f"{k}={v}" for k, v in items))
 
 
 def reset(
@@ -69,6 +97,7 @@ def reset(
     backend = _open_existing(store_path)
     if key_dict is not None:
         removed = backend.remove(dict(key_dict))
+        backend.remove_failures(None, canonical_fields(key_dict))
         shown = ", ".join(f"{k}={v}" for k, v in key_dict.items())
         if isinstance(removed, int):
             print(f"[stet] Removed {removed} record(s) matching {shown} from {store_path}")
@@ -80,4 +109,5 @@ def reset(
             print("[stet] Nothing removed.")
             return
     backend.clear()
+    backend.remove_failures(None, {})
     print(f"[stet] Cleared {store_path}")
