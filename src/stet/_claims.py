@@ -25,11 +25,11 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import StoreError
 
-__all__ = ["ClaimFile", "claim_offset"]
+__all__ = ["ClaimFile", "Claims", "claim_offset"]
 
 _BASE = 1 << 40  # lock offsets live far beyond the announcements
 _SPAN = (1 << 62) - _BASE
@@ -45,6 +45,22 @@ def claim_offset(func: str, fields: Sequence[str], texts: Sequence[str]) -> int:
     h = hashlib.blake2b(digest_size=8)
     h.update(json.dumps([func, list(fields), list(texts)]).encode())
     return _BASE + int.from_bytes(h.digest(), "little") % _SPAN
+
+
+class Claims(Protocol):
+    """What the decorator needs from a store's claims (files, or a database)."""
+
+    def try_claim(self, offset: int, info: dict[str, Any]) -> str | None:
+        """Claim ``offset`` without waiting: ``None`` on success, else who holds it."""
+
+    def wait_claim(self, offset: int, info: dict[str, Any]) -> None:
+        """Claim ``offset``, waiting until whoever holds it releases it (or dies)."""
+
+    def release(self, offset: int) -> None:
+        """Give up a claim this process holds."""
+
+    def running(self) -> list[dict[str, Any]]:
+        """Announcements (``func``, ``fields``, ``host``, ``pid``, ``since``) of live claims."""
 
 
 class ClaimFile:

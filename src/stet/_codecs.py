@@ -109,6 +109,16 @@ def _complete_lines_end(data: bytes) -> int:
     return 0
 
 
+def _first_record_end(data: bytes) -> int:
+    """Offset just past the first newline outside quotes (0 if none yet)."""
+    i = data.find(b"\n")
+    while i >= 0:
+        if data.count(b'"', 0, i) % 2 == 0:
+            return i + 1
+        i = data.find(b"\n", i + 1)
+    return 0
+
+
 class CsvCodec(Codec):
     """CSV: a header row of field names, then one row per record.
 
@@ -121,15 +131,21 @@ class CsvCodec(Codec):
     def __init__(self) -> None:
         self._buf = io.StringIO()
         self._writer = csv.writer(self._buf, lineterminator="\n")
+        # csv quotes a cell holding "\n" but not one holding a lone "\r" when the line
+        # terminator is "\n"; rows with "\r" anywhere are written fully quoted.
+        self._quoted = csv.writer(self._buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
 
     def _line(self, row: Sequence[str]) -> str:
         self._buf.seek(0)
         self._buf.truncate()
-        self._writer.writerow(row)
+        if any("\r" in cell for cell in row):
+            self._quoted.writerow(row)
+        else:
+            self._writer.writerow(row)
         return self._buf.getvalue()
 
     def parse_head(self, data: bytes, path: Path) -> tuple[Any, int]:
-        end = _complete_lines_end(data[: data.find(b"\n") + 1] if b"\n" in data else b"")
+        end = _first_record_end(data)
         if end == 0:
             # no complete header line yet (empty file, or a torn first write)
             if data.strip() and (b"\0" in data or not _is_text(data)):

@@ -49,18 +49,26 @@ def canonical(value: Any) -> str:
 
 def _canonical_slow(value: Any, *, nested: bool) -> str:
     if isinstance(value, str):
-        return repr(str(value)) if nested else str.__str__(value)
+        return repr(str.__str__(value)) if nested else str.__str__(value)
     if value is None or isinstance(value, bool):
         return repr(value)
     if isinstance(value, enum.Enum):
         return f"{type(value).__qualname__}.{value.name}"
     if isinstance(value, int):
-        return int.__repr__(value)
+        try:
+            return int.__repr__(value)
+        except ValueError:  # beyond Python's limit on int-to-decimal conversion
+            return hex(value)
     if isinstance(value, float):
         return float.__repr__(value)
     hook = getattr(type(value), "__stet_key__", None)
     if hook is not None:
         return _canonical_slow(hook(value), nested=nested)
+    if _is_named_callable(value):
+        name = getattr(value, "__qualname__", None) or getattr(value, "__name__", "")
+        if name and "<lambda>" not in name:
+            return str(name)
+        raise UnstableValueError("a lambda has no stable name")
     module = type(value).__module__
     if module == "numpy" or module.startswith("numpy."):
         return _canonical_numpy(value, nested=nested)
@@ -105,29 +113,51 @@ def _canonical_slow(value: Any, *, nested: bool) -> str:
             for f in dataclasses.fields(value)
         )
         return f"{type(value).__qualname__}({inner})"
-    if inspect.isfunction(value) or inspect.isclass(value) or inspect.isbuiltin(value):
-        name = getattr(value, "__qualname__", "")
-        if name and "<lambda>" not in name:
-            return str(name)
-        raise UnstableValueError("a lambda has no stable name")
     text = str(value)
     if _ADDRESS.search(text):
         raise UnstableValueError(f"its text {text!r} holds a memory address")
     return text
 
 
+def _is_named_callable(value: Any) -> bool:
+    """Functions, classes, builtins and NumPy's function objects (ufuncs, dispatchers)."""
+    if inspect.isfunction(value) or inspect.isclass(value) or inspect.isbuiltin(value):
+        return True
+    if inspect.ismethod(value):
+        return False  # bound to an instance: its identity is the instance's
+    kind = type(value)
+    return callable(value) and kind.__module__.startswith("numpy") and kind.__name__ in (
+        "ufunc", "_ArrayFunctionDispatcher", "vectorize"
+    )
+
+
 def _canonical_numpy(value: Any, *, nested: bool) -> str:
     import numpy as np
 
     if isinstance(value, np.generic):
-        return _canonical_slow(value.item(), nested=nested)
+        item = value.item()
+        if isinstance(item, np.generic):  # longdouble, clongdouble: no Python equivalent
+            if isinstance(item, np.floating) and float(item) == item:
+                item = float(item)
+            elif isinstance(item, np.complexfloating) and complex(item) == item:
+                item = complex(item)
+            else:
+                return str(item)
+        return _canonical_slow(item, nested=nested)
     if isinstance(value, np.ndarray):
-        if value.dtype.hasobject:
+        dtype = value.dtype.newbyteorder("=") if value.dtype.byteorder == ">" else value.dtype
+        arr = np.ascontiguousarray(value, dtype=dtype)
+        if dtype.hasobject:
             payload = _canonical_slow(value.tolist(), nested=True).encode()
         else:
-            payload = np.ascontiguousarray(value).tobytes()
-        digest = hashlib.sha256(payload).hexdigest()[:32]
-        return f"ndarray(dtype={value.dtype.str}, shape={tuple(value.shape)}, sha256={digest})"
+            payload = arr.tobytes()
+        h = hashlib.sha256(payload)
+        kind = "ndarray"
+        if isinstance(value, np.ma.MaskedArray):
+            kind = "MaskedArray"
+            h.update(np.ascontiguousarray(np.ma.getmaskarray(value)).tobytes())
+        dt = str(dtype.descr) if dtype.names else dtype.str
+        return f"{kind}(dtype={dt}, shape={tuple(value.shape)}, sha256={h.hexdigest()[:32]})"
     return _canonical_generic(value)
 
 
@@ -257,8 +287,12 @@ class Binder:
         values = self.arguments(args, kwargs)
         if self.fields is not None:
             fields = self.fields
-            if self._var_kw:
-                fields = tuple(f for f in fields if f in values)
+            if self._var_kw and any(f not in values for f in fields):
+                missing = [f for f in fields if f not in values]
+                raise TypeError(
+                    f"{self._func_name}: key field(s) {', '.join(map(repr, missing))} were "
+                    f"not passed; a key field taken by **kwargs must be given on every call"
+                )
         else:
             fields = self._default_fields
             if len(values) != len(fields):

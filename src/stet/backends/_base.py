@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._claims import ClaimFile
+from .._claims import ClaimFile, Claims
 from .._config import settings
 from .._identity import RESERVED_PREFIX, canonical
 from .._index import FUNC_FIELD, Index
@@ -121,7 +121,7 @@ class BaseBackend(ABC):
         return self.path.exists()
 
     # -- claims and failures: beside the store file unless a backend does better ----
-    def claims(self) -> ClaimFile:
+    def claims(self) -> Claims:
         """The claims of this store (see :mod:`stet._claims`)."""
         return ClaimFile.for_path(self.path.with_name(self.path.name + ".claims"))
 

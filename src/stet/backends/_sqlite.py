@@ -40,7 +40,11 @@ class SqliteBackend(IndexedBackend):
         self._last_rowid = 0
         self._data_version = -1
         self._generation: str | None = None
-        self._columns: list[str] | None = None
+        self._columns: list[str] | None = None  # field names, in table column order
+        # SQLite column names ignore case: a field whose name differs from an existing
+        # column's only in case gets a column of its own, named in stet_meta.
+        self._field_of: dict[str, str] = {}  # column -> field, where they differ
+        self._column_of: dict[str, str] = {}  # field -> column, where they differ
         self._insert_sql: dict[tuple[str, ...], str] = {}
         # Raw read-only descriptor for the header's file change counter (offset 24), which
         # every commit in rollback-journal mode changes: reading it costs one pread.
@@ -81,7 +85,25 @@ class SqliteBackend(IndexedBackend):
         self._data_version = -1
         return conn
 
+    def _load_field_map(self, conn: sqlite3.Connection) -> None:
+        try:
+            rows = conn.execute(
+                f"SELECT key, value FROM {META} WHERE key LIKE 'column:%'"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            rows = []
+        self._field_of = {str(k)[len("column:"):]: str(v) for k, v in rows}
+        self._column_of = {f: c for c, f in self._field_of.items()}
+
+    def _fields(self, columns: list[str]) -> list[str]:
+        return [self._field_of.get(c, c) for c in columns]
+
+    def _column(self, field: str) -> str:
+        return self._column_of.get(field, field)
+
     def _table_columns(self, conn: sqlite3.Connection) -> list[str] | None:
+        """Field names of the table's columns (``None``: no table)."""
+        self._load_field_map(conn)
         rows = conn.execute(f"PRAGMA table_info({TABLE})").fetchall()
         if not rows:
             tables = conn.execute(
@@ -95,7 +117,7 @@ class SqliteBackend(IndexedBackend):
                     f"untouched; point the store at another path."
                 )
             return None
-        return [r[1] for r in rows]
+        return self._fields([r[1] for r in rows])
 
     # ---------------------------------------------------------------- reading
     def _poll(self, index: Index) -> None:
@@ -156,7 +178,7 @@ class SqliteBackend(IndexedBackend):
         cur = conn.execute(
             f"SELECT rowid, * FROM {TABLE} WHERE rowid > ? ORDER BY rowid", (self._last_rowid,)
         )
-        header = [d[0] for d in cur.description][1:]
+        header = self._fields([d[0] for d in cur.description][1:])
         if header != self._columns:
             self._columns = header
         rows = cur.fetchall()
@@ -179,7 +201,7 @@ class SqliteBackend(IndexedBackend):
             if self._table_columns(conn) is None:
                 return []
             cur = conn.execute(f"SELECT * FROM {TABLE} ORDER BY rowid")
-            header = [d[0] for d in cur.description]
+            header = self._fields([d[0] for d in cur.description])
             return [
                 {k: v if isinstance(v, str) else _text(v) for k, v in zip(header, row,
                                                                           strict=True)
@@ -202,7 +224,8 @@ class SqliteBackend(IndexedBackend):
                 sql = self._insert_sql.get(fields)
                 if sql is None:
                     marks = ", ".join("?" * len(fields))
-                    sql = f"INSERT INTO {TABLE} ({column_list(fields)}) VALUES ({marks})"
+                    cols = column_list(self._column(f) for f in fields)
+                    sql = f"INSERT INTO {TABLE} ({cols}) VALUES ({marks})"
                     self._insert_sql[fields] = sql
                 cur = conn.execute(sql, tuple(record.values()))
                 dv = conn.execute("PRAGMA data_version").fetchone()[0]
@@ -224,16 +247,27 @@ class SqliteBackend(IndexedBackend):
         if cols is not None and all(k in cols for k in record):
             return
         if cols is None:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT)")
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {TABLE} "
-                f"({', '.join(quote_ident(k) + ' TEXT' for k in record)})"
+                f"({', '.join(quote_ident(k) + ' TEXT' for k in _case_distinct(record))})"
             )
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT)")
             cols = self._table_columns(conn) or []
+        self._insert_sql.clear()
         for k in record:
-            if k not in cols:
-                conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote_ident(k)} TEXT")
-                cols.append(k)
+            if k in cols:
+                continue
+            taken = {self._column(c).lower() for c in cols}
+            column, n = k, 1
+            while column.lower() in taken:
+                n += 1
+                column = f"{k}__{n}"
+            if column != k:
+                conn.execute(f"INSERT INTO {META} (key, value) VALUES (?, ?)",
+                             ("column:" + column, k))
+                self._field_of[column], self._column_of[k] = k, column
+            conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote_ident(column)} TEXT")
+            cols.append(k)
         self._columns = cols
 
     def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
@@ -247,7 +281,7 @@ class SqliteBackend(IndexedBackend):
                 if cols is None or any(k not in cols for k in fields):
                     conn.execute("ROLLBACK")
                     return 0
-                where = [f"{quote_ident(k)} = ?" for k in fields]
+                where = [f"{quote_ident(self._column(k))} = ?" for k in fields]
                 params: list[Any] = list(fields.values())
                 if func is not None and "_stet_func" in cols:
                     where.append("(_stet_func IS NULL OR _stet_func = '' OR _stet_func = ?)")
@@ -292,6 +326,17 @@ class SqliteBackend(IndexedBackend):
             self._raw_fd = -1
             self._reset(self._index)
             self._data_version = -1
+
+
+def _case_distinct(record: Record) -> list[str]:
+    """The record's fields whose names differ case-insensitively (first of each)."""
+    seen: set[str] = set()
+    out = []
+    for k in record:
+        if k.lower() not in seen:
+            seen.add(k.lower())
+            out.append(k)
+    return out
 
 
 def _text(value: Any) -> str:
