@@ -158,6 +158,10 @@ def test_store_style(store_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert f(0.1, 2) == [0.1, 2]
     assert calls == [(0.1, 1), (0.1, 2)]
     assert len(_fresh_load(store_path)) == 2
+    # the same function on the same store given as text: the same runs
+    again = stet.once(store=str(store_path))(f.__wrapped__)  # type: ignore[attr-defined]
+    assert again(0.1, 2) is None
+    assert calls == [(0.1, 1), (0.1, 2)]
 
 
 def test_store_and_key_style(store_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -348,7 +352,22 @@ def test_defaults_are_applied(store_path: Path) -> None:
     assert calls == [(1, 10)]
     f(1, y=11)
     assert calls == [(1, 10), (1, 11)]
-    assert [_user_fields(r) for r in _fresh_load(store_path)][0] == {"x": "1", "y": "10"}
+    assert [_user_fields(r) for r in _fresh_load(store_path)] == [
+        {"x": "1", "y": "10"},
+        {"x": "1", "y": "11"},
+    ]
+
+    @stet.once(store=store_path)
+    def g(a: int, /, b: int = 2, *, c: int = 3) -> None:
+        calls.append((a, b + c))
+
+    g(1)
+    g(1, 2)
+    g(1, b=2, c=3)
+    g(1, c=3)
+    assert calls[2:] == [(1, 5)]
+    g(1, c=4)
+    assert calls[2:] == [(1, 5), (1, 6)]
 
 
 def test_key_restricts_identity(store_path: Path) -> None:
@@ -468,7 +487,7 @@ def test_numpy_scalars_equal_python_scalars(store_path: Path) -> None:
     calls: list[tuple[Any, Any]] = []
 
     @stet.once(store=store_path)
-    def f(alpha: float, seed: int) -> None:
+    def f(alpha: Any, seed: Any) -> None:
         calls.append((alpha, seed))
 
     f(0.1, 3)
@@ -476,8 +495,13 @@ def test_numpy_scalars_equal_python_scalars(store_path: Path) -> None:
     f(np.float64(0.5), np.int32(4))
     f(0.5, 4)
     assert len(calls) == 2
+    f(np.float32(0.25), np.bool_(True))
+    f(0.25, True)
+    f(np.str_("0.25"), "True")
+    assert len(calls) == 3
     assert sorted((r["alpha"], r["seed"]) for r in _fresh_load(store_path)) == [
         ("0.1", "3"),
+        ("0.25", "True"),
         ("0.5", "4"),
     ]
 
@@ -656,6 +680,53 @@ def test_weird_field_names_via_backend(store_path: Path, backend: BaseBackend) -
         assert len(fresh.load()) == len(WEIRD_NAMES) - 1
 
 
+def test_field_names_differing_only_in_case(store_path: Path, backend: BaseBackend) -> None:
+    calls: list[tuple[int, int]] = []
+
+    @stet.once(store=store_path)
+    def f(N: int, n: int) -> str:  # an ordinary signature in science code
+        calls.append((N, n))
+        return "ran"
+
+    assert f(1, 2) == "ran"
+    assert f(1, 2) is None
+    assert f(2, 1) == "ran"
+    assert calls == [(1, 2), (2, 1)]
+    backend.record({"lr": "0.1"})
+    backend.record({"LR": "0.2"})
+    with get_backend(store_path) as fresh:
+        assert fresh.has({"lr": "0.1"})
+        assert fresh.has({"LR": "0.2"})
+        assert not fresh.has({"lr": "0.2"})
+        assert not fresh.has({"LR": "0.1"})
+        records = [_user_fields(r) for r in fresh.load()]
+    assert sorted(records, key=repr) == sorted(
+        [{"N": "1", "n": "2"}, {"N": "2", "n": "1"}, {"lr": "0.1"}, {"LR": "0.2"}], key=repr
+    )
+
+
+@pytest.mark.parametrize("name", ["a\nb", "a\rb", "\ufeffbom", "trailing\n"])
+def test_exotic_field_names_never_break_the_store(store_path: Path, name: str) -> None:
+    """A field name with line breaks or a BOM is either refused up front, or stored and
+    matched as data; either way the store stays readable and keeps its records."""
+    with get_backend(store_path) as b:
+        try:
+            b.record({name: "1"})
+        except (TypeError, ValueError):
+            stored = False
+        else:
+            stored = True
+        b.record({"plain": "2"})
+    with get_backend(store_path) as fresh:
+        assert fresh.has({"plain": "2"})
+        assert fresh.has({name: "1"}) is stored
+        assert not fresh.has({name: "2"})
+        records = [_user_fields(r) for r in fresh.load()]
+    assert {"plain": "2"} in records
+    assert ({name: "1"} in records) is stored
+    assert len(records) == 1 + stored
+
+
 # ====================================================================== 0.0.2 stores
 
 
@@ -741,7 +812,7 @@ def test_backend_record_has_load(backend: BaseBackend) -> None:
     assert _user_fields(rec) == {"alpha": "0.1", "seed": "0"}
     stamp = dt.datetime.fromisoformat(rec["_stet_timestamp"])
     assert stamp.utcoffset() == dt.timedelta(0)
-    assert abs(dt.datetime.now(dt.timezone.utc) - stamp) < dt.timedelta(minutes=5)
+    assert abs(dt.datetime.now(dt.UTC) - stamp) < dt.timedelta(minutes=5)
 
 
 def test_backend_remove_and_clear_replace_atomically(
@@ -802,6 +873,13 @@ def test_second_backend_follows_the_first(store_path: Path, backend: BaseBackend
         backend.record({"x": 5})
         assert other.has({"x": 5})
         assert not other.has({"x": 3})
+        backend.record({"x": 6, "y": ""})  # new fields: CSV rewrites its header
+        assert other.has({"x": 6, "y": ""})
+        assert not other.has({"x": 5, "y": ""})
+        assert other.has({"x": 5})
+        other.record({"x": 7, "z": "1"})
+        assert backend.has({"x": 7, "z": 1})
+        assert sorted(r["x"] for r in backend.load()) == ["5", "6", "7"]
     finally:
         other.close()
 
@@ -1068,7 +1146,7 @@ def _read_with_other_tools(path: Path, fmt: str) -> list[dict[str, Any]]:
     """The store's records as other tools see them (``None``: absent)."""
     if fmt == "csv":
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        return list(df.to_dict("records"))
+        return [{str(k): v for k, v in r.items()} for r in df.to_dict("records")]
     if fmt == "json":
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -1084,7 +1162,9 @@ def _read_with_other_tools(path: Path, fmt: str) -> list[dict[str, Any]]:
         finally:
             conn.close()
     df = pd.read_parquet(path)
-    return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in df.to_dict("records")]
+    return [
+        {str(k): (None if pd.isna(v) else v) for k, v in r.items()} for r in df.to_dict("records")
+    ]
 
 
 def test_store_file_alone_holds_every_run_after_exit(fmt: str, tmp_path: Path) -> None:
@@ -1132,12 +1212,44 @@ def test_other_tools_see_records_written_in_process(store_path: Path, fmt: str) 
 
     for seed in range(5):
         f(0.1, seed)
+        if fmt != "parquet":  # valid for other tools after every completed record
+            rows = _read_with_other_tools(store_path, fmt)
+            assert len(rows) == seed + 1
     if fmt == "parquet":
         # within the writing process a sidecar may hold the tail; stet's readers see it
         assert len(_fresh_load(store_path)) == 5
         return
     rows = _read_with_other_tools(store_path, fmt)
     assert sorted((r["alpha"], r["seed"]) for r in rows) == [("0.1", str(s)) for s in range(5)]
+    for r in rows:
+        assert dt.datetime.fromisoformat(r["_stet_timestamp"]).utcoffset() == dt.timedelta(0)
+        assert all(k in ("alpha", "seed") or k.startswith("_stet_") for k in r)
+    if fmt == "sqlite":
+        conn = sqlite3.connect(store_path)
+        try:
+            types = {row[2].upper() for row in conn.execute("PRAGMA table_info(stet_records)")}
+        finally:
+            conn.close()
+        assert types == {"TEXT"}
+
+
+@pytest.mark.parametrize("ext", [".db"])
+def test_sqlite_aliases(tmp_path: Path, ext: str) -> None:
+    path = tmp_path / f"runs{ext}"
+    calls: list[int] = []
+
+    @stet.once(store=path)
+    def f(x: int) -> None:
+        calls.append(x)
+
+    f(1)
+    f(1)
+    assert calls == [1]
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT x FROM stet_records").fetchall() == [("1",)]
+    finally:
+        conn.close()
 
 
 def test_v002_store_stays_readable_by_other_tools(fmt: str, tmp_path: Path) -> None:

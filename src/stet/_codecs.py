@@ -138,7 +138,8 @@ class CsvCodec(Codec):
     def _line(self, row: Sequence[str]) -> str:
         self._buf.seek(0)
         self._buf.truncate()
-        if any("\r" in cell for cell in row):
+        if any("\r" in cell for cell in row) or (row and row[0].startswith("\ufeff")):
+            # (a leading U+FEFF quoted, so it is not taken for a byte-order mark)
             self._quoted.writerow(row)
         else:
             self._writer.writerow(row)
