@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import json
 import os
-import socket
 import struct
 import threading
 import time
@@ -34,7 +33,7 @@ __all__ = ["ClaimFile", "Claims", "claim_offset"]
 _BASE = 1 << 40  # lock offsets live far beyond the announcements
 _SPAN = (1 << 62) - _BASE
 _COMPACT_AT = 1 << 20  # announcement bytes before stale lines are dropped
-_HOST = socket.gethostname()
+_HOST = os.uname().nodename
 
 _registry: dict[str, ClaimFile] = {}
 _registry_lock = threading.Lock()

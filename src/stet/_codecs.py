@@ -10,11 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,20 @@ Record = dict[str, str]
 EMPTY_FIELD = "_stet_empty"
 
 
-@dataclass
 class Chunk:
     """Records parsed from a file: aligned rows (``None`` = field absent) or dicts."""
 
-    header: Sequence[str] | None = None
-    rows: list[Sequence[str | None]] = field(default_factory=list)
-    dicts: list[Record] = field(default_factory=list)
+    __slots__ = ("dicts", "header", "rows")
+
+    def __init__(
+        self,
+        header: Sequence[str] | None = None,
+        rows: list[Sequence[str | None]] | None = None,
+        dicts: list[Record] | None = None,
+    ) -> None:
+        self.header = header
+        self.rows: list[Sequence[str | None]] = rows if rows is not None else []
+        self.dicts: list[Record] = dicts if dicts is not None else []
 
     def feed(self, index: Index) -> None:
         if self.header is not None and self.rows:
@@ -55,13 +61,17 @@ class Chunk:
         return len(self.rows) + len(self.dicts)
 
 
-@dataclass
 class Parsed:
-    """Result of parsing from some offset: records, and where the last one ended."""
+    """Result of parsing from some offset: records, and where the last one ended.
 
-    chunk: Chunk
-    end: int  # offset just past the last complete record
-    tail: str  # "clean", "torn" (an interrupted write to discard) or "missing" terminator
+    ``end`` is the offset just past the last complete record; ``tail`` is ``"clean"`` or
+    ``"torn"`` (bytes after ``end`` from an interrupted write, to be discarded).
+    """
+
+    __slots__ = ("chunk", "end", "tail")
+
+    def __init__(self, chunk: Chunk, end: int, tail: str) -> None:
+        self.chunk, self.end, self.tail = chunk, end, tail
 
 
 class Codec(ABC):
@@ -379,7 +389,7 @@ class JsonLinesCodec(Codec):
         return json.dumps(record, ensure_ascii=True).encode("ascii") + b"\n"
 
     def render(self, records: Sequence[Mapping[str, str]], head: Any) -> tuple[bytes, Any]:
-        gen = head or uuid.uuid4().hex
+        gen = head or os.urandom(16).hex()
         out = [json.dumps({"_stet_generation": gen})]
         out += [json.dumps(r, ensure_ascii=True) for r in records]
         return ("\n".join(out) + "\n").encode("ascii"), gen

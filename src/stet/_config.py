@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 __all__ = ["configure", "settings"]
 
@@ -15,7 +14,6 @@ def _env_flag(name: str, default: bool) -> bool:
     return value.strip().lower() not in ("", "0", "false", "no", "off")
 
 
-@dataclass
 class Settings:
     """Defaults used where a decorator or backend does not say otherwise.
 
@@ -24,8 +22,12 @@ class Settings:
     (env ``STET_FSYNC=1``); without it a record is with the OS, which survives SIGKILL.
     """
 
-    verbose: bool = not _env_flag("STET_QUIET", False)
-    fsync: bool = _env_flag("STET_FSYNC", False)
+    def __init__(self) -> None:
+        self.verbose: bool = not _env_flag("STET_QUIET", False)
+        self.fsync: bool = _env_flag("STET_FSYNC", False)
+
+    def __repr__(self) -> str:
+        return f"Settings(verbose={self.verbose}, fsync={self.fsync})"
 
 
 settings = Settings()

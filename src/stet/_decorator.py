@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ __all__ = ["once"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _DEFAULT_STORE = "_stet_store.csv"
-_HOST = socket.gethostname()
+_HOST = os.uname().nodename
 
 
 class _Run:

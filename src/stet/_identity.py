@@ -6,16 +6,12 @@ of its key fields; two calls are the same run exactly when those texts are equal
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
-import decimal
 import enum
-import fractions
 import hashlib
 import inspect
 import pathlib
 import re
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -105,9 +101,13 @@ def _canonical_slow(value: Any, *, nested: bool) -> str:
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
         text = value.isoformat()
         return repr(text) if nested else text
-    if isinstance(value, (_dt.timedelta, decimal.Decimal, fractions.Fraction, complex, uuid.UUID)):
+    if isinstance(value, (_dt.timedelta, complex)) or type(value).__module__ in (
+        "decimal", "_decimal", "fractions", "uuid",
+    ):
         return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if hasattr(type(value), "__dataclass_fields__") and not isinstance(value, type):
+        import dataclasses
+
         inner = ", ".join(
             f"{f.name}={_canonical_slow(getattr(value, f.name), nested=True)}"
             for f in dataclasses.fields(value)
