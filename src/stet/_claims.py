@@ -7,7 +7,8 @@ share a byte). The kernel releases the lock when the holder dies, however it die
 On NFS the lock is held by the server, which releases it when the client's lease lapses.
 
 POSIX locks belong to a process, so threads of one process are told apart by an
-in-process table. Each claim also appends a one-line announcement (who, where, since
+in-process table, and this module never opens a second descriptor of the claims file
+(closing one would release all of the process's locks on it). Each claim also appends a one-line announcement (who, where, since
 when) to the same file, which ``status`` reads to show what is running now; the locks,
 not the announcements, are what guarantees exclusion.
 """
@@ -44,6 +45,17 @@ def claim_offset(func: str, fields: Sequence[str], texts: Sequence[str]) -> int:
     h = hashlib.blake2b(digest_size=8)
     h.update(json.dumps([func, list(fields), list(texts)]).encode())
     return _BASE + int.from_bytes(h.digest(), "little") % _SPAN
+
+
+def _pread_all(fd: int) -> bytes:
+    parts: list[bytes] = []
+    offset = 0
+    while True:
+        part = os.pread(fd, 1 << 20, offset)
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+        offset += len(part)
 
 
 class Claims(Protocol):
@@ -165,11 +177,13 @@ class ClaimFile:
 
     def running(self) -> list[dict[str, Any]]:
         """Announcements of claims held right now, by any process."""
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read(64 << 20)
-        except FileNotFoundError:
-            return []
+        # Read through our own descriptor: closing any other descriptor of this file would
+        # drop every POSIX lock this process holds on it, i.e. all of its claims.
+        with self._mutex:
+            if not self.path.exists() and self._fd < 0:
+                return []
+            fd = self._open()
+            data = _pread_all(fd)
         latest: dict[int, dict[str, Any]] = {}
         for line in data.splitlines():
             try:
@@ -196,12 +210,9 @@ class ClaimFile:
                 return
             live = self.running()
             data = b"".join(json.dumps(e).encode() + b"\n" for e in live)
-            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-            try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, data, 0)
-            finally:
-                os.close(fd)
+            with self._mutex:  # same descriptor (see running); O_APPEND writes at the end
+                os.ftruncate(self._fd, 0)
+                os.write(self._fd, data)
         except OSError:
             pass
 
