@@ -8,9 +8,10 @@ On NFS the lock is held by the server, which releases it when the client's lease
 
 POSIX locks belong to a process, so threads of one process are told apart by an
 in-process table, and this module never opens a second descriptor of the claims file
-(closing one would release all of the process's locks on it). Each claim also appends a one-line announcement (who, where, since
-when) to the same file, which ``status`` reads to show what is running now; the locks,
-not the announcements, are what guarantees exclusion.
+(closing one would release all of the process's locks on it). Each claim also appends
+a one-line announcement (who, where, since when) to the same file, which ``status``
+reads to show what is running now; the locks, not the announcements, are what
+guarantees exclusion.
 """
 
 from __future__ import annotations

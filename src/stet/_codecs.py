@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._identity import RESERVED_PREFIX
-from ._index import Index
+from ._index import Index, bulk
 from .errors import CorruptStoreError
 
 __all__ = ["Chunk", "Codec", "CsvCodec", "JsonCodec", "JsonLinesCodec", "Record"]
@@ -32,25 +32,51 @@ EMPTY_FIELD = "_stet_empty"
 class Chunk:
     """Records parsed from a file: aligned rows (``None`` = field absent) or dicts."""
 
-    __slots__ = ("dicts", "header", "rows")
+    __slots__ = ("columns", "dicts", "header", "rows")
 
     def __init__(
         self,
         header: Sequence[str] | None = None,
         rows: list[Sequence[str | None]] | None = None,
         dicts: list[Record] | None = None,
+        columns: Sequence[Sequence[str]] | None = None,
     ) -> None:
         self.header = header
         self.rows: list[Sequence[str | None]] = rows if rows is not None else []
         self.dicts: list[Record] = dicts if dicts is not None else []
+        self.columns: Sequence[Sequence[str]] = columns if columns is not None else []
 
     def feed(self, index: Index) -> None:
+        if self.header is not None and self.columns:
+            with bulk():
+                index.add_columns(self.header, self.columns)
+            return
         if self.header is not None and self.rows:
-            index.add_rows(self.header, self.rows)
+            with bulk():
+                index.add_rows(self.header, self.rows)
+        if len(self.dicts) < 8:
+            for d in self.dicts:
+                index.add(d)
+            return
+        with bulk():
+            self._feed_dicts(index)
+
+    def _feed_dicts(self, index: Index) -> None:
+        groups: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
         for d in self.dicts:
-            index.add(d)
+            keys = tuple(d)
+            rows = groups.get(keys)
+            if rows is None:
+                rows = groups[keys] = []
+            rows.append(tuple(d.values()))
+        for keys, rows in groups.items():
+            index.add_rows(keys, rows)
 
     def records(self) -> Iterator[Record]:
+        if self.header is not None and self.columns:
+            h = self.header
+            for values in zip(*self.columns, strict=True):
+                yield dict(zip(h, values, strict=True))
         if self.header is not None:
             h = self.header
             for row in self.rows:
@@ -58,7 +84,7 @@ class Chunk:
         yield from self.dicts
 
     def __len__(self) -> int:
-        return len(self.rows) + len(self.dicts)
+        return (len(self.columns[0]) if self.columns else 0) + len(self.rows) + len(self.dicts)
 
 
 class Parsed:
@@ -180,9 +206,17 @@ class CsvCodec(Codec):
         except UnicodeDecodeError:
             raise _corrupt(path, "it holds bytes that are not UTF-8 text", "CSV") from None
         width = len(header)
+        tail = "clean" if end == len(data) else "torn"
+        with bulk():
+            parsed = list(csv.reader(io.StringIO(text, newline="")))
+            if parsed and set(map(len, parsed)) == {width}:
+                columns = list(zip(*parsed, strict=True))
+                if not any("" in col for col in columns):  # no absent fields: fast path
+                    return Parsed(Chunk(header=header, columns=columns),
+                                  end, tail)
         rows: list[Sequence[str | None]] = []
         empty_col = header.index(EMPTY_FIELD) if EMPTY_FIELD in header else -1
-        for row in csv.reader(io.StringIO(text, newline="")):
+        for row in parsed:
             if len(row) != width:
                 if not row:
                     continue
@@ -200,7 +234,6 @@ class CsvCodec(Codec):
                              for h, v in zip(header, row, strict=True)])
             else:
                 rows.append(row)
-        tail = "clean" if end == len(data) else "torn"
         return Parsed(Chunk(header=header, rows=rows), end, tail)
 
     def _cells(self, record: Mapping[str, str], header: Sequence[str]) -> list[str] | None:
@@ -287,7 +320,8 @@ class JsonCodec(Codec):
 
     def parse(self, data: bytes, head: Any, first: bool, path: Path) -> Parsed:
         if first:
-            fast = self._parse_whole(data, path)
+            with bulk():
+                fast = self._parse_whole(data, path)
             if fast is not None:
                 return fast
         try:
@@ -342,10 +376,17 @@ class JsonCodec(Codec):
             return None
         if not isinstance(items, list):
             return None
+        end = len(stripped[:-1].rstrip()) if items else 0
+        if items and set(map(type, items)) == {dict}:
+            # Usual case: every object has the same fields, all text. Checked and turned
+            # into columns without a Python-level loop per record.
+            keys = set(map(tuple, items))
+            if len(keys) == 1:
+                header = next(iter(keys))
+                columns = list(zip(*map(dict.values, items), strict=True))
+                if all(set(map(type, col)) == {str} for col in columns):
+                    return Parsed(Chunk(header=header, columns=columns), end, "clean")
         dicts = [_check_object(o, path, "JSON") for o in items]
-        end = len(stripped[:-1].rstrip())
-        if not dicts:
-            end = 0
         return Parsed(Chunk(dicts=dicts), end, "clean")
 
     def frame(self, record: Mapping[str, str], head: Any, first: bool) -> bytes | None:

@@ -6,9 +6,9 @@ import functools
 import inspect
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._claims import claim_offset
 from ._config import settings
@@ -16,6 +16,9 @@ from ._identity import Binder, format_call
 from ._index import FUNC_FIELD
 from .backends import shared_backend
 from .backends._base import TIMESTAMP_FIELD, BaseBackend, Record, utc_now
+
+if TYPE_CHECKING:
+    from ._capture import ResultCache
 
 __all__ = ["once"]
 
@@ -28,8 +31,8 @@ _HOST = os.uname().nodename
 class _Run:
     """What one decorated function needs per call; built once at decoration."""
 
-    __slots__ = ("backend", "binder", "func", "name", "options", "skip_failed", "store",
-                 "verbose", "wait")
+    __slots__ = ("backend", "binder", "func", "key", "name", "options", "results",
+                 "save_result", "skip_failed", "store", "verbose", "wait")
 
     def __init__(
         self,
@@ -41,8 +44,10 @@ class _Run:
         fsync: bool | None,
         wait: bool,
         skip_failed: bool,
+        save_result: bool = False,
     ) -> None:
         self.func = func
+        self.key = key
         self.binder = Binder(func, key)
         self.name = name or func.__qualname__
         self.store = store
@@ -50,10 +55,23 @@ class _Run:
         self.wait = wait
         self.skip_failed = skip_failed
         self.options: dict[str, Any] = {} if fsync is None else {"fsync": fsync}
+        self.save_result = save_result
+        self.results: ResultCache | None = None
+        if save_result:
+            from ._capture import ResultCache
+
+            self.results = ResultCache(self.name)
         from .backends import backend_class
 
         backend_class(store)  # an unknown extension fails at decoration, not mid-sweep
         self.backend: BaseBackend | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by value (e.g. a function of a script's __main__ sent to Dask workers):
+        # rebuilt from its options; the backend and caches are per process.
+        fsync = self.options.get("fsync")
+        return (_Run, (self.func, self.store, self.key, self.name, self.verbose, fsync,
+                       self.wait, self.skip_failed, self.save_result))
 
     def get_backend(self) -> BaseBackend:
         backend = self.backend
@@ -61,23 +79,32 @@ class _Run:
             backend = self.backend = shared_backend(self.store, **self.options)
         return backend
 
-    def _say(self, fields: tuple[str, ...], texts: tuple[str, ...], why: str = "") -> None:
+    def _say(self, fields: tuple[str, ...], texts: tuple[str, ...], why: str = "",
+             code: str = "done", skipped: list[str] | None = None) -> None:
+        if skipped is not None:  # the caller reports skips itself (stet.sweep)
+            skipped.append(code)
+            return
         if settings.verbose if self.verbose is None else self.verbose:
             call = format_call(self.func.__name__, fields, texts)
             print(f"[stet] Skipping {call}{why}", flush=True)
 
-    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Ticket | None:
+    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+              skipped: list[str] | None = None) -> _Ticket | None:
         """Decide whether this call runs: ``None`` (skipped, message printed) or a
-        ticket holding the run's claim."""
+        ticket holding the run's claim.
+
+        With a ``skipped`` list, a skip prints nothing and appends why instead:
+        ``"done"``, ``"running"`` (elsewhere) or ``"failed"`` (before, ``skip_failed``).
+        """
         fields, texts = self.binder.bind(args, kwargs)
         names, sorted_texts = self.binder.sorted_view(fields, texts)
         backend = self.get_backend()
         if backend.contains_run(self.name, names, sorted_texts):
-            self._say(fields, texts)
+            self._say(fields, texts, skipped=skipped)
             return None
         if self.skip_failed and backend.contains_failure(self.name, names, sorted_texts):
             self._say(fields, texts, ": it failed before (skip_failed=True; "
-                      "f.forget(...) clears its failure)")
+                      "f.forget(...) clears its failure)", "failed", skipped)
             return None
         claims = backend.claims()
         offset = claim_offset(self.name, names, sorted_texts)
@@ -85,19 +112,28 @@ class _Run:
         holder = claims.try_claim(offset, info)
         if holder is not None:
             if not self.wait:
-                self._say(fields, texts, f": running elsewhere ({holder})")
+                self._say(fields, texts, f": running elsewhere ({holder})", "running",
+                          skipped)
                 return None
             claims.wait_claim(offset, info)
         # Claimed. Another worker may have finished it just before: look again.
         try:
             if backend.contains_run(self.name, names, sorted_texts):
                 claims.release(offset)
-                self._say(fields, texts)
+                self._say(fields, texts, skipped=skipped)
                 return None
         except BaseException:
             claims.release(offset)
             raise
         return _Ticket(self, backend, claims, offset, fields, texts)
+
+    def stored_result(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The saved return value of a done run (``save_result=True``), else ``None``."""
+        if self.results is None:
+            return None
+        fields, texts = self.binder.bind(args, kwargs)
+        names, sorted_texts = self.binder.sorted_view(fields, texts)
+        return self.results.get(self.get_backend(), names, sorted_texts)
 
 
 class _Ticket:
@@ -120,12 +156,24 @@ class _Ticket:
         rec["_stet_host"] = _HOST
         return rec
 
-    def done(self) -> None:
-        """Record the run as completed, then release its claim."""
+    def done(self, result: Any = None) -> None:
+        """Record the run as completed (with ``result`` if the function saves results),
+        then release its claim."""
+        run = self.run
         try:
-            self.backend.append_record(self._record())
+            rec = self._record()
+            if run.results is not None:
+                from ._capture import RESULT_FIELD, encode_result
+
+                text = encode_result(result, format_call(run.func.__name__, self.fields,
+                                                         self.texts))
+                if text is not None:
+                    rec[RESULT_FIELD] = text
+            self.backend.append_record(rec)
         finally:
             self.claims.release(self.offset)
+        if run.results is not None:
+            run.results.put(rec)
 
     def failed(self, exc: BaseException) -> None:
         """Record the run as failed (for exceptions, not Ctrl-C), then release it."""
@@ -166,6 +214,7 @@ def once(
     fsync: bool | None = ...,
     wait: bool = ...,
     skip_failed: bool = ...,
+    save_result: bool = ...,
 ) -> Callable[[F], F]: ...
 
 
@@ -179,6 +228,7 @@ def once(
     fsync: bool | None = None,
     wait: bool = False,
     skip_failed: bool = False,
+    save_result: bool = False,
 ) -> Any:
     """Decorator that skips already-completed experiment runs.
 
@@ -189,7 +239,8 @@ def once(
     store skip it while it runs), the function runs and, if it returns, the run is
     recorded before its value is returned. If it raises, the run is recorded as failed
     (apart from completed runs) and the exception propagates; it will be tried again
-    unless ``skip_failed=True``. The return value is not saved.
+    unless ``skip_failed=True``. The return value is not saved, unless
+    ``save_result=True``.
 
     Can be used in three styles::
 
@@ -214,6 +265,11 @@ def once(
         wait: When another worker is running this very run, wait for it to finish
             (then skip it if it completed) instead of skipping it at once.
         skip_failed: Skip runs recorded as failed, instead of trying them again.
+        save_result: Store the return value (JSON data, e.g. a dict of metrics) with the
+            run, as JSON text in the field ``_stet_result``; a call skipped as done then
+            returns the stored value instead of ``None``, and :func:`stet.load` shows it
+            as columns. A value JSON cannot hold is not stored (the run is still
+            recorded as done) and a :class:`stet.ResultNotSavedWarning` is issued.
 
     Returns:
         The decorated function (or a decorator if called with arguments).
@@ -224,20 +280,20 @@ def once(
     """
 
     def decorate(f: Callable[..., Any]) -> Any:
-        run = _Run(f, store, key, name, verbose, fsync, wait, skip_failed)
+        run = _Run(f, store, key, name, verbose, fsync, wait, skip_failed, save_result)
         if inspect.iscoroutinefunction(f):
 
             @functools.wraps(f)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 ticket = run.begin(args, kwargs)
                 if ticket is None:
-                    return None
+                    return run.stored_result(args, kwargs) if run.save_result else None
                 try:
                     result = await f(*args, **kwargs)
                 except BaseException as exc:
                     ticket.failed(exc)
                     raise
-                ticket.done()
+                ticket.done(result)
                 return result
 
             wrapper: Any = async_wrapper
@@ -247,13 +303,13 @@ def once(
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
                 ticket = run.begin(args, kwargs)
                 if ticket is None:
-                    return None
+                    return run.stored_result(args, kwargs) if run.save_result else None
                 try:
                     result = f(*args, **kwargs)
                 except BaseException as exc:
                     ticket.failed(exc)
                     raise
-                ticket.done()
+                ticket.done(result)
                 return result
 
             wrapper = sync_wrapper
@@ -283,6 +339,8 @@ def _attach(wrapper: Any, run: _Run) -> None:
         """Remove the record (and failures) of the run these arguments identify."""
         fields, texts = run.binder.bind(args, kwargs)
         backend = run.get_backend()
+        if run.results is not None:
+            run.results.forget(dict(zip(fields, texts, strict=True)))
         backend.remove_failures(run.name, dict(zip(fields, texts, strict=True)))
         remove = getattr(backend, "remove_where", None)
         if remove is None:
@@ -290,7 +348,18 @@ def _attach(wrapper: Any, run: _Run) -> None:
             return -1
         return int(remove(run.name, dict(zip(fields, texts, strict=True))))
 
+    def pending(settings: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The settings (dicts of keyword arguments) whose runs are not done yet.
+
+        Asks the store's index once per setting, prints nothing and runs nothing. With
+        ``skip_failed=True``, runs recorded as failed are not pending either.
+        """
+        from ._sweep import pending_settings
+
+        return pending_settings(run, settings)
+
     wrapper.is_done = is_done
+    wrapper.pending = pending
     wrapper.forget = forget
     wrapper.store = run.store
     wrapper.backend = run.get_backend

@@ -11,7 +11,7 @@ from typing import Any
 
 from .._codecs import JsonLinesCodec
 from .._identity import canonical
-from .._index import Index
+from .._index import Index, bulk
 from .._locking import StoreLock
 from .._log import LogFile, _snapshot, atomic_write
 from ..errors import CorruptStoreError, StoreError
@@ -90,7 +90,7 @@ class ParquetBackend(IndexedBackend):
 
     # ---------------------------------------------------------------- reading
     def _read_base(self) -> tuple[list[str], list[list[str | None]], str | None]:
-        """Columns, rows and folded sidecar generation of the Parquet file."""
+        """Field names, columns and folded sidecar generation of the Parquet file."""
         pa = _pyarrow()
         try:
             table = pa.parquet.ParquetFile(self.path).read()
@@ -111,8 +111,7 @@ class ParquetBackend(IndexedBackend):
             if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
                 values = [None if v is None else canonical(v) for v in values]
             columns.append(values)
-        rows = [list(r) for r in zip(*columns, strict=True)] if columns else []
-        return header, rows, None if folded is None else folded.decode()
+        return header, columns, None if folded is None else folded.decode()
 
     def _poll(self, index: Index) -> None:
         self._poll_base(index)
@@ -135,10 +134,13 @@ class ParquetBackend(IndexedBackend):
         except FileNotFoundError:
             snap = None
         index.clear()
-        header, rows, folded = self._read_base() if snap else ([], [], None)
-        if rows:
-            index.add_rows(header, rows)
-        self._base_rows = len(rows)
+        with bulk():
+            header, columns, folded = self._read_base() if snap else ([], [], None)
+            if columns and not any(None in c for c in columns):
+                index.add_columns(header, columns)  # type: ignore[arg-type]
+            elif columns:
+                index.add_rows(header, list(zip(*columns, strict=True)))
+        self._base_rows = len(columns[0]) if columns else 0
         self._base_snap = snap
         self._pid = os.getpid()
         if folded != self._log.ignored_head:
@@ -169,10 +171,10 @@ class ParquetBackend(IndexedBackend):
 
     def _records(self) -> list[Record]:
         with self._lock.shared():
-            header, rows, folded = self._read_base()
+            header, columns, folded = self._read_base()
             self._log.ignored_head = folded
             base = [{k: v for k, v in zip(header, r, strict=True) if v is not None}
-                    for r in rows]
+                    for r in zip(*columns, strict=True)]
             return base + self._log.records()
 
     # ---------------------------------------------------------------- writing

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from .._index import Index
+from .._index import Index, bulk
 from .._sql import column_list, quote_ident
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record
@@ -181,10 +181,18 @@ class SqliteBackend(IndexedBackend):
         header = self._fields([d[0] for d in cur.description][1:])
         if header != self._columns:
             self._columns = header
-        rows = cur.fetchall()
-        if rows:
-            self._last_rowid = rows[-1][0]
-            index.add_rows(header, [r[1:] for r in rows])
+        with bulk():
+            rows = cur.fetchall()
+            if not rows:
+                return
+            columns = list(zip(*rows, strict=True))
+            self._last_rowid = columns[0][-1]
+            data = columns[1:]
+            if any(set(map(type, c)) != {str} for c in data):
+                index.add_rows(header, [[None if v is None else _text(v) for v in r[1:]]
+                                        for r in rows])
+            else:
+                index.add_columns(header, data)
 
     def _read_generation(self, conn: sqlite3.Connection) -> str | None:
         try:
