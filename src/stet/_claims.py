@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from ._pid import pid
 from .errors import StoreError
 
 __all__ = ["ClaimFile", "Claims", "claim_offset"]
@@ -43,9 +44,10 @@ _registry_lock = threading.Lock()
 
 def claim_offset(func: str, fields: Sequence[str], texts: Sequence[str]) -> int:
     """The byte a run's claim locks (fields sorted, texts in the same order)."""
-    h = hashlib.blake2b(digest_size=8)
-    h.update(json.dumps([func, list(fields), list(texts)]).encode())
-    return _BASE + int.from_bytes(h.digest(), "little") % _SPAN
+    # repr of a tuple of strings is unambiguous (quoted, escaped), and fast
+    digest = hashlib.blake2b(repr((func, tuple(fields), tuple(texts))).encode(),
+                             digest_size=8).digest()
+    return _BASE + int.from_bytes(digest, "little") % _SPAN
 
 
 def _pread_all(fd: int) -> bytes:
@@ -81,14 +83,14 @@ class ClaimFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = -1
-        self._pid = os.getpid()
+        self._pid = pid()
         self._mutex = threading.Condition()
         self._held: dict[int, int] = {}  # offset -> thread ident holding it here
         self._appended = 0
 
     @classmethod
     def for_path(cls, path: Path) -> ClaimFile:
-        key = f"{os.getpid()}:{os.path.abspath(path)}"
+        key = f"{pid()}:{os.path.abspath(path)}"
         with _registry_lock:
             claims = _registry.get(key)
             if claims is None:
@@ -96,7 +98,7 @@ class ClaimFile:
             return claims
 
     def _open(self) -> int:
-        if self._fd < 0 or self._pid != os.getpid():
+        if self._fd < 0 or self._pid != pid():
             try:
                 self._fd = os.open(
                     self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666
@@ -106,7 +108,7 @@ class ClaimFile:
                     f"cannot open claims file {self.path}: {exc.strerror}. stet keeps it "
                     f"beside the store; check the directory is writable."
                 ) from None
-            self._pid = os.getpid()
+            self._pid = pid()
             self._held.clear()
         return self._fd
 
@@ -151,7 +153,7 @@ class ClaimFile:
     def release(self, offset: int) -> None:
         """Give up a claim made by this process."""
         with self._mutex:
-            if self._held.pop(offset, None) is not None and self._pid == os.getpid():
+            if self._held.pop(offset, None) is not None and self._pid == pid():
                 fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset, os.SEEK_SET)
             self._mutex.notify_all()
 
@@ -165,7 +167,7 @@ class ClaimFile:
     # ----------------------------------------------------------- announcements
     def _announce(self, offset: int, info: dict[str, Any]) -> None:
         line = json.dumps(
-            {"o": offset, "host": _HOST, "pid": os.getpid(), "since": time.time(), **info},
+            {"o": offset, "host": _HOST, "pid": pid(), "since": time.time(), **info},
             ensure_ascii=True,
         )
         try:
@@ -196,11 +198,11 @@ class ClaimFile:
             fd = self._open()
             out = []
             for offset, entry in latest.items():
-                if offset in self._held and entry.get("pid") == os.getpid():
+                if offset in self._held and entry.get("pid") == pid():
                     out.append(entry)
                     continue
-                pid = self._holder_pid(fd, offset)
-                if pid is not None:
+                holder = self._holder_pid(fd, offset)
+                if holder is not None:
                     out.append(entry)
         return out
 
@@ -224,14 +226,14 @@ class ClaimFile:
         try:
             arg = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
             res = fcntl.fcntl(fd, fcntl.F_GETLK, arg)
-            ltype, _, _, _, pid = struct.unpack("hhqqi4x", res)
+            ltype, _, _, _, holder = struct.unpack("hhqqi4x", res)
         except (OSError, struct.error):
             return None
-        return None if ltype == fcntl.F_UNLCK else int(pid)
+        return None if ltype == fcntl.F_UNLCK else int(holder)
 
     def _describe_holder(self, fd: int, offset: int) -> str:
-        pid = self._holder_pid(fd, offset)
-        return f"by pid {pid}" if pid and pid > 0 else "by another worker"
+        holder = self._holder_pid(fd, offset)
+        return f"by pid {holder}" if holder and holder > 0 else "by another worker"
 
     def _lock_error(self, exc: OSError) -> StoreError:
         return StoreError(

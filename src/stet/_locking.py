@@ -16,13 +16,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ._pid import pid
 from .errors import StoreError
 
 __all__ = ["StoreLock"]
 
 _registry: dict[str, StoreLock] = {}
 _registry_lock = threading.Lock()
-_registry_pid = os.getpid()
+_registry_pid = pid()
 
 
 class StoreLock:
@@ -41,9 +42,9 @@ class StoreLock:
         global _registry_pid
         key = os.path.abspath(path)
         with _registry_lock:
-            if _registry_pid != os.getpid():  # forked: the parent's locks are not ours
+            if _registry_pid != pid():  # forked: the parent's locks are not ours
                 _registry.clear()
-                _registry_pid = os.getpid()
+                _registry_pid = pid()
             lock = _registry.get(key)
             if lock is None:
                 lock = _registry[key] = cls(Path(key))

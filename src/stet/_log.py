@@ -23,6 +23,7 @@ from typing import Any
 from ._codecs import Codec, Parsed, Record
 from ._index import Index
 from ._locking import StoreLock
+from ._pid import pid
 from .errors import CorruptStoreError
 
 __all__ = ["LogFile", "StoreWarning", "atomic_write"]
@@ -34,7 +35,7 @@ class StoreWarning(UserWarning):
 
 def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Replace ``path`` by a file holding ``data``; readers see the old or the new file."""
-    tmp = path.with_name(f".{path.name}.stet-tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.stet-tmp-{pid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     try:
         view = memoryview(data)
@@ -91,7 +92,7 @@ class LogFile:
         self.lock = lock
         self.fsync = fsync
         self._fd = -1
-        self._pid = os.getpid()
+        self._pid = pid()
         self._snap: Snapshot | None = None
         self._head: Any = None
         self._pos = 0  # offset just past the last complete record
@@ -114,16 +115,16 @@ class LogFile:
             if self._snap is not None or self._fd >= 0:
                 self._reset(index)
             return
-        if self._snap is not None and _snapshot(st) == self._snap and self._pid == os.getpid():
+        if self._snap is not None and _snapshot(st) == self._snap and self._pid == pid():
             return
         with self.lock.shared():
             self._catch_up(index)
 
     def _reset(self, index: Index) -> None:
-        if self._fd >= 0 and self._pid == os.getpid():
+        if self._fd >= 0 and self._pid == pid():
             os.close(self._fd)
         self._fd = -1
-        self._pid = os.getpid()
+        self._pid = pid()
         self._snap = None
         self._head = None
         self._pos = self._count = 0
@@ -132,7 +133,7 @@ class LogFile:
 
     def _catch_up(self, index: Index) -> bool:
         """Read what was appended since the last look (lock held). False: no file."""
-        if self._pid != os.getpid():
+        if self._pid != pid():
             self._fd = -1  # the parent's descriptor; leave it to the parent
             self._reset(index)
         try:
@@ -274,7 +275,7 @@ class LogFile:
 
     def close(self) -> None:
         """Close the file descriptor; the next use reopens and rereads the file."""
-        if self._fd >= 0 and self._pid == os.getpid():
+        if self._fd >= 0 and self._pid == pid():
             os.close(self._fd)
         self._fd = -1
         self._snap = None

@@ -13,6 +13,7 @@ from .._claims import ClaimFile, Claims
 from .._config import settings
 from .._identity import RESERVED_PREFIX, canonical
 from .._index import FUNC_FIELD, Index
+from .._pid import pid
 
 __all__ = ["BaseBackend", "FailureLog", "IndexedBackend", "Record", "record_matches", "utc_now"]
 
@@ -123,7 +124,11 @@ class BaseBackend(ABC):
     # -- claims and failures: beside the store file unless a backend does better ----
     def claims(self) -> Claims:
         """The claims of this store (see :mod:`stet._claims`)."""
-        return ClaimFile.for_path(self.path.with_name(self.path.name + ".claims"))
+        cached: tuple[int, Claims] | None = getattr(self, "_stet_claims", None)
+        if cached is None or cached[0] != pid():
+            cached = (pid(), ClaimFile.for_path(self.path.with_name(self.path.name + ".claims")))
+            self._stet_claims = cached
+        return cached[1]
 
     def _failure_log(self) -> FailureLog:
         log: FailureLog | None = getattr(self, "_stet_failures", None)

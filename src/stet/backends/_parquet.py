@@ -14,6 +14,7 @@ from .._identity import canonical
 from .._index import Index, bulk
 from .._locking import StoreLock
 from .._log import LogFile, _snapshot, atomic_write
+from .._pid import pid
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record, record_matches
 from ._file import lock_path
@@ -86,7 +87,7 @@ class ParquetBackend(IndexedBackend):
         self._side = Index()  # records in the sidecar; self._index: the Parquet file
         self._base_snap: tuple[int, int, int, int] | None = None
         self._base_rows = 0
-        self._pid = os.getpid()
+        self._pid = pid()
 
     # ---------------------------------------------------------------- reading
     def _read_base(self) -> tuple[list[str], list[list[str | None]], str | None]:
@@ -122,7 +123,7 @@ class ParquetBackend(IndexedBackend):
             snap = _snapshot(os.stat(self.path))
         except FileNotFoundError:
             snap = None
-        if snap == self._base_snap and self._pid == os.getpid():
+        if snap == self._base_snap and self._pid == pid():
             return
         with self._lock.shared():
             self._load_base(index)
@@ -142,7 +143,7 @@ class ParquetBackend(IndexedBackend):
                 index.add_rows(header, list(zip(*columns, strict=True)))
         self._base_rows = len(columns[0]) if columns else 0
         self._base_snap = snap
-        self._pid = os.getpid()
+        self._pid = pid()
         if folded != self._log.ignored_head:
             self._log.ignored_head = folded
             self._log.close()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import sqlite3
+import weakref
 from pathlib import Path
 from typing import Any
 
+from .._fs import is_local_filesystem
 from .._index import Index, bulk
+from .._pid import pid
 from .._sql import column_list, quote_ident
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record
@@ -18,12 +23,25 @@ TABLE = "stet_records"
 META = "stet_meta"
 
 
+_open_backends: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    """Close connections so SQLite folds the WAL into the database file itself."""
+    for backend in list(_open_backends):
+        with contextlib.suppress(Exception):
+            backend.close()
+
+
 class SqliteBackend(IndexedBackend):
     """Store experiment records in a SQLite database.
 
-    Uses Python's built-in :mod:`sqlite3`. No extra dependencies required. The database
-    uses SQLite's rollback journal in ``PERSIST`` mode (not WAL, which does not work on
-    network filesystems); each record is one committed transaction. Readers follow new
+    Uses Python's built-in :mod:`sqlite3`. No extra dependencies required. On a local
+    filesystem the database uses WAL mode (folded back into the file when the process
+    exits normally); on a network filesystem (NFS, SMB, Lustre, ... or anything not known
+    to be local), where WAL does not work, a rollback journal in ``PERSIST`` mode. Each
+    record is one committed transaction. Readers follow new
     rows by ``rowid`` and ask ``PRAGMA data_version`` whether anything changed, so a
     lookup reads no rows when nothing did. Removals bump a generation number in
     ``stet_meta`` so that every reader reloads.
@@ -54,9 +72,9 @@ class SqliteBackend(IndexedBackend):
 
     # ------------------------------------------------------------ connection
     def _connect(self, create: bool) -> sqlite3.Connection | None:
-        if self._conn is not None and self._pid == os.getpid():
+        if self._conn is not None and self._pid == pid():
             return self._conn
-        if self._pid != os.getpid():
+        if self._pid != pid():
             self._conn = None  # never reuse a connection across fork
             self._raw_fd = -1
             self._counter = None
@@ -68,12 +86,18 @@ class SqliteBackend(IndexedBackend):
             )
             conn.execute("PRAGMA synchronous=" + ("FULL" if self.fsync else "OFF"))
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            self._table_columns(conn)  # a foreign database raises here, untouched
             mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-            self._journal_wal = mode == "wal"  # WAL commits leave the header alone
-            if mode in ("delete", "truncate"):
-                # A rollback journal (safe on NFS, unlike WAL), kept between commits:
-                # half the cost per commit of creating and deleting it each time.
-                conn.execute("PRAGMA journal_mode=PERSIST")
+            if mode in ("delete", "truncate", "persist"):
+                if is_local_filesystem(self.path):
+                    # WAL: a quarter of the cost per commit; needs memory shared between
+                    # processes, so only on a filesystem known to be local.
+                    mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+                else:
+                    # A rollback journal (safe on NFS, unlike WAL), kept between commits:
+                    # half the cost per commit of creating and deleting it each time.
+                    conn.execute("PRAGMA journal_mode=PERSIST")
+            self._journal_wal = mode == "wal"
         except sqlite3.DatabaseError as exc:
             raise CorruptStoreError(
                 f"{self.path} is not a readable SQLite store ({exc}). The file was left "
@@ -81,8 +105,9 @@ class SqliteBackend(IndexedBackend):
             ) from None
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
-        self._conn, self._pid = conn, os.getpid()
+        self._conn, self._pid = conn, pid()
         self._data_version = -1
+        _open_backends.add(self)
         return conn
 
     def _load_field_map(self, conn: sqlite3.Connection) -> None:
@@ -145,16 +170,21 @@ class SqliteBackend(IndexedBackend):
                 conn.execute("COMMIT")
 
     def _change_counter(self) -> bytes | None:
-        """The database header's change counter, or ``None`` if it cannot be trusted."""
-        if self._raw_fd < 0 or self._pid != os.getpid():
-            if self._journal_wal:
-                return None
+        """Bytes that change with every commit, read without SQL (``None``: unknown).
+
+        Rollback-journal mode: the database header's file change counter (offset 24).
+        WAL mode: the WAL-index header at the start of ``<db>-shm`` (which exists while
+        our connection is open). Both are documented parts of SQLite's file formats.
+        """
+        if self._raw_fd < 0 or self._pid != pid():
+            target = Path(str(self.path) + "-shm") if self._journal_wal else self.path
             try:
-                self._raw_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                self._raw_fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 return None
         try:
-            return os.pread(self._raw_fd, 4, 24)
+            return os.pread(self._raw_fd, 48 if self._journal_wal else 4, 0 if
+                            self._journal_wal else 24)
         except OSError:
             return None
 
@@ -226,7 +256,13 @@ class SqliteBackend(IndexedBackend):
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                self._catch_up(conn, index)
+                # Nobody can commit while we hold the write lock. If the change counter
+                # is what we last saw, nobody did since our last look: no catch-up query.
+                before = self._change_counter()
+                fresh = before is not None and before == self._counter
+                if not fresh:
+                    self._catch_up(conn, index)
+                    dv = conn.execute("PRAGMA data_version").fetchone()[0]
                 self._ensure_columns(conn, record)
                 fields = tuple(record)
                 sql = self._insert_sql.get(fields)
@@ -236,7 +272,6 @@ class SqliteBackend(IndexedBackend):
                     sql = f"INSERT INTO {TABLE} ({cols}) VALUES ({marks})"
                     self._insert_sql[fields] = sql
                 cur = conn.execute(sql, tuple(record.values()))
-                dv = conn.execute("PRAGMA data_version").fetchone()[0]
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -244,8 +279,11 @@ class SqliteBackend(IndexedBackend):
                 raise
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
-        self._data_version = dv
-        self._counter = None
+        if not fresh:
+            self._data_version = dv  # others' commits, all caught up (ours don't count)
+        # Each write transaction adds one to the counter (rollback-journal mode).
+        self._counter = _next_counter(before) if before is not None and not self._journal_wal \
+            else None
         if cur.lastrowid is not None:
             self._last_rowid = cur.lastrowid
         index.add(record)
@@ -326,7 +364,7 @@ class SqliteBackend(IndexedBackend):
 
     def close(self) -> None:
         with self._mutex:
-            if self._conn is not None and self._pid == os.getpid():
+            if self._conn is not None and self._pid == pid():
                 self._conn.close()
                 if self._raw_fd >= 0:
                     os.close(self._raw_fd)
@@ -334,6 +372,10 @@ class SqliteBackend(IndexedBackend):
             self._raw_fd = -1
             self._reset(self._index)
             self._data_version = -1
+
+
+def _next_counter(counter: bytes) -> bytes:
+    return ((int.from_bytes(counter, "big") + 1) & 0xFFFFFFFF).to_bytes(4, "big")
 
 
 def _case_distinct(record: Record) -> list[str]:
