@@ -92,6 +92,7 @@ class LogFile:
         self.lock = lock
         self.fsync = fsync
         self._fd = -1
+        self._ino = -1
         self._pid = pid()
         self._snap: Snapshot | None = None
         self._head: Any = None
@@ -141,8 +142,8 @@ class LogFile:
         except FileNotFoundError:
             self._reset(index)
             return False
-        if self._fd >= 0 and os.fstat(self._fd).st_ino != st.st_ino:
-            self._reset(index)
+        if self._fd >= 0 and self._ino != st.st_ino:
+            self._reset(index)  # replaced (remove, clear, rewrite): read the new file
         if self._fd < 0:
             try:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
@@ -151,7 +152,9 @@ class LogFile:
             except FileNotFoundError:
                 self._reset(index)
                 return False
-        fst = os.fstat(self._fd)
+            st = os.fstat(self._fd)
+            self._ino = st.st_ino
+        fst = st  # the path's stat describes our descriptor's file (same inode)
         if self._snap is not None and fst.st_size < self._pos:
             self._reset(index)  # truncated by someone else: read it again
             return self._catch_up(index)
