@@ -6,22 +6,33 @@ combination that already finished, and nothing else.
 
 from __future__ import annotations
 
+from ._capture import ResultNotSavedWarning
 from ._config import configure, settings
 from ._decorator import once
+from ._grid import Grid, grid
 from ._identity import UnstableValueError, canonical
+from ._results import load
+from ._sweep import SweepInterrupted, SweepSummary, sweep
 from ._utils import reset, status
 from .errors import CorruptStoreError, StoreError
 
 __all__ = [
     "CorruptStoreError",
+    "Grid",
+    "ResultNotSavedWarning",
     "StoreError",
+    "SweepInterrupted",
+    "SweepSummary",
     "UnstableValueError",
     "canonical",
     "configure",
+    "grid",
+    "load",
     "once",
     "reset",
     "settings",
     "status",
+    "sweep",
 ]
 
 __version__ = "0.1.0"

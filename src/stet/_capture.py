@@ -37,9 +37,8 @@ class ResultNotSavedWarning(UserWarning):
 def _default(value: Any) -> Any:
     """JSON for NumPy scalars and arrays (their Python equivalents)."""
     module = type(value).__module__
-    if module == "numpy" or module.startswith("numpy."):
-        if hasattr(value, "tolist"):
-            return value.tolist()
+    if (module == "numpy" or module.startswith("numpy.")) and hasattr(value, "tolist"):
+        return value.tolist()
     raise TypeError(f"a {type(value).__qualname__} is not JSON-serialisable")
 
 

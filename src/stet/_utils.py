@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._decorator import _DEFAULT_STORE
-from ._identity import RESERVED_PREFIX
-from ._index import FUNC_FIELD
 from .backends import get_backend
-from .backends._base import TIMESTAMP_FIELD, BaseBackend, canonical_fields
+from .backends._base import BaseBackend, canonical_fields
+
+if TYPE_CHECKING:
+    from ._status import StoreStatus
 
 __all__ = ["reset", "status"]
 
@@ -24,60 +25,44 @@ def _open_existing(store_path: str | os.PathLike[str]) -> BaseBackend:
     return backend
 
 
-def status(store_path: str | Path = _DEFAULT_STORE) -> None:
-    """Print a summary of completed experiments in a store.
+def status(
+    store_path: str | Path | Any = _DEFAULT_STORE,
+    settings: Iterable[Mapping[str, Any]] | None = None,
+    *,
+    func: Any = None,
+) -> StoreStatus:
+    """Print a summary of a store, and return it as a :class:`~stet._status.StoreStatus`.
+
+    Prints the store, its completed runs, key fields, first and last run; then per
+    function: completed, failed (with the latest error) and running now, first and last
+    run and mean duration. Given the sweep's ``settings``, also how many of them are
+    done, failed, running and pending, and an ETA (runs left times the mean duration,
+    divided by the workers running now).
 
     Args:
-        store_path: Path to the store file (any supported extension).
+        store_path: Path to the store file (any supported extension), or a
+            ``@stet.once`` function (its store, and its identity for ``settings``).
             Defaults to ``_stet_store.csv``.
+        settings: The sweep's settings (dicts of keyword arguments, e.g.
+            :func:`stet.grid`). Without ``func``, a setting's fields that no run in the
+            store holds are ignored.
+        func: The ``@stet.once`` function the settings are for (exact identity).
+
+    Returns:
+        The same data, as attributes (``completed``, ``functions``, ``sweep``, ...).
 
     Raises:
         FileNotFoundError: If the store file does not exist.
     """
-    backend = _open_existing(store_path)
-    records = backend.load()
-    fields: dict[str, None] = {}
-    for r in records:
-        fields.update((k, None) for k in r if not k.startswith(RESERVED_PREFIX))
-    print(f"Store: {os.fspath(store_path)} ({type(backend).__name__})")
-    print(f"Completed runs: {len(records)}")
-    print(f"Key fields: {', '.join(fields) if fields else '(none)'}")
-    stamps = sorted(r[TIMESTAMP_FIELD] for r in records if r.get(TIMESTAMP_FIELD))
-    if stamps:
-        print(f"First run: {stamps[0]}")
-        print(f"Last run:  {stamps[-1]}")
-    _print_functions(backend, records)
+    from ._status import store_status
 
-
-def _print_functions(backend: BaseBackend, records: list[dict[str, Any]]) -> None:
-    """Per function: completed, failed (with the latest error) and running now."""
-    completed = Counter(r.get(FUNC_FIELD) or "" for r in records)
-    done_keys = {_run_key(r) for r in records}
-    failed: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {}
-    for f in backend.failures():
-        if _run_key(f) not in done_keys:
-            failed.setdefault(f.get(FUNC_FIELD) or "", {})[_run_key(f)] = f
-    running = Counter(str(c.get("func", "")) for c in backend.claims().running())
-    funcs = sorted(set(completed) | set(failed) | set(running))
-    if not funcs:
-        return
-    print("Per function:")
-    for func in funcs:
-        label = func or "(any function)"
-        line = f"  {label}: {completed.get(func, 0)} completed"
-        fails = failed.get(func, {})
-        if fails:
-            latest = max(fails.values(), key=lambda f: f.get(TIMESTAMP_FIELD, ""))
-            line += (f", {len(fails)} failed (latest: {latest.get('_stet_error_type', '?')}: "
-                     f"{str(latest.get('_stet_error', ''))[:80]})")
-        if running.get(func):
-            line += f", {running[func]} running now"
-        print(line)
-
-
-def _run_key(record: dict[str, Any]) -> tuple[str, ...]:
-    items = sorted((k, str(v)) for k, v in record.items() if not k.startswith(RESERVED_PREFIX))
-    return (str(record.get(FUNC_FIELD) or ""), *(f"{k}={v}" for k, v in items))
+    run = getattr(store_path, "__stet_run__", None)
+    if run is not None:
+        func = store_path if func is None else func
+        store_path = run.store
+    st = store_status(store_path, settings, func=func)
+    print(st, flush=True)
+    return st
 
 
 def reset(

@@ -1,0 +1,483 @@
+"""The ``stet`` command: look at, reset, copy and export stores from the shell.
+
+    stet status STORE [--grid X,Y] [--func NAME]
+    stet ls STORE [--where FIELD=VALUE ...] [--failed] [--func NAME] [--limit N] [--all]
+    stet reset STORE [--where FIELD=VALUE ...] [--func NAME] [--failed] [--yes]
+    stet copy SRC DST
+    stet export STORE OUT.{csv,json,parquet} [--where ...] [--failed] [--func NAME]
+
+Exit codes: 0 success, 1 an error with a store (missing, corrupt, unreadable), 2 a
+mistake in the command line, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ._identity import RESERVED_PREFIX
+from ._index import FUNC_FIELD
+from ._results import EMPTY_FIELD, Table, display, open_store, select, tabulate
+from .backends._base import Record
+from .errors import StoreError
+
+__all__ = ["main"]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A mistake in the command line (exit status 2)."""
+
+
+# ------------------------------------------------------------------------ helpers
+def _where(pairs: Sequence[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--where takes FIELD=VALUE (e.g. --where alpha=0.1), "
+                             f"not {pair!r}")
+        if name in out and out[name] != value:
+            raise UsageError(f"--where gives {name!r} twice ({out[name]!r} and {value!r})")
+        out[name] = value
+    return out
+
+
+def _check_fields(where: dict[str, str], records: list[dict[str, Any]],
+                  store: str) -> None:
+    """Refuse a --where field that no record holds (a typo would match nothing)."""
+    known: set[str] = set()
+    for r in records:
+        known.update(r)
+    for name in where:
+        if name not in known:
+            keys = sorted(k for k in known if not k.startswith(RESERVED_PREFIX))
+            raise UsageError(f"no record in {display(store)} has the field {name!r}; "
+                             f"key fields: {', '.join(keys) or '(none)'}")
+
+
+def _hint(where: dict[str, str], records: list[dict[str, Any]]) -> str:
+    """A near miss: the same number written differently (``0.10`` for ``0.1``)."""
+    for name, value in where.items():
+        try:
+            wanted = float(value)
+        except ValueError:
+            continue
+        near = sorted({r[name] for r in records if name in r and r[name] != value
+                       and _float(r[name]) == wanted})
+        if near:
+            return (f"; values are compared as stored text, and {name} is stored as "
+                    f"{', '.join(near[:3])}")
+    return ""
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _matching(records: list[dict[str, Any]], where: dict[str, str],
+              func: str | None) -> list[dict[str, Any]]:
+    return [r for r in select(records, func) if all(r.get(k) == v for k, v in where.items())]
+
+
+def _cell(value: Any, kind: str) -> str:
+    if value is None:
+        return ""
+    if kind == "json":
+        if isinstance(value, float):
+            return repr(value)
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if kind == "float" and isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _clip(text: str, width: int) -> str:
+    text = text.replace("\n", " ").replace("\r", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _render_table(table: Table, columns: list[str], headers: dict[str, str],
+                  max_width: int = 40) -> str:
+    cells = [[_clip(_cell(table.columns[c][i], table.kinds[c]), max_width) for c in columns]
+             for i in range(len(table))]
+    heads = [headers.get(c, c) for c in columns]
+    widths = [max([len(h), *(len(row[j]) for row in cells)]) for j, h in enumerate(heads)]
+    right = [table.kinds[c] in ("int", "float") or (table.kinds[c] == "json" and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in table.columns[c]
+        if v is not None)) for c in columns]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if r else v.ljust(w)
+                         for v, w, r in zip(values, widths, right, strict=True)).rstrip()
+
+    out = [line(heads), line(["-" * w for w in widths])]
+    out.extend(line(row) for row in cells)
+    return "\n".join(out)
+
+
+def _color() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+# ------------------------------------------------------------------------ commands
+def cmd_status(args: argparse.Namespace) -> int:
+    from ._status import render_grid, store_status
+
+    st = store_status(args.store)
+    print(st)
+    if args.grid:
+        axes = [a.strip() for a in args.grid.split(",")]
+        if len(axes) != 2 or not all(axes):
+            raise UsageError(f"--grid takes two key fields, e.g. --grid alpha,seed, "
+                             f"not {args.grid!r}")
+        print()
+        try:
+            print(render_grid(st, axes[0], axes[1], func=args.func, color=_color()))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    backend = open_store(args.store)
+    records = backend.failures() if args.failed else backend.load()
+    where = _where(args.where)
+    if where:
+        _check_fields(where, records, args.store)
+    rows = _matching(records, where, args.func)
+    total = len(rows)
+    if args.limit is not None and args.limit >= 0:
+        rows = rows[-args.limit:] if args.limit else []
+    kind = "failure" if args.failed else "record"
+    if not rows:
+        print(f"(no {kind} matches{_hint(where, records)})" if where or args.func
+              else f"(no {kind}s)")
+        return 0
+    table = tabulate(rows)
+    if args.all:
+        columns = list(table.columns)
+    else:
+        shown_book = [FUNC_FIELD, "_stet_timestamp", "_stet_duration"]
+        if args.failed:
+            shown_book += ["_stet_error_type", "_stet_error"]
+        columns = [*table.key_columns(), *table.result_columns(),
+                   *(c for c in shown_book if c in table.columns)]
+        if not args.failed:
+            funcs = {v for v in table.columns.get(FUNC_FIELD, [])}
+            if len(funcs) == 1 and FUNC_FIELD in columns and not args.all:
+                columns.remove(FUNC_FIELD)
+    headers = {FUNC_FIELD: "function", "_stet_timestamp": "finished (UTC)",
+               "_stet_duration": "seconds", "_stet_error_type": "error",
+               "_stet_error": "message", "_stet_host": "host", "_stet_started": "started",
+               "_stet_pid": "pid"}
+    if "_stet_timestamp" in table.columns:
+        table.columns["_stet_timestamp"] = [
+            None if t is None else t.replace("T", " ")[:19] for t in table.columns[
+                "_stet_timestamp"]]
+    if "_stet_duration" in table.columns and table.kinds["_stet_duration"] == "float":
+        table.columns["_stet_duration"] = [
+            None if d is None else float(f"{d:.3g}") for d in table.columns["_stet_duration"]]
+    print(_render_table(table, columns, headers, max_width=40 if not args.all else 60))
+    shown = len(rows)
+    print(f"({shown} {kind}{'s' if shown != 1 else ''}"
+          + (f" of {total} matching" if shown != total else "") + ")")
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    backend = open_store(args.store)
+    where = _where(args.where)
+    records = [] if args.failed else backend.load()
+    failures = backend.failures()
+    if where:
+        _check_fields(where, records + failures, args.store)
+    n_records = len(_matching(records, where, args.func))
+    n_failures = len(_matching(failures, where, args.func))
+    if not n_records and not n_failures:
+        print(f"Nothing to remove from {display(args.store)}{_hint(where, records + failures)}.")
+        return 0
+    what = []
+    if n_records:
+        what.append(f"{n_records} completed run{'s' if n_records != 1 else ''}")
+    if n_failures:
+        what.append(f"{n_failures} failure record{'s' if n_failures != 1 else ''}")
+    scope = " matching " + ", ".join(f"{k}={v}" for k, v in where.items()) if where else ""
+    if args.func:
+        scope += f" of {args.func}"
+    question = f"Remove {' and '.join(what)}{scope} from {display(args.store)}?"
+    if not args.yes:
+        if sys.stdin is None or not sys.stdin.isatty():
+            raise UsageError(f"{question} Not without confirmation: pass --yes")
+        answer = input(f"{question} [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing removed.")
+            return 1
+    removed = 0
+    if n_records:
+        remove = getattr(backend, "remove_where", None)
+        if remove is None:
+            raise StoreError(f"{type(backend).__name__} cannot remove selected records")
+        removed = int(remove(args.func, where))
+    dropped = backend.remove_failures(args.func, where) if n_failures else 0
+    parts = []
+    if n_records:
+        parts.append(f"{removed} completed run{'s' if removed != 1 else ''}")
+    if n_failures:
+        parts.append(f"{dropped} failure record{'s' if dropped != 1 else ''}")
+    print(f"Removed {' and '.join(parts)} from {display(args.store)}.")
+    return 0
+
+
+def _same_store(a: str, b: str) -> bool:
+    if "://" in a or "://" in b:  # URLs (PostgreSQL)
+        return a == b
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _identity(record: Record) -> tuple[Any, ...]:
+    return (record.get(FUNC_FIELD) or "",
+            tuple(sorted((k, v) for k, v in record.items() if not k.startswith(RESERVED_PREFIX))))
+
+
+def _clean(record: Record) -> Record:
+    return {k: v for k, v in record.items() if k != EMPTY_FIELD}
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    from .backends import get_backend
+
+    if _same_store(args.src, args.dst):
+        raise UsageError("SRC and DST are the same store")
+    src = open_store(args.src)
+    dst = get_backend(args.dst)
+    records = [_clean(r) for r in src.load()]
+    failures = [_clean(r) for r in src.failures()]
+    have = {_identity(r) for r in dst.load()} if dst.exists() else set()
+    have_failures = {tuple(sorted(r.items())) for r in dst.failures()} if dst.exists() else set()
+    copied = skipped = 0
+    for r in records:
+        ident = _identity(r)
+        if ident in have:
+            skipped += 1
+            continue
+        dst.append_record(r)
+        have.add(ident)
+        copied += 1
+    copied_f = 0
+    for f in failures:
+        k = tuple(sorted(f.items()))
+        if k in have_failures:
+            continue
+        dst.append_failure(f)
+        have_failures.add(k)
+        copied_f += 1
+    dst.close()
+    msg = f"Copied {copied} completed run{'s' if copied != 1 else ''}"
+    if copied_f:
+        msg += f" and {copied_f} failure record{'s' if copied_f != 1 else ''}"
+    msg += f" from {display(args.src)} to {display(args.dst)}"
+    if skipped:
+        msg += f" ({skipped} already there)"
+    print(msg + ".")
+    return 0
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN or infinity; other tools reject them
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    return value
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    ext = os.path.splitext(args.out)[1].lower()
+    writers = {".csv": _export_csv, ".json": _export_json, ".parquet": _export_parquet}
+    if ext not in writers:
+        raise UsageError(f"cannot export to {args.out!r}: the extension {ext or '(none)'} is "
+                         f"not one of {', '.join(writers)}")
+    backend = open_store(args.store)
+    records = backend.failures() if args.failed else backend.load()
+    where = _where(args.where)
+    if where:
+        _check_fields(where, records, args.store)
+    rows = _matching(records, where, args.func)
+    table = tabulate(rows)
+    tmp = f"{args.out}.tmp-{os.getpid()}"
+    try:
+        writers[ext](table, tmp)
+        os.replace(tmp, args.out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    print(f"Exported {len(table)} {'failure' if args.failed else 'run'}"
+          f"{'s' if len(table) != 1 else ''} ({len(table.columns)} columns) to {args.out}.")
+    return 0
+
+
+def _export_csv(table: Table, path: str) -> None:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(list(table.columns))
+        for i in range(len(table)):
+            w.writerow([_cell(table.columns[c][i], table.kinds[c]) for c in table.columns])
+
+
+def _export_json(table: Table, path: str) -> None:
+    rows = []
+    for i in range(len(table)):
+        row: dict[str, Any] = {}
+        for c, values in table.columns.items():
+            if values[i] is not None:
+                row[c] = _json_value(values[i])
+        rows.append(row)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(rows, fh, ensure_ascii=False, indent=1, allow_nan=False)
+        fh.write("\n")
+
+
+def _export_parquet(table: Table, path: str) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise StoreError("exporting to Parquet needs pyarrow: pip install 'stet[parquet]'"
+                         ) from None
+    types: dict[str, Any] = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
+                             "str": pa.string(), "time": pa.string()}
+    arrays = {}
+    for c, values in table.columns.items():
+        kind = table.kinds[c]
+        if kind in types:
+            arrays[c] = pa.array(values, type=types[kind])
+            continue
+        try:
+            arrays[c] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+            arrays[c] = pa.array([None if v is None else json.dumps(v) for v in values],
+                                 type=pa.string())
+    pq.write_table(pa.table(arrays) if arrays else pa.table({}), path)
+
+
+# ------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stet",
+        description="Look at, reset, copy and export stet stores (the files that record "
+                    "which runs of a sweep are done). STORE is a store path: .csv, .json, "
+                    ".sqlite/.db or .parquet.",
+        epilog="Examples:\n"
+               "  stet status runs.csv --grid alpha,seed\n"
+               "  stet ls runs.csv --where seed=3\n"
+               "  stet ls runs.csv --failed\n"
+               "  stet reset runs.csv --where alpha=0.1 --yes\n"
+               "  stet copy runs.csv runs.sqlite\n"
+               "  stet export runs.sqlite results.parquet\n\n"
+               "Exit status: 0 ok, 1 store error, 2 command-line mistake.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"stet {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def where_arg(sp: argparse.ArgumentParser, what: str) -> None:
+        sp.add_argument("--where", metavar="FIELD=VALUE", action="append",
+                        help=f"only {what} whose FIELD holds VALUE, compared as stored text "
+                             "(repeat for several fields; bookkeeping fields such as "
+                             "_stet_host work too)")
+        sp.add_argument("--func", metavar="NAME",
+                        help=f"only {what} of this function (records without a function "
+                             "name, from stet 0.0.2, match any)")
+
+    s = sub.add_parser("status", help="summary of a store; --grid draws two fields",
+                       description="Completed runs, key fields, first and last run; per "
+                                   "function completed / failed / running, mean duration.")
+    s.add_argument("store", metavar="STORE")
+    s.add_argument("--grid", metavar="X,Y",
+                   help="draw the runs over two key fields as a grid of done / failed / "
+                        "running / pending cells (values seen in the store)")
+    s.add_argument("--func", metavar="NAME", help="only runs of this function in the grid")
+    s.set_defaults(handler=cmd_status)
+
+    s = sub.add_parser("ls", help="list runs (or failures) as a table",
+                       description="List completed runs (or, with --failed, failures) as a "
+                                   "table: key fields, saved results, function, when, seconds.")
+    s.add_argument("store", metavar="STORE")
+    where_arg(s, "runs")
+    s.add_argument("--failed", action="store_true", help="list failed runs instead")
+    s.add_argument("--limit", type=int, metavar="N", help="show only the last N")
+    s.add_argument("--all", action="store_true", help="show every bookkeeping column")
+    s.set_defaults(handler=cmd_ls)
+
+    s = sub.add_parser("reset", help="forget runs so they run again",
+                       description="Remove completed runs (and their failure records) from "
+                                   "a store, all of them or those matching --where, so that "
+                                   "they run again. Asks first unless --yes.")
+    s.add_argument("store", metavar="STORE")
+    where_arg(s, "runs")
+    s.add_argument("--failed", action="store_true",
+                   help="forget only failure records (failed runs are tried again anyway, "
+                        "unless skip_failed=True)")
+    s.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    s.set_defaults(handler=cmd_reset)
+
+    s = sub.add_parser("copy", help="copy every run to another store (any format)",
+                       description="Copy every completed run and failure record from SRC to "
+                                   "DST, any format to any format, keeping every field "
+                                   "(function name, timestamps, results). Runs DST already "
+                                   "holds are not copied twice.")
+    s.add_argument("src", metavar="SRC")
+    s.add_argument("dst", metavar="DST")
+    s.set_defaults(handler=cmd_copy)
+
+    s = sub.add_parser("export", help="write runs to a plain .csv, .json or .parquet file",
+                       description="Write the runs to a file for other tools, values typed "
+                                   "(numbers as numbers), results as result.* columns. "
+                                   "OUT's extension chooses the format: .csv, .json (an "
+                                   "array of objects; NaN and infinity become null), "
+                                   ".parquet (needs pyarrow).")
+    s.add_argument("store", metavar="STORE")
+    s.add_argument("out", metavar="OUT")
+    where_arg(s, "runs")
+    s.add_argument("--failed", action="store_true", help="export failures instead")
+    s.set_defaults(handler=cmd_export)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``stet`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except UsageError as exc:
+        parser.exit(EXIT_USAGE, f"stet {args.command}: error: {exc}\n")
+    except BrokenPipeError:  # `stet ls big.csv | head`
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
+        return 0
+    except (OSError, StoreError, ValueError, ImportError) as exc:
+        print(f"stet {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"stet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+

@@ -1,0 +1,190 @@
+"""Progress of a sweep on stderr: a tqdm bar in terminals and notebooks, plain lines in logs.
+
+tqdm (the ``progress`` extra) is imported only when a bar is shown. When stderr is not a
+terminal (a batch job's log, a pipe) a bar's carriage returns make a mess, so a plain
+line is written instead: at the start, whenever another tenth of the sweep is done, at
+least every 30 seconds while runs finish, and at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._sweep import SweepSummary
+
+__all__ = ["Reporter", "make_reporter"]
+
+#: Seconds between two plain progress lines (besides every tenth of the sweep).
+LINE_INTERVAL = 30.0
+
+
+class Reporter:
+    """Reports nothing (``progress=False``)."""
+
+    def start(self, summary: SweepSummary) -> None:
+        pass
+
+    def update(self, summary: SweepSummary) -> None:
+        pass
+
+    def close(self, summary: SweepSummary) -> None:
+        pass
+
+
+def _counts(s: SweepSummary) -> str:
+    parts = [f"{s.ran} ran"]
+    if s.skipped_done:
+        parts.append(f"{s.skipped_done} skipped as done")
+    if s.skipped_running:
+        parts.append(f"{s.skipped_running} running elsewhere")
+    if s.skipped_failed:
+        parts.append(f"{s.skipped_failed} failed before")
+    parts.append(f"{s.failed} failed")
+    return ", ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+class LineReporter(Reporter):
+    """Plain lines for logs: ``[stet] f: 12/24 (50%) | 6 ran, ... | 1.9 runs/s | ETA``."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.t0 = time.perf_counter()
+        self.last = self.t0
+        self.tenth = -1
+
+    def _write(self, line: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # a broken stderr must not stop it
+            print(line, file=self.stream, flush=True)
+
+    def _finished(self, s: SweepSummary) -> int:
+        return s.total - s.not_run - s.in_flight
+
+    def start(self, summary: SweepSummary) -> None:
+        self.t0 = self.last = time.perf_counter()
+        s = summary
+        todo = s.total - s.skipped_done - s.skipped_failed
+        self.tenth = self._finished(s) * 10 // s.total if s.total else 10
+        self._write(f"[stet] {s.func}: {s.total} settings, {s.skipped_done} done before, "
+                    f"{todo} to run")
+
+    def update(self, summary: SweepSummary) -> None:
+        s = summary
+        now = time.perf_counter()
+        finished = self._finished(s)
+        tenth = finished * 10 // s.total if s.total else 10
+        if tenth > self.tenth or now - self.last >= LINE_INTERVAL:
+            self.tenth = max(tenth, self.tenth)
+            self.last = now
+            self._write(self._line(s, now))
+
+    def _line(self, s: SweepSummary, now: float) -> str:
+        finished = self._finished(s)
+        pct = 100 * finished // s.total if s.total else 100
+        line = f"[stet] {s.func}: {finished}/{s.total} ({pct}%) | {_counts(s)}"
+        attempted = s.ran + s.failed + s.skipped_running
+        elapsed = now - self.t0
+        if attempted and elapsed > 0:
+            rate = attempted / elapsed
+            line += f" | {rate:.3g} runs/s" if rate >= 1 else f" | {1 / rate:.3g} s/run"
+            left = s.not_run + s.in_flight
+            if left:
+                line += f" | ETA {_duration(left / rate)}"
+        return line
+
+    def close(self, summary: SweepSummary) -> None:
+        for line in final_lines(summary):
+            self._write(line)
+
+
+class BarReporter(Reporter):
+    """A tqdm bar (``tqdm.auto``: a widget in notebooks)."""
+
+    def __init__(self, tqdm: Any, stream: Any) -> None:
+        self.tqdm = tqdm
+        self.stream = stream
+        self.bar: Any = None
+
+    def start(self, summary: SweepSummary) -> None:
+        s = summary
+        initial = s.skipped_done + s.skipped_failed
+        self.bar = self.tqdm(total=s.total, initial=initial, desc=s.func, unit="run",
+                             file=self.stream, dynamic_ncols=True, smoothing=0.1)
+        self._shown = initial
+
+    def update(self, summary: SweepSummary) -> None:
+        s = summary
+        finished = s.total - s.not_run - s.in_flight
+        if finished > self._shown:
+            postfix = f"failed={s.failed}"
+            if s.skipped_running:
+                postfix += f", elsewhere={s.skipped_running}"
+            self.bar.set_postfix_str(postfix, refresh=False)
+            self.bar.update(finished - self._shown)
+            self._shown = finished
+
+    def close(self, summary: SweepSummary) -> None:
+        if self.bar is not None:
+            self.update(summary)
+            self.bar.close()
+        with contextlib.suppress(OSError, ValueError):
+            for line in final_lines(summary):
+                print(line, file=self.stream, flush=True)
+
+
+def final_lines(summary: SweepSummary, show: int = 5) -> list[str]:
+    """The summary, and the first few failures (setting and error)."""
+    lines = [f"[stet] {summary}"]
+    for f in summary.failures[:show]:
+        setting = ", ".join(f"{k}={v!r}" for k, v in f.setting.items())
+        lines.append(f"[stet]   failed: {summary.func}({setting}): {f.error_type}: "
+                     f"{f.message[:300]}")
+    if len(summary.failures) > show:
+        lines.append(f"[stet]   ... and {len(summary.failures) - show} more "
+                     f"(summary.failures holds each error and traceback)")
+    return lines
+
+
+def _in_notebook(stream: Any) -> bool:
+    return type(stream).__module__.startswith("ipykernel")
+
+
+def make_reporter(progress: bool | str) -> Reporter:
+    """The reporter for ``progress``: ``True`` (bar or lines, as fits stderr), ``False``,
+    ``"bar"`` or ``"lines"``."""
+    if progress is False or progress is None:
+        return Reporter()
+    if progress not in (True, "bar", "lines"):
+        raise ValueError(f"progress= takes True, False, 'bar' or 'lines', not {progress!r}")
+    stream = sys.stderr
+    if stream is None:
+        return Reporter()
+    if progress == "lines":
+        return LineReporter(stream)
+    try:
+        tty = bool(stream.isatty())
+    except (AttributeError, ValueError):
+        tty = False
+    if progress is True and not (tty or _in_notebook(stream)):
+        return LineReporter(stream)
+    try:
+        import importlib
+
+        tqdm = importlib.import_module("tqdm.auto").tqdm
+    except ImportError:
+        if progress == "bar":
+            raise ImportError(
+                "progress='bar' needs tqdm: pip install 'stet[progress]'"
+            ) from None
+        return LineReporter(stream)  # no tqdm: plain lines still show progress
+    return BarReporter(tqdm, stream)

@@ -1,0 +1,261 @@
+"""Reading a store for analysis: records as typed columns, and ``stet.load`` (pandas).
+
+A store holds canonical texts. For analysis they are typed back, one column at a time:
+a column whose values are all canonical integers becomes integers, all numbers (``0.1``,
+``1e-05``, ``nan``, ``inf``) floats, all ``True``/``False`` booleans; any other column stays
+text (``"007"`` is not the integer 7: its canonical text shows it was a string). ``None``
+is a missing value everywhere, as is a field a record does not hold. Nothing is
+evaluated: containers and other values stay their canonical text.
+
+A result saved with ``save_result=True`` (JSON in ``_stet_result``) becomes a ``result``
+column, or one ``result.<key>`` column per key when results are dicts (nested dicts give
+``result.<key>.<key>``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._capture import RESULT_FIELD
+from ._identity import RESERVED_PREFIX
+from ._index import FUNC_FIELD
+from .backends._base import TIMESTAMP_FIELD, BaseBackend
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Table", "load", "open_store", "tabulate"]
+
+#: CSV's record of which fields hold the empty string: an encoding detail, never shown.
+EMPTY_FIELD = "_stet_empty"
+#: Bookkeeping columns, in the order a table shows them (others follow, then the rest).
+BOOK_ORDER = (FUNC_FIELD, TIMESTAMP_FIELD, "_stet_started", "_stet_duration", "_stet_host",
+              "_stet_pid", "_stet_error_type", "_stet_error")
+_FLOAT_BOOK = {"_stet_duration"}
+_INT_BOOK = {"_stet_pid"}
+_TIME_BOOK = {TIMESTAMP_FIELD, "_stet_started"}
+
+_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_FLOAT = re.compile(r"-?([0-9]+\.[0-9]+(e[+-][0-9]+)?|[0-9]+e[+-][0-9]+|inf)|nan")
+
+
+def display(store: str | os.PathLike[str]) -> str:
+    """The store as text for messages (a URL's password masked, where URLs are stores)."""
+    from . import backends
+
+    show = getattr(backends, "display_store", None)
+    return str(show(store)) if show is not None else os.fspath(store)
+
+
+def open_store(store: str | os.PathLike[str]) -> BaseBackend:
+    """The backend of an existing store; ``FileNotFoundError`` if there is none."""
+    from .backends import get_backend
+
+    backend = get_backend(store)
+    if not backend.exists():
+        raise FileNotFoundError(f"no stet store at {display(store)!r}")
+    return backend
+
+
+def _kind(values: Iterable[str | None]) -> str:
+    """``int``, ``float``, ``bool`` or ``str``: what every present value is."""
+    kind = ""
+    for v in values:
+        if v is None or v == "None":
+            continue
+        if v == "True" or v == "False":
+            k = "bool"
+        elif _INT.fullmatch(v):
+            k = "int"
+        elif _FLOAT.fullmatch(v):
+            k = "float"
+        else:
+            return "str"
+        if not kind or kind == k:
+            kind = k
+        elif {kind, k} == {"int", "float"}:
+            kind = "float"
+        else:
+            return "str"
+    return kind or "str"
+
+
+def _convert(kind: str, v: str | None) -> Any:
+    if v is None or v == "None":
+        return None
+    if kind == "int":
+        return int(v)
+    if kind == "float":
+        return float(v)
+    if kind == "bool":
+        return v == "True"
+    return v
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}", v, out)
+    else:
+        out[prefix] = value
+
+
+class Table:
+    """Records as typed columns: ``columns`` (name -> values) and ``kinds`` (name ->
+    ``int``/``float``/``bool``/``str``/``time``/``json``)."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {}
+        self.kinds: dict[str, str] = {}
+        self.rows = 0
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def key_columns(self) -> list[str]:
+        return [c for c in self.columns if not c.startswith(RESERVED_PREFIX)
+                and self.kinds[c] != "json"]
+
+    def result_columns(self) -> list[str]:
+        return [c for c in self.columns if self.kinds[c] == "json"]
+
+    def row(self, i: int) -> dict[str, Any]:
+        return {c: v[i] for c, v in self.columns.items()}
+
+
+def tabulate(records: Sequence[Mapping[str, Any]]) -> Table:
+    """Typed columns of ``records`` (key fields, then results, then bookkeeping)."""
+    keys: dict[str, None] = {}
+    book: dict[str, None] = {}
+    for r in records:
+        for k in r:
+            if k.startswith(RESERVED_PREFIX):
+                if k != EMPTY_FIELD and k != RESULT_FIELD:
+                    book[k] = None
+            else:
+                keys[k] = None
+    table = Table()
+    table.rows = len(records)
+    for k in keys:
+        texts = [r.get(k) for r in records]
+        kind = _kind(texts)
+        table.columns[k] = [_convert(kind, t) for t in texts]
+        table.kinds[k] = kind
+    # results: JSON, decoded (plain JSON; text that is not JSON is kept as it is)
+    if any(RESULT_FIELD in r for r in records):
+        flat: list[dict[str, Any]] = []
+        names: dict[str, None] = {}
+        for r in records:
+            out: dict[str, Any] = {}
+            text = r.get(RESULT_FIELD)
+            if text is not None:
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    value = text
+                _flatten("result", value, out)
+            flat.append(out)
+            names.update(dict.fromkeys(out))
+        for name in names:
+            column = name if name not in table.columns else RESERVED_PREFIX + name
+            table.columns[column] = [f.get(name) for f in flat]
+            table.kinds[column] = "json"
+    ordered = [b for b in BOOK_ORDER if b in book] + [b for b in book if b not in BOOK_ORDER]
+    for k in ordered:
+        texts = [r.get(k) for r in records]
+        if k in _FLOAT_BOOK or k in _INT_BOOK:
+            kind = _kind(texts)
+            kind = kind if kind in ("int", "float") else "str"
+            table.columns[k] = [_convert(kind, t) for t in texts]
+            table.kinds[k] = kind
+        else:
+            table.columns[k] = texts
+            table.kinds[k] = "time" if k in _TIME_BOOK else "str"
+    return table
+
+
+def select(records: list[dict[str, Any]], func: str | None) -> list[dict[str, Any]]:
+    """Records of ``func`` (and records of no function, which match any)."""
+    if func is None:
+        return records
+    return [r for r in records if (r.get(FUNC_FIELD) or "") in ("", func)]
+
+
+def func_name(func: Any) -> str | None:
+    """A function name from a name or a decorated function."""
+    if func is None or isinstance(func, str):
+        return func
+    run = getattr(func, "__stet_run__", None)
+    if run is None:
+        raise TypeError(f"func= takes a function name or a @stet.once function, not {func!r}")
+    return str(run.name)
+
+
+def load(
+    store: str | os.PathLike[str] | Any = "_stet_store.csv",
+    *,
+    func: str | Any = None,
+    failures: bool = False,
+) -> pd.DataFrame:
+    """The runs of a store as a pandas DataFrame, one row per run, values typed back.
+
+    Key fields become integers, floats, booleans or text, as their stored canonical
+    texts say (``None`` and absent fields are missing values); saved results
+    (``save_result=True``) become a ``result`` column, or ``result.<key>`` columns for
+    dict results; the bookkeeping columns follow: ``_stet_func``, ``_stet_timestamp``
+    and ``_stet_started`` (UTC datetimes), ``_stet_duration`` (seconds), ``_stet_host``.
+
+    Args:
+        store: A store path, or a ``@stet.once`` function (its store and its runs).
+        func: Only runs of this function (a name or a decorated function); records
+            without a function name (stet 0.0.2) match any.
+        failures: Load the recorded failures instead of the completed runs (with
+            ``_stet_error_type`` and ``_stet_error`` columns).
+
+    Raises:
+        ImportError: pandas is not installed (``pip install 'stet[pandas]'``).
+        FileNotFoundError: There is no store at ``store``.
+    """
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError(
+            "stet.load returns a pandas DataFrame, and pandas is not installed: "
+            "pip install 'stet[pandas]'"
+        ) from None
+    run = getattr(store, "__stet_run__", None)
+    if run is not None:
+        func = run.name if func is None else func
+        store = run.store
+    backend = open_store(store)
+    records = backend.failures() if failures else backend.load()
+    table = tabulate(select(records, func_name(func)))
+    data: dict[str, Any] = {}
+    for name, values in table.columns.items():
+        kind = table.kinds[name]
+        missing = any(v is None for v in values)
+        if kind == "int":
+            data[name] = pd.array(values, dtype="Int64") if missing else pd.array(
+                values, dtype="int64")
+        elif kind == "float":
+            data[name] = pd.array([math.nan if v is None else v for v in values],
+                                  dtype="float64")
+        elif kind == "bool":
+            data[name] = pd.array(values, dtype="boolean" if missing else "bool")
+        elif kind == "time":
+            try:
+                data[name] = pd.to_datetime(pd.Series(values, dtype=object), utc=True,
+                                            format="ISO8601")
+            except (ValueError, TypeError):
+                data[name] = pd.Series(values, dtype=object)
+        elif kind == "json":
+            data[name] = pd.Series(values, dtype=object).infer_objects()
+        else:
+            data[name] = pd.Series(values, dtype=object)
+    return pd.DataFrame(data, index=pd.RangeIndex(len(table)))
+
