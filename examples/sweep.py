@@ -11,6 +11,7 @@ crash), run it again: finished runs are skipped, the rest run. ``--reset`` start
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import statistics
 import sys
@@ -39,10 +40,8 @@ def main() -> int:
     ap.add_argument("--reset", action="store_true", help="forget every run first")
     args = ap.parse_args()
     if args.reset:
-        try:
+        with contextlib.suppress(FileNotFoundError):  # nothing to reset yet
             stet.reset(key_dict=None)
-        except FileNotFoundError:
-            pass
     alphas = [0.0, 0.01, 0.05, 0.1]
     seeds = range(6)
     new = 0

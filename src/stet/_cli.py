@@ -110,7 +110,12 @@ def _clip(text: str, width: int) -> str:
 
 def _render_table(table: Table, columns: list[str], headers: dict[str, str],
                   max_width: int = 40) -> str:
-    cells = [[_clip(_cell(table.columns[c][i], table.kinds[c]), max_width) for c in columns]
+    def show(value: Any, kind: str) -> str:
+        if kind == "json" and isinstance(value, float):
+            return f"{value:.6g}"  # results, for reading (export keeps every digit)
+        return _cell(value, kind)
+
+    cells = [[_clip(show(table.columns[c][i], table.kinds[c]), max_width) for c in columns]
              for i in range(len(table))]
     heads = [headers.get(c, c) for c in columns]
     widths = [max([len(h), *(len(row[j]) for row in cells)]) for j, h in enumerate(heads)]

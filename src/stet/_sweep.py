@@ -123,6 +123,9 @@ class SweepInterrupted(KeyboardInterrupt):
         self.summary = summary
 
 
+SweepInterrupted.__module__ = "stet"  # shown as stet.SweepInterrupted in tracebacks
+
+
 # ----------------------------------------------------------------------------- planning
 def _run_of(func: Any) -> _Run:
     run = getattr(func, "__stet_run__", None)
