@@ -471,3 +471,62 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(lab: dict[str, Any], mode
     assert _last_json(again.stdout) == {"interrupted": False, "ran": 24 - recorded,
                                         "done": recorded}
     _all_once(lab)
+
+
+# ------------------------------------------------------------------ watching a sweep
+def test_status_with_settings_done_of_total_and_eta(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stet._status import render_grid
+
+    started, release = threading.Event(), threading.Event()
+    store = str(tmp_path / "runs.csv")
+
+    @stet.once(store=store, key=["alpha", "seed"], verbose=False, name="exp")
+    def exp(alpha: float, seed: int, n_iter: int = 10) -> None:
+        if alpha < 0:
+            raise ValueError("negative")
+        if seed == 3:
+            started.set()
+            release.wait(10)
+
+    g = stet.grid(alpha=[0.1, -1.0], seed=range(3)).chain([{"alpha": 0.1, "seed": 3},
+                                                            {"alpha": 0.2, "seed": 0}])
+    stet.sweep(exp, stet.grid(alpha=[0.1, -1.0], seed=range(3)), progress=False)
+    t = threading.Thread(target=exp, args=(0.1, 3))
+    t.start()
+    assert started.wait(10)
+    try:
+        capsys.readouterr()
+        st = stet.status(exp, g)  # a decorated function: its store and identity
+        out = capsys.readouterr().out
+        sw = st.sweep
+        assert sw is not None
+        assert (sw.total, sw.done, sw.failed, sw.running, sw.pending) == (8, 3, 3, 1, 1)
+        assert sw.workers == 1 and sw.eta is not None and sw.eta >= 0
+        assert "Sweep: 3 of 8 done (37%), 3 failed, 1 running, 1 pending; ETA" in out
+        fs = st.functions["exp"]
+        assert (fs.completed, fs.failed, fs.running) == (3, 3, 1)
+        assert fs.first and fs.last and fs.mean_duration is not None
+        assert "exp: 3 completed, 3 failed (latest: ValueError: negative), 1 running now" in out
+        assert out.startswith(f"Store: {store} (CsvBackend)\nCompleted runs: 3\n")
+        # Without the function: settings are matched on the store's key fields
+        # (n_iter, which no record holds, is ignored).
+        st2 = stet.status(store, [{**s, "n_iter": 5} for s in g])
+        assert st2.sweep is not None
+        assert (st2.sweep.done, st2.sweep.failed, st2.sweep.running) == (3, 3, 1)
+        grid = render_grid(st, "alpha", "seed")
+        assert grid.splitlines()[1].split() == ["-1.0", "✗", "✗", "✗", "·"]
+        assert grid.splitlines()[2].split() == ["0.1", "●", "●", "●", "▶"]
+    finally:
+        release.set()
+        t.join()
+    assert "Completed runs: 4" in str(stet.status(store))
+
+
+def test_stop_on_error_through_an_executor(tmp_path: Path) -> None:
+    exp, calls = make(tmp_path)
+    g = stet.grid(alpha=[-1.0, *[0.1 * i for i in range(1, 30)]], seed=[0])
+    with ThreadPoolExecutor(2) as pool, pytest.raises(ValueError, match="negative alpha"):
+        stet.sweep(exp, g, executor=pool, progress=False, stop_on_error=True,
+                   max_in_flight=2)
+    assert len(calls) < 10  # no new run started after the failure
