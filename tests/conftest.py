@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,11 @@ LOCAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stet-0.0.2"
 
 #: Every store format; the conformance suite runs each behaviour against each.
 FORMATS = ["csv", "json", "sqlite", "parquet"]
+if os.environ.get("STET_PG_DEV"):
+    FORMATS.append("postgres")
+
+#: Under CI a missing PostgreSQL server (or psycopg) fails the tests instead of skipping.
+IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @pytest.fixture(autouse=True)
@@ -29,12 +37,67 @@ def _quiet_defaults() -> Iterator[None]:
 
 @pytest.fixture(params=FORMATS)
 def fmt(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres":
+        request.getfixturevalue("pg_server")  # started (or skipped) before the test
     return str(request.param)
 
 
+class PgStore(str):
+    """A PostgreSQL store URL with a fresh table, standing in for a store path: it is a
+    ``str`` (what stet is given), and answers ``exists()`` like a path does."""
+
+    table: str
+    server: Any
+    suffix = ".postgres"
+
+    def exists(self) -> bool:
+        with get_backend(str(self)) as b:
+            return b.exists()
+
+
+def _missing_postgres(why: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{why}; CI runs every PostgreSQL test (.ci/run installs the server)")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A real PostgreSQL server on loopback, for the whole session (started on demand)."""
+    from pgserver import PgServer, find_bindir
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _missing_postgres("psycopg is not installed (pip install 'stet[postgres]')")
+    bindir = find_bindir()
+    if bindir is None:
+        _missing_postgres("no PostgreSQL server binaries (apt-get install postgresql)")
+        raise AssertionError  # unreachable
+    server = PgServer(bindir)
+    _PG["server"] = server
+    yield server
+    _PG.pop("server", None)
+    server.close()
+
+
+_PG: dict[str, Any] = {}
+
+
+def pg_store(server: Any, prefix: str = "t") -> PgStore:
+    """A URL naming a new table on ``server``."""
+    table = f"{prefix}_{secrets.token_hex(6)}"
+    url = PgStore(server.url(table=table))
+    url.table, url.server = table, server
+    return url
+
+
 @pytest.fixture
-def store_path(tmp_path: Path, fmt: str) -> Path:
-    """A path for a new (not yet existing) store of each format."""
+def store_path(tmp_path: Path, fmt: str, request: pytest.FixtureRequest) -> Path:
+    """A path for a new (not yet existing) store of each format (for ``postgres``, a
+    URL naming a new table, standing in for a path)."""
+    if fmt == "postgres":
+        return pg_store(request.getfixturevalue("pg_server"))  # type: ignore[return-value]
     return tmp_path / f"store.{fmt}"
 
 
@@ -45,8 +108,30 @@ def backend(store_path: Path) -> Iterator[BaseBackend]:
     b.close()
 
 
+def pg_rows(url: PgStore) -> list[dict[str, Any]]:
+    """A PostgreSQL store's records as another tool (plain SQL) sees them."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url.server.url()) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT record FROM {} ORDER BY id").format(sql.Identifier(url.table))
+        ).fetchall()
+    return [dict(r[0]) for r in rows]
+
+
 def fixture_store(fmt: str, dest: Path) -> Path:
-    """Copy the stet 0.0.2 fixture store of ``fmt`` to ``dest`` (writable)."""
+    """Copy the stet 0.0.2 fixture store of ``fmt`` to ``dest`` (writable). For
+    ``postgres`` (which stet 0.0.2 did not have), a new table holding the same records."""
+    if fmt == "postgres":
+        import csv
+
+        url = pg_store(_PG["server"], "v002")
+        with open(LOCAL_FIXTURES / "v002_store.csv", newline="") as fh, \
+                get_backend(url) as b:
+            for row in csv.DictReader(fh):
+                b.append_record(dict(row))
+        return url  # type: ignore[return-value]
     src = LOCAL_FIXTURES / f"v002_store.{fmt}"
     target = dest / f"v002_store.{fmt}"
     shutil.copyfile(src, target)

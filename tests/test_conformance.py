@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 
 import stet
-from conftest import fixture_store
+from conftest import _PG, fixture_store, pg_rows, pg_store
 from stet.backends import BaseBackend, get_backend
 
 # ----------------------------------------------------------------------------- helpers
@@ -818,23 +818,27 @@ def test_backend_record_has_load(backend: BaseBackend) -> None:
 def test_backend_remove_and_clear_replace_atomically(
     store_path: Path, backend: BaseBackend
 ) -> None:
-    file_format = store_path.suffix != ".sqlite"
+    file_format = store_path.suffix not in (".sqlite", ".postgres")
+
+    def inode() -> int | None:  # a PostgreSQL store has no file to replace
+        return store_path.stat().st_ino if store_path.suffix != ".postgres" else None
+
     for seed in range(3):
         backend.record({"alpha": 0.1, "seed": seed})
-    ino0 = store_path.stat().st_ino if store_path.exists() else None
+    ino0 = inode() if store_path.exists() else None
 
     backend.remove({"alpha": 0.1, "seed": 0})
     assert not backend.has({"alpha": 0.1, "seed": 0})
     assert backend.has({"alpha": 0.1, "seed": 1})
     assert sorted(r["seed"] for r in backend.load()) == ["1", "2"]
     assert store_path.exists()
-    ino1 = store_path.stat().st_ino
+    ino1 = inode()
     if file_format and ino0 is not None:
         assert ino1 != ino0
 
     backend.record({"alpha": 0.1, "seed": 7})
     backend.remove({"alpha": 0.1, "seed": 1})
-    ino2 = store_path.stat().st_ino
+    ino2 = inode()
     if file_format:
         assert ino2 != ino1
     assert sorted(r["seed"] for r in _fresh_load(store_path)) == ["2", "7"]
@@ -843,9 +847,10 @@ def test_backend_remove_and_clear_replace_atomically(
     assert backend.load() == []
     assert not backend.has({"alpha": 0.1, "seed": 2})
     if file_format:
-        assert store_path.stat().st_ino != ino2
+        assert inode() != ino2
     assert _fresh_load(store_path) == []
-    assert _stray_files(store_path.parent) == []
+    if store_path.suffix != ".postgres":
+        assert _stray_files(store_path.parent) == []
 
     backend.record({"alpha": 0.5, "seed": 0})  # usable after clear
     assert [_user_fields(r) for r in _fresh_load(store_path)] == [{"alpha": "0.5", "seed": "0"}]
@@ -1144,6 +1149,8 @@ _WRITER = textwrap.dedent(
 
 def _read_with_other_tools(path: Path, fmt: str) -> list[dict[str, Any]]:
     """The store's records as other tools see them (``None``: absent)."""
+    if fmt == "postgres":
+        return pg_rows(path)  # type: ignore[arg-type]
     if fmt == "csv":
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
         return [{str(k): v for k, v in r.items()} for r in df.to_dict("records")]
@@ -1168,7 +1175,7 @@ def _read_with_other_tools(path: Path, fmt: str) -> list[dict[str, Any]]:
 
 
 def test_store_file_alone_holds_every_run_after_exit(fmt: str, tmp_path: Path) -> None:
-    path = tmp_path / f"store.{fmt}"
+    path = pg_store(_PG["server"]) if fmt == "postgres" else tmp_path / f"store.{fmt}"
     values = [_text(v) for v in TRICKY]
     proc = subprocess.run(
         [sys.executable, "-c", _WRITER, str(path), json.dumps(values)],
@@ -1188,7 +1195,7 @@ def test_store_file_alone_holds_every_run_after_exit(fmt: str, tmp_path: Path) -
         assert by_i[str(i)]["v"] == v, (i, v)
         assert by_i[str(i)]["_stet_timestamp"]
     assert by_i[str(len(values))]["note"] == ""
-    if fmt in ("json", "parquet", "sqlite"):  # these formats can show an absent field
+    if fmt in ("json", "parquet", "sqlite", "postgres"):  # these can show an absent field
         assert by_i["0"].get("note") is None
 
     # and stet itself, in another process, sees every run as done
@@ -1265,4 +1272,5 @@ def test_v002_store_stays_readable_by_other_tools(fmt: str, tmp_path: Path) -> N
         + [("3.0", "0")]
     )
     assert got == expected
-    assert os.path.getsize(path) > 0
+    if fmt != "postgres":
+        assert os.path.getsize(path) > 0

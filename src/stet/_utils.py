@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._decorator import _DEFAULT_STORE
-from .backends import get_backend
+from .backends import display_store, get_backend
 from .backends._base import BaseBackend, canonical_fields
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ __all__ = ["reset", "status"]
 def _open_existing(store_path: str | os.PathLike[str]) -> BaseBackend:
     backend = get_backend(store_path)
     if not backend.exists():
-        raise FileNotFoundError(f"no stet store at {os.fspath(store_path)!r}")
+        raise FileNotFoundError(f"no stet store at {display_store(store_path)!r}")
     return backend
 
 
@@ -85,14 +85,16 @@ def reset(
         backend.remove_failures(None, canonical_fields(key_dict))
         shown = ", ".join(f"{k}={v}" for k, v in key_dict.items())
         if isinstance(removed, int):
-            print(f"[stet] Removed {removed} record(s) matching {shown} from {store_path}")
+            print(f"[stet] Removed {removed} record(s) matching {shown} from "
+                  f"{display_store(store_path)}")
         return
     if sys.stdin is not None and sys.stdin.isatty():
         n = len(backend.load())
-        answer = input(f"[stet] Remove all {n} record(s) from {store_path}? [y/N] ")
+        answer = input(f"[stet] Remove all {n} record(s) from {display_store(store_path)}? "
+                       "[y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("[stet] Nothing removed.")
             return
     backend.clear()
     backend.remove_failures(None, {})
-    print(f"[stet] Cleared {store_path}")
+    print(f"[stet] Cleared {display_store(store_path)}")

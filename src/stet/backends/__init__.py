@@ -19,7 +19,9 @@ __all__ = [
     "CsvBackend",
     "JsonBackend",
     "ParquetBackend",
+    "PostgresBackend",
     "SqliteBackend",
+    "display_store",
     "get_backend",
     "shared_backend",
 ]
@@ -35,8 +37,45 @@ BACKENDS: dict[str, type[BaseBackend]] = {
 }
 
 
+def __getattr__(name: str) -> Any:
+    if name == "PostgresBackend":  # imported on demand: ``import stet`` stays fast
+        from ._postgres import PostgresBackend
+
+        return PostgresBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _url_scheme(path: object) -> str | None:
+    """The scheme of a URL-shaped store (``postgresql://...``), ``None`` for a path."""
+    if isinstance(path, str) and "://" in path:
+        from ._postgres import url_scheme
+
+        return url_scheme(path)
+    return None
+
+
+def display_store(path: str | os.PathLike[str]) -> str:
+    """The store as text for messages: a URL's password is masked."""
+    if _url_scheme(path) is not None:
+        from ._postgres import mask_url
+
+        return mask_url(os.fspath(path))
+    return os.fspath(path)
+
+
 def backend_class(path: str | os.PathLike[str]) -> type[BaseBackend]:
     """The backend class for a store path; ``ValueError`` for an unknown extension."""
+    scheme = _url_scheme(path)
+    if scheme is not None:
+        from ._postgres import SCHEMES, PostgresBackend
+
+        if scheme.lower() in SCHEMES:
+            return PostgresBackend
+        raise ValueError(
+            f"store {display_store(path)!r} is a URL with scheme {scheme!r}; stet supports "
+            f"postgresql:// (or postgres://) URLs, and files chosen by extension: "
+            f"{', '.join(sorted(BACKENDS))}"
+        )
     ext = Path(path).suffix.lower()
     cls = BACKENDS.get(ext)
     if cls is None:
@@ -53,13 +92,17 @@ def get_backend(path: str | os.PathLike[str], **options: Any) -> BaseBackend:
     """Return a new backend for ``path``, chosen by its extension.
 
     Args:
-        path: Store file path (``.csv``, ``.json``, ``.sqlite``/``.db``, ``.parquet``).
+        path: Store file path (``.csv``, ``.json``, ``.sqlite``/``.db``, ``.parquet``),
+            or a PostgreSQL URL (``postgresql://user@host/db?table=name``).
         **options: Passed to the backend (e.g. ``fsync=True``).
 
     Raises:
         ValueError: If the extension is not supported.
     """
-    return backend_class(path)(Path(path), **options)
+    cls = backend_class(path)
+    if _url_scheme(path) is not None:
+        return cls(os.fspath(path), **options)
+    return cls(Path(path), **options)
 
 
 _shared: dict[tuple[str, int, tuple[tuple[str, Any], ...]], BaseBackend] = {}
@@ -69,9 +112,11 @@ _shared_lock = threading.Lock()
 def shared_backend(path: str | os.PathLike[str], **options: Any) -> BaseBackend:
     """The process-wide backend for ``path`` used by decorated functions (one index each)."""
     cls = backend_class(path)
-    key = (os.path.abspath(path), os.getpid(), tuple(sorted(options.items())))
+    url = _url_scheme(path) is not None
+    where = os.fspath(path) if url else os.path.abspath(path)
+    key = (where, os.getpid(), tuple(sorted(options.items())))
     with _shared_lock:
         backend = _shared.get(key)
         if backend is None:
-            backend = _shared[key] = cls(Path(key[0]), **options)
+            backend = _shared[key] = cls(where if url else Path(where), **options)
         return backend
