@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from ._log import read_from
 from ._pid import pid
 from .errors import StoreError
 
@@ -48,17 +49,6 @@ def claim_offset(func: str, fields: Sequence[str], texts: Sequence[str]) -> int:
     digest = hashlib.blake2b(repr((func, tuple(fields), tuple(texts))).encode(),
                              digest_size=8).digest()
     return _BASE + int.from_bytes(digest, "little") % _SPAN
-
-
-def _pread_all(fd: int) -> bytes:
-    parts: list[bytes] = []
-    offset = 0
-    while True:
-        part = os.pread(fd, 1 << 20, offset)
-        if not part:
-            return b"".join(parts)
-        parts.append(part)
-        offset += len(part)
 
 
 class Claims(Protocol):
@@ -186,7 +176,7 @@ class ClaimFile:
             if not self.path.exists() and self._fd < 0:
                 return []
             fd = self._open()
-            data = _pread_all(fd)
+            data = read_from(fd, 0)
         latest: dict[int, dict[str, Any]] = {}
         for line in data.splitlines():
             try:

@@ -63,7 +63,8 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _read_from(fd: int, offset: int) -> bytes:
+def read_from(fd: int, offset: int) -> bytes:
+    """Everything in the file from ``offset`` to its end, read with ``pread``."""
     parts: list[bytes] = []
     while True:
         part = os.pread(fd, 1 << 24, offset)
@@ -108,6 +109,14 @@ class LogFile:
         return self._head
 
     # ------------------------------------------------------------------ reading
+    def unchanged(self) -> bool:
+        """Whether the file is as last read (one ``stat``; a missing file never read too)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return self._snap is None and self._fd < 0
+        return self._snap is not None and _snapshot(st) == self._snap and self._pid == pid()
+
     def poll(self, index: Index) -> None:
         """Bring ``index`` up to date with the file; one ``stat`` when nothing changed."""
         try:
@@ -170,7 +179,7 @@ class LogFile:
         return True
 
     def _read(self, offset: int) -> Parsed | None:
-        data = _read_from(self._fd, offset)
+        data = read_from(self._fd, offset)
         if self._head is None:
             head, start = self.codec.parse_head(data, self.path)
             if head is None:
@@ -238,7 +247,7 @@ class LogFile:
     def _repair(self) -> None:
         size = os.fstat(self._fd).st_size
         if size > self._pos:
-            discarded = _read_from(self._fd, self._pos)
+            discarded = read_from(self._fd, self._pos)
             if discarded.strip(b" \t\r\n],"):
                 warnings.warn(
                     f"{self.path}: discarded an interrupted write at its end "

@@ -115,15 +115,23 @@ class ParquetBackend(IndexedBackend):
         return header, columns, None if folded is None else folded.decode()
 
     def _poll(self, index: Index) -> None:
-        self._poll_base(index)
-        self._log.poll(self._side)
+        if self._base_unchanged() and self._log.unchanged():
+            return
+        # Both files under one shared lock: a fold (exclusive) cannot slip in between
+        # reading the Parquet file and reading the sidecar.
+        with self._lock.shared():
+            self._poll_base(index)
+            self._log.poll(self._side)
 
-    def _poll_base(self, index: Index) -> None:
+    def _base_unchanged(self) -> bool:
         try:
-            snap = _snapshot(os.stat(self.path))
+            snap: tuple[int, int, int, int] | None = _snapshot(os.stat(self.path))
         except FileNotFoundError:
             snap = None
-        if snap == self._base_snap and self._pid == pid():
+        return snap == self._base_snap and self._pid == pid()
+
+    def _poll_base(self, index: Index) -> None:
+        if self._base_unchanged():
             return
         with self._lock.shared():
             self._load_base(index)
@@ -206,7 +214,9 @@ class ParquetBackend(IndexedBackend):
         """Write base + sidecar records that ``keep`` accepts as the new Parquet file."""
         self._log.poll(self._side)
         records = self._records()
-        gen = self._log.head if self._log.head != self._log.ignored_head else None
+        # Stamp the new file with the generation of the sidecar it replaces (stale or not),
+        # so that a copy of that sidecar left by a kill below is ignored from now on.
+        gen = self._log.head if self._log.head is not None else self._log.ignored_head
         kept = [r for r in records if keep(r)]
         pa = _pyarrow()
         names: dict[str, None] = {}

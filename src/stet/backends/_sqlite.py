@@ -7,6 +7,7 @@ import contextlib
 import os
 import sqlite3
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -253,32 +254,23 @@ class SqliteBackend(IndexedBackend):
     def _append(self, record: Record, index: Index) -> None:
         conn = self._connect(create=True)
         assert conn is not None
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Nobody can commit while we hold the write lock. If the change counter
-                # is what we last saw, nobody did since our last look: no catch-up query.
-                before = self._change_counter()
-                fresh = before is not None and before == self._counter
-                if not fresh:
-                    self._catch_up(conn, index)
-                    dv = conn.execute("PRAGMA data_version").fetchone()[0]
-                self._ensure_columns(conn, record)
-                fields = tuple(record)
-                sql = self._insert_sql.get(fields)
-                if sql is None:
-                    marks = ", ".join("?" * len(fields))
-                    cols = column_list(self._column(f) for f in fields)
-                    sql = f"INSERT INTO {TABLE} ({cols}) VALUES ({marks})"
-                    self._insert_sql[fields] = sql
-                cur = conn.execute(sql, tuple(record.values()))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as exc:
-            raise self._error(exc) from None
+        with self._write_transaction(conn):
+            # Nobody can commit while we hold the write lock. If the change counter
+            # is what we last saw, nobody did since our last look: no catch-up query.
+            before = self._change_counter()
+            fresh = before is not None and before == self._counter
+            if not fresh:
+                self._catch_up(conn, index)
+                dv = conn.execute("PRAGMA data_version").fetchone()[0]
+            self._ensure_columns(conn, record)
+            fields = tuple(record)
+            sql = self._insert_sql.get(fields)
+            if sql is None:
+                marks = ", ".join("?" * len(fields))
+                cols = column_list(self._column(f) for f in fields)
+                sql = f"INSERT INTO {TABLE} ({cols}) VALUES ({marks})"
+                self._insert_sql[fields] = sql
+            cur = conn.execute(sql, tuple(record.values()))
         if not fresh:
             self._data_version = dv  # others' commits, all caught up (ours don't count)
         # Each write transaction adds one to the counter (rollback-journal mode).
@@ -320,38 +312,45 @@ class SqliteBackend(IndexedBackend):
         conn = self._connect(create=False)
         if conn is None:
             return 0
+        n = 0
+        with self._write_transaction(conn):
+            cols = self._table_columns(conn)
+            if cols is None or any(k not in cols for k in fields):
+                return 0
+            where = [f"{quote_ident(self._column(k))} = ?" for k in fields]
+            params: list[Any] = list(fields.values())
+            if func is not None and "_stet_func" in cols:
+                where.append("(_stet_func IS NULL OR _stet_func = '' OR _stet_func = ?)")
+                params.append(func)
+            sql = f"DELETE FROM {TABLE}" + (" WHERE " + " AND ".join(where) if where else "")
+            n = conn.execute(sql, params).rowcount
+            if n:
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {META} "
+                             "(key TEXT PRIMARY KEY, value TEXT)")
+                conn.execute(
+                    f"INSERT INTO {META} (key, value) VALUES ('generation', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (os.urandom(8).hex(),),
+                )
+        self._reset(index)
+        self._data_version = -1
+        return max(n, 0)
+
+    @contextlib.contextmanager
+    def _write_transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception."""
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                cols = self._table_columns(conn)
-                if cols is None or any(k not in cols for k in fields):
-                    conn.execute("ROLLBACK")
-                    return 0
-                where = [f"{quote_ident(self._column(k))} = ?" for k in fields]
-                params: list[Any] = list(fields.values())
-                if func is not None and "_stet_func" in cols:
-                    where.append("(_stet_func IS NULL OR _stet_func = '' OR _stet_func = ?)")
-                    params.append(func)
-                sql = f"DELETE FROM {TABLE}" + (" WHERE " + " AND ".join(where) if where else "")
-                n = conn.execute(sql, params).rowcount
-                if n:
-                    conn.execute(f"CREATE TABLE IF NOT EXISTS {META} "
-                                 "(key TEXT PRIMARY KEY, value TEXT)")
-                    conn.execute(
-                        f"INSERT INTO {META} (key, value) VALUES ('generation', ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                        (os.urandom(8).hex(),),
-                    )
-                conn.execute("COMMIT")
+                yield
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            if conn.in_transaction:
+                conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
-        self._reset(index)
-        self._data_version = -1
-        return max(n, 0)
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
