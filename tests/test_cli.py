@@ -273,3 +273,21 @@ def test_usage_and_help(tmp_path: Path) -> None:
     if script.exists():
         r = subprocess.run([str(script), "--version"], capture_output=True, text=True)
         assert r.returncode == 0 and r.stdout.startswith("stet ")
+
+
+def test_a_store_with_only_failures_can_be_inspected(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "runs.csv"
+
+    @stet.once(store=str(store), name="broken")
+    def broken(x: int) -> None:
+        raise ValueError("bug in the experiment")
+
+    s = stet.sweep(broken, stet.grid(x=range(2)), progress=False)
+    assert s.failed == 2 and not store.exists()  # nothing completed: no store file yet
+    assert main(["ls", str(store), "--failed"]) == 0
+    assert "bug in the experiment" in capsys.readouterr().out
+    assert main(["status", str(store)]) == 0
+    assert "broken: 0 completed, 2 failed" in capsys.readouterr().out
+    assert main(["ls", str(tmp_path / "typo.csv")]) == 1
+    assert not (tmp_path / "typo.csv.lock").exists()  # a typo leaves nothing behind

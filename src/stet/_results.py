@@ -58,7 +58,11 @@ def open_store(store: str | os.PathLike[str]) -> BaseBackend:
 
     backend = get_backend(store)
     if not backend.exists():
-        raise FileNotFoundError(f"no stet store at {display(store)!r}")
+        # A sweep whose every run failed so far has failure records but no store file.
+        path = getattr(backend, "path", None)
+        log = path.with_name(path.name + ".failures.jsonl") if path is not None else None
+        if log is None or not log.exists():
+            raise FileNotFoundError(f"no stet store at {display(store)!r}")
     return backend
 
 
