@@ -19,6 +19,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._capture import RESULT_FIELD
@@ -60,7 +61,8 @@ def open_store(store: str | os.PathLike[str]) -> BaseBackend:
     if not backend.exists():
         # A sweep whose every run failed so far has failure records but no store file.
         path = getattr(backend, "path", None)
-        log = path.with_name(path.name + ".failures.jsonl") if path is not None else None
+        log = (path.with_name(path.name + ".failures.jsonl")
+               if isinstance(path, Path) else None)  # (a URL store has no files)
         if log is None or not log.exists():
             raise FileNotFoundError(f"no stet store at {display(store)!r}")
     return backend

@@ -1,0 +1,586 @@
+"""PostgreSQL store: many workers (as on many machines), a real server on loopback.
+
+* Worker processes, each with its own connection, split one sweep: every combination runs
+  exactly once; a worker SIGKILLed mid-run has its run taken over; a server restarted
+  mid-sweep loses nothing and records nothing twice.
+* Ids committed out of order never hide a record (holes are looked for again); holes
+  left by rolled-back inserts are dropped once no insert is in flight.
+* A run known done costs no round trip; a record costs one; an executed call two.
+* The password never shows (repr, errors, status); table names are data, never SQL.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import stet
+from conftest import PgStore, pg_rows, pg_store
+from stet.backends import get_backend
+from stet.backends._postgres import PostgresBackend, _Session, mask_url
+
+pytestmark = pytest.mark.usefixtures("pg_server")
+
+
+@pytest.fixture
+def url(pg_server: Any) -> PgStore:
+    return pg_store(pg_server)
+
+
+def _raw(store: PgStore) -> Any:
+    import psycopg
+
+    return psycopg.connect(store.server.url(), autocommit=True)
+
+
+# ------------------------------------------------------------------- the workers
+#: A worker: a sweep over ``n`` combinations starting at ``start`` (wrapping around).
+#: Each execution appends "S i" when it starts and "E i" when its body ends to ``log``.
+WORKER = textwrap.dedent('''
+    import os, sys, time
+    import stet
+
+    url, n, start, pause, log, wait = sys.argv[1:7]
+    n, start, pause = int(n), int(start), float(pause)
+    hold = int(sys.argv[7]) if len(sys.argv) > 7 else -1
+    stet.configure(verbose=False)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
+    @stet.once(store=url, name="sim", wait=wait == "wait")
+    def sim(i, alpha=0.5):
+        os.write(fd, f"S {i}\\n".encode())
+        if i == hold:
+            print("holding", flush=True)
+            time.sleep(600)
+        time.sleep(pause)
+        os.write(fd, f"E {i}\\n".encode())
+        return i
+
+    print("ready", flush=True)
+    sys.stdin.readline()  # go
+    for j in range(n):
+        sim((start + j) % n)
+    print("done", flush=True)
+''')
+
+
+class Workers:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.script = tmp / "worker.py"
+        self.script.write_text(WORKER)
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, store: str, n: int, start: int, pause: float, log: Path,
+              wait: bool = False, hold: int = -1) -> subprocess.Popen[str]:
+        args = [sys.executable, str(self.script), store, str(n), str(start), str(pause),
+                str(log), "wait" if wait else "nowait"]
+        if hold >= 0:
+            args.append(str(hold))
+        p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready", p.stderr.read() if p.stderr else ""
+        return p
+
+    @staticmethod
+    def go(*procs: subprocess.Popen[str]) -> None:
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+
+    @staticmethod
+    def finish(p: subprocess.Popen[str], timeout: float = 120) -> None:
+        out, err = p.communicate(timeout=timeout)
+        assert p.returncode == 0, err[-3000:]
+        assert out.strip().endswith("done"), (out, err[-3000:])
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(tmp_path)
+    yield w
+    w.close()
+
+
+def _log(path: Path) -> tuple[collections.Counter[int], collections.Counter[int]]:
+    starts: collections.Counter[int] = collections.Counter()
+    ends: collections.Counter[int] = collections.Counter()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            kind, i = line.split()
+            (starts if kind == "S" else ends)[int(i)] += 1
+    return starts, ends
+
+
+def _recorded(store: PgStore) -> collections.Counter[int]:
+    return collections.Counter(int(r["i"]) for r in pg_rows(store))
+
+
+# ------------------------------------------------------------- many "machines"
+def test_eight_workers_split_a_sweep_exactly_once(workers: Workers, url: PgStore,
+                                                  tmp_path: Path) -> None:
+    n = 200
+    logs = [tmp_path / f"w{w}.log" for w in range(8)]
+    procs = [workers.start(url, n, 0, 0.002, logs[w]) for w in range(8)]  # same order
+    workers.go(*procs)
+    for p in procs:
+        Workers.finish(p)
+    per_worker = [sum(_log(log)[1].values()) for log in logs]
+    executed: collections.Counter[int] = sum((_log(log)[1] for log in logs),
+                                             collections.Counter())
+    assert sum(executed.values()) == n, executed
+    assert executed == collections.Counter(range(n))
+    assert sum(1 for c in per_worker if c) >= 2, per_worker  # the work was shared
+    assert _recorded(url) == collections.Counter(range(n))
+    with get_backend(url) as b:
+        assert len(b) == n
+        assert b.claims().running() == []
+
+
+def test_killed_worker_has_its_run_taken_over(workers: Workers, url: PgStore,
+                                              tmp_path: Path) -> None:
+    n = 200
+    logs = [tmp_path / f"w{w}.log" for w in range(8)]
+    victim = workers.start(url, n, 0, 0.01, logs[0], wait=True, hold=7)
+    others = [workers.start(url, n, (w * n) // 8, 0.01, logs[w], wait=True)
+              for w in range(1, 8)]
+    workers.go(victim, *others)
+    assert victim.stdout is not None
+    assert victim.stdout.readline().strip() == "holding"  # mid-run, claim held
+    time.sleep(0.3)
+    with get_backend(url) as b:  # the others skip it, or wait for it
+        assert any(c.get("fields", {}).get("i") == "7" for c in b.claims().running())
+        assert not b.has({"i": 7})
+    killed_at = time.monotonic()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    for p in others:
+        Workers.finish(p)
+    took_over = time.monotonic() - killed_at
+    starts = sum((_log(log)[0] for log in logs), collections.Counter())
+    ends = sum((_log(log)[1] for log in logs), collections.Counter())
+    assert ends == collections.Counter(range(n)), "each run completed exactly once"
+    assert starts[7] == 2  # the victim's start, and the taker's
+    assert _log(logs[0])[1][7] == 0
+    assert _recorded(url) == collections.Counter(range(n))
+    assert took_over < 60
+
+
+def test_server_restart_mid_sweep_loses_nothing_records_nothing_twice(
+    workers: Workers, url: PgStore, tmp_path: Path
+) -> None:
+    n = 200
+    logs = [tmp_path / f"w{w}.log" for w in range(8)]
+    procs = [workers.start(url, n, (w * n) // 8, 0.02, logs[w], wait=True)
+             for w in range(8)]
+    workers.go(*procs)
+    deadline = time.monotonic() + 60
+    while sum(sum(_log(log)[1].values()) for log in logs) < n // 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    url.server.restart("fast")  # every session is cut; the server is down a moment
+    for p in procs:
+        Workers.finish(p)
+    ends = sum((_log(log)[1] for log in logs), collections.Counter())
+    assert set(ends) == set(range(n))
+    recorded = _recorded(url)
+    assert recorded == collections.Counter(range(n)), [i for i, c in recorded.items()
+                                                        if c != 1]
+    with get_backend(url) as b:
+        assert len(b) == n and len(b.load()) == n
+
+
+def test_immediate_shutdown_mid_sweep_loses_nothing(url: PgStore) -> None:
+    """An in-process sweep survives a crash-like server stop between its records."""
+    calls: list[int] = []
+
+    @stet.once(store=url, name="crashy", verbose=False)
+    def crashy(i: int) -> int:
+        calls.append(i)
+        if i == 5:
+            url.server.restart("immediate")
+        return i
+
+    for i in range(10):
+        assert crashy(i) == i
+    assert calls == list(range(10))
+    assert sorted(_recorded_field(url, "i")) == [str(i) for i in range(10)]
+    for i in range(10):
+        assert crashy(i) is None
+
+
+def _recorded_field(store: PgStore, field: str) -> list[str]:
+    return [r[field] for r in pg_rows(store)]
+
+
+def test_connection_dropped_while_idle_is_reestablished(url: PgStore) -> None:
+    b = get_backend(url)
+    assert isinstance(b, PostgresBackend)
+    b.record({"x": 1})
+    raw = _raw(url)
+    raw.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                "application_name = 'stet' AND pid <> pg_backend_pid()")
+    b.record({"x": 2})
+    assert b.has({"x": 1}) and b.has({"x": 2})
+    assert sorted(r["x"] for r in pg_rows(url)) == ["1", "2"]
+    raw.close()
+    b.close()
+
+
+def test_claim_lost_with_the_connection_is_retaken_before_recording(url: PgStore) -> None:
+    """A run whose claim was lost with the session and then run and recorded by another
+    worker is not recorded a second time."""
+    seen: list[int] = []
+    other = get_backend(url)
+
+    @stet.once(store=url, name="lost", verbose=False)
+    def lost(i: int) -> int:
+        seen.append(i)
+        raw = _raw(url)
+        raw.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                    "application_name = 'stet' AND pid <> pg_backend_pid()")
+        raw.close()
+        # meanwhile another worker runs and records the same run
+        other.append_record({"i": str(i), "_stet_func": "lost"})
+        return i
+
+    assert lost(1) == 1
+    assert seen == [1]
+    assert _recorded_field(url, "i") == ["1"]
+    other.close()
+
+
+# -------------------------------------------------------------------- the index
+def test_ids_committed_out_of_order_are_not_missed(url: PgStore) -> None:
+    reader = get_backend(url)
+    writer = get_backend(url)
+    assert isinstance(reader, PostgresBackend)
+    writer.record({"x": 0})
+    assert reader.has({"x": 0})
+    raw = _raw(url)
+    k1, k2 = reader._feed.lock_keys
+    raw.execute("BEGIN")  # an insert in flight: takes an id, commits later
+    raw.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", (k1, k2))
+    raw.execute(f'INSERT INTO "{url.table}" (record) VALUES (%s)',
+                (json.dumps({"x": "slow"}),))
+    writer.record({"x": "fast"})  # a later id, committed first
+    assert reader.has({"x": "fast"})
+    assert not reader.has({"x": "slow"})
+    assert reader._feed.holes
+    time.sleep(0.3)
+    assert not reader.has({"x": "slow"})  # the hole is kept while the insert is in flight
+    assert reader._feed.holes
+    raw.execute("COMMIT")
+    assert reader.has({"x": "slow"}), "a record committed out of id order was missed"
+    assert len(reader) == 3
+    assert reader._feed.holes == []
+
+    raw.execute("BEGIN")  # a rolled-back insert leaves a hole forever
+    raw.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", (k1, k2))
+    raw.execute(f'INSERT INTO "{url.table}" (record) VALUES (%s)',
+                (json.dumps({"x": "gone"}),))
+    writer.record({"x": "after"})
+    raw.execute("ROLLBACK")
+    assert reader.has({"x": "after"})
+    deadline = time.monotonic() + 10
+    while reader._feed.holes:  # dropped once no insert is in flight
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+        assert not reader.has({"x": "nothing"})
+    assert len(reader) == 4
+    raw.close()
+    reader.close()
+    writer.close()
+
+
+def test_removal_by_another_process_is_seen_without_polling(url: PgStore) -> None:
+    calls: list[int] = []
+
+    @stet.once(store=url, name="rm", verbose=False)
+    def rm(i: int) -> int:
+        calls.append(i)
+        return i
+
+    rm(1)
+    rm(1)
+    assert calls == [1]
+    code = (f"import stet; stet.reset({str(url)!r}, key_dict={{'i': 1}})")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                   timeout=60)
+    time.sleep(0.2)  # the notification travels
+    assert rm(1) == 1
+    assert calls == [1, 1]
+
+
+def test_known_runs_cost_no_round_trip_a_record_one_a_run_two(
+    url: PgStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: list[int] = []
+    real = _Session.run
+
+    def counting(self: _Session, segments: Any) -> Any:
+        trips.append(1)
+        return real(self, segments)
+
+    @stet.once(store=url, name="count", verbose=False)
+    def count(i: int) -> int:
+        return i
+
+    count(0)  # connect, create the tables
+    monkeypatch.setattr(_Session, "run", counting)
+    assert count(1) == 1
+    assert len(trips) == 2, "an executed run: claim (with catch-up), record (with release)"
+    trips.clear()
+    for _ in range(100):
+        assert count(1) is None
+        assert count.is_done(0)
+    assert trips == [], "a run known done cost a round trip"
+    backend = count.backend()
+    backend.append_record({"i": "9", "_stet_func": "count"})
+    assert len(trips) == 1, "a record is one round trip"
+
+
+def test_tables_created_once_by_workers_starting_together(url: PgStore) -> None:
+    code = textwrap.dedent('''
+        import sys, stet
+        from stet.backends import get_backend
+        with get_backend(sys.argv[1]) as b:
+            b.record({"w": sys.argv[2]})
+    ''')
+    procs = [subprocess.Popen([sys.executable, "-c", code, url, str(w)],
+                              stderr=subprocess.PIPE, text=True) for w in range(8)]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    assert sorted(r["w"] for r in pg_rows(url)) == [str(w) for w in range(8)]
+
+
+def test_threads_and_a_forked_child_share_the_store(url: PgStore) -> None:
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    @stet.once(store=url, name="thr", verbose=False)
+    def thr(i: int) -> int:
+        with lock:
+            calls.append(i)
+        time.sleep(0.002)
+        return i
+
+    def sweep() -> None:
+        for i in range(50):
+            thr(i)
+
+    threads = [threading.Thread(target=sweep) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(calls) == list(range(50))
+    pid = os.fork()
+    if pid == 0:  # the child must not use (or close) the parent's session
+        code = 0
+        try:
+            code = 0 if thr(100) == 100 and thr(1) is None else 3
+        except BaseException:
+            traceback.print_exc()
+            code = 4
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert thr(101) == 101 and thr(100) is None  # the parent's session still works
+    assert sorted(int(x) for x in _recorded_field(url, "i")) == [*range(50), 100, 101]
+
+
+def test_failures_and_status_through_a_url(url: PgStore,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    @stet.once(store=url, name="flaky", verbose=False)
+    def flaky(i: int) -> int:
+        if i == 3:
+            raise ValueError("three is bad")
+        return i
+
+    for i in range(5):
+        if i == 3:
+            with pytest.raises(ValueError):
+                flaky(i)
+        else:
+            flaky(i)
+    with get_backend(url) as b:
+        assert [f["i"] for f in b.failures()] == ["3"]
+    capsys.readouterr()
+    stet.status(url)
+    out = capsys.readouterr().out
+    assert "4 completed" in out and "1 failed" in out and "three is bad" in out
+    assert url.server.password not in out
+    stet.reset(url, key_dict={"i": 3})
+    with get_backend(url) as b:
+        assert b.failures() == []
+        assert len(b) == 4
+
+
+def test_postgres_scheme_alias_and_default_table(pg_server: Any) -> None:
+    base = pg_server.url().replace("postgresql://", "postgres://")
+    with get_backend(base) as b:
+        assert isinstance(b, PostgresBackend)
+        assert b.table == "stet_records"
+        b.clear()
+        b.record({"alias": 1})
+        assert b.has({"alias": 1})
+        b.clear()
+
+
+def test_foreign_table_is_an_error_and_untouched(url: PgStore) -> None:
+    raw = _raw(url)
+    raw.execute(f'CREATE TABLE "{url.table}" (a int, b text)')
+    raw.execute(f'INSERT INTO "{url.table}" VALUES (1, %s)', ("keep",))
+    with get_backend(url) as b, pytest.raises(stet.CorruptStoreError, match="not a stet store"):
+        b.record({"x": 1})
+    assert raw.execute(f'SELECT * FROM "{url.table}"').fetchall() == [(1, "keep")]
+    raw.close()
+
+
+def test_missing_psycopg_says_how_to_install(monkeypatch: pytest.MonkeyPatch,
+                                             url: PgStore) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(ImportError, match=r"pip install 'stet\[postgres\]'"):
+        get_backend(url)
+
+
+def test_import_stet_does_not_import_psycopg() -> None:
+    code = ("import sys, stet; stet.once(store='postgresql://u:p@h/db')(lambda x: x);"
+            "print('psycopg' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.strip() == "False"
+
+
+# --------------------------------------------------------------------- security
+def _texts(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc)) + repr(exc) + str(exc)
+
+
+def test_password_never_shows(pg_server: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    pw = pg_server.password
+    store = pg_store(pg_server)
+    b = get_backend(store)
+    for text in (repr(b), str(b.path), str(b)):
+        assert pw not in text and "***" in text
+    b.record({"x": 1})
+    stet.status(store)
+    stet.reset(store, key_dict={"x": 1})
+    out = capsys.readouterr()
+    assert pw not in out.out + out.err
+    b.close()
+
+    wrong = pg_server.url(table="t", password="not-the-" + pw)
+    with pytest.raises(stet.StoreError) as info:
+        get_backend(wrong).record({"x": 1})
+    assert "password authentication failed" in str(info.value)
+    assert pw not in _texts(info.value)
+
+    refused = store.replace(f":{pg_server.port}/", ":1/")
+    with pytest.raises(stet.StoreError) as info:
+        get_backend(refused).has({"x": 1})
+    assert pw not in _texts(info.value)
+    assert "***" in str(info.value)
+
+    in_query = f"postgresql://{pg_server.user}@127.0.0.1:1/db?password={pw}&table=t"
+    assert pw not in mask_url(in_query)
+    with pytest.raises(stet.StoreError) as info:
+        get_backend(in_query).has({"x": 1})
+    assert pw not in _texts(info.value)
+
+    with pytest.raises(ValueError) as vinfo:
+        get_backend(store.replace("postgresql://", "mysql://"))
+    assert pw not in _texts(vinfo.value)
+    with pytest.raises(ValueError) as vinfo:
+        get_backend(pg_server.url(table=""))
+    assert pw not in _texts(vinfo.value)
+    with pytest.raises(FileNotFoundError) as finfo:
+        stet.status(pg_store(pg_server))
+    assert pw not in _texts(finfo.value)
+
+    @stet.once(store=store, name="leak")
+    def leak(x: int) -> int:
+        return x
+
+    assert pw not in repr(leak.backend())
+
+
+def test_lost_server_error_names_no_password(url: PgStore) -> None:
+    b = PostgresBackend(url, reconnect_timeout=0.5)
+    b.record({"x": 1})
+    url.server.stop("fast")
+    try:
+        with pytest.raises(stet.StoreError, match="could not reconnect") as info:
+            b.record({"x": 2})
+        assert url.server.password not in _texts(info.value)
+    finally:
+        url.server.start()
+    b.record({"x": 2})  # and back
+    assert sorted(r["x"] for r in pg_rows(url)) == ["1", "2"]
+    b.close()
+
+
+@pytest.mark.parametrize("table", [
+    'x"; DROP TABLE canary; --',
+    "stet_records; DROP TABLE canary",
+    "canary",  # an existing foreign table: refused, untouched
+    "Mixed Case ünï",
+    "it's",
+    "a\"b",
+])
+def test_table_names_are_data_never_sql(pg_server: Any, table: str) -> None:
+    import psycopg
+
+    raw = psycopg.connect(pg_server.url(), autocommit=True)
+    raw.execute("CREATE TABLE IF NOT EXISTS canary (v text)")
+    raw.execute("DELETE FROM canary")
+    raw.execute("INSERT INTO canary VALUES ('alive')")
+    store = PgStore(pg_server.url(table=table))
+    try:
+        with get_backend(store) as b:
+            if table == "canary":
+                with pytest.raises(stet.CorruptStoreError):
+                    b.record({"x": 1})
+            else:
+                b.record({"x": 1})
+                assert b.has({"x": 1})
+                b.clear()
+        assert raw.execute("SELECT v FROM canary").fetchall() == [("alive",)]
+        if table != "canary":
+            assert raw.execute("SELECT to_regclass(%s)", ('"' + table.replace('"', '""')
+                                                          + '"',)).fetchone() != (None,)
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("table", ["", "x" * 60, "tab\tname", "nul\x00"])
+def test_bad_table_names_are_value_errors(pg_server: Any, table: str) -> None:
+    from urllib.parse import quote
+
+    url = pg_server.url() + "?table=" + quote(table, safe="")
+    with pytest.raises(ValueError, match="table"):
+        get_backend(url)
