@@ -30,7 +30,7 @@ def find_bindir() -> Path | None:
     """The directory holding ``initdb`` and ``pg_ctl`` (newest Debian version first)."""
     env = os.environ.get("STET_PG_BINDIR")
     if env:
-        return Path(env)
+        return Path(env) if (Path(env) / "pg_ctl").exists() else None
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
         key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
