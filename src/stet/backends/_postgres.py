@@ -42,6 +42,7 @@ import re
 import select
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -73,6 +74,24 @@ _ORPHANS: list[Any] = []
 #: process see them at once, without waiting for the server's notification.
 _local_removals: dict[str, int] = {}
 _local_lock = threading.Lock()
+#: Every backend, so that a fork never happens while one is mid-exchange (the child would
+#: inherit a mutex held by a thread that does not exist there).
+_BACKENDS: weakref.WeakSet[PostgresBackend] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for b in list(_BACKENDS):
+        b._mutex.acquire()
+
+
+def _after_fork() -> None:
+    for b in list(_BACKENDS):
+        with contextlib.suppress(RuntimeError):
+            b._mutex.release()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork,
+                    after_in_child=_after_fork)
 
 
 # --------------------------------------------------------------------------- URLs
@@ -627,6 +646,7 @@ class PostgresBackend(IndexedBackend):
         self._ffeed = _Feed("failures", q["failures"], q["meta"], Index(),
                             (_int4(salt), 2), "f")
         self._claims = _PgClaims(self)
+        _BACKENDS.add(self)
 
     # ------------------------------------------------------------ connection
     def _conninfo(self) -> str:
@@ -663,7 +683,13 @@ class PostgresBackend(IndexedBackend):
         setup = "SELECT " + ", ".join(keep.format(k, v) for k, v in (
             ("tcp_keepalives_idle", "30"), ("tcp_keepalives_interval", "10"),
             ("tcp_keepalives_count", "6")))
-        stmts: list[Stmt] = [(None, setup, ())]
+        stmts: list[Stmt] = [
+            (None, setup, ()),
+            # A claim and the look that follows it share a transaction: each statement
+            # must see what was committed before it ran, whatever the server's default.
+            (None, "SELECT set_config('default_transaction_isolation', 'read committed', "
+                   "false)", ()),
+        ]
         if self.fsync:
             stmts.append((None, "SELECT set_config('synchronous_commit', 'on', false)", ()))
         stmts.append((None, f"LISTEN {quote_ident(self._channel)}", ()))
