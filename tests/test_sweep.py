@@ -68,6 +68,8 @@ if __name__ == "__main__":
     settings = stet.grid(alpha=[0.0, 0.01, 0.05, 0.1][:n_alpha], seed=range(6))
     with ProcessPoolExecutor(2, mp_context=mp.get_context(method)) as pool:
         s = stet.sweep(experiment.run_experiment, settings, executor=pool, progress=False)
+    for f in s.failures:
+        print(f.traceback, file=sys.stderr)
     print(json.dumps({"ran": s.ran, "done": s.skipped_done, "running": s.skipped_running,
                       "failed": s.failed, "total": s.total}))
 '''
@@ -375,10 +377,11 @@ def test_process_pools_two_concurrent_invocations_run_each_once(lab: dict[str, A
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
     a, b = (_last_json(out) for out, _ in outs)
+    for s, (_, err) in zip((a, b), outs, strict=True):
+        assert s["failed"] == 0, err
+        assert s["ran"] + s["done"] + s["running"] == 24, (a, b)
     _all_once(lab)
     assert a["ran"] + b["ran"] == 24
-    for s in (a, b):
-        assert s["ran"] + s["done"] + s["running"] == 24 and s["failed"] == 0
     pids = {line.split()[2] for line in lab["log"].read_text().splitlines()}
     assert len(pids) >= 2  # executed in the pools' worker processes
     again = _run(lab, "sweep_pool.py", "fork", "4")
