@@ -2,9 +2,11 @@
 
 Layout (``T`` is the table named by ``?table=``, default ``stet_records``):
 
-* ``T (id bigserial, record json)``: one row per completed run; the record is a JSON
-  object of field name to canonical text (kept verbatim: ``json``, not ``jsonb``), so any
-  field name is data and a widened key needs no schema change.
+* ``T (id bigserial, record json, run json)``: one row per completed run; the record is
+  a JSON object of field name to canonical text (kept verbatim: ``json``, not ``jsonb``),
+  so any field name is data and a widened key needs no schema change. ``run`` repeats
+  the part that identifies the run (function and key fields): readers follow that, not
+  timestamps or saved results.
 * ``T_failures``: the same, for failed runs.
 * ``T_meta (name, value)``: generation numbers, bumped by removals so readers reload.
 * ``T_claims`` (unlogged): who runs what, for ``status`` (written for runs that last more
@@ -37,6 +39,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import operator
 import os
 import re
 import select
@@ -432,21 +435,23 @@ class _Feed:
         self.reset()
         gen = f"(SELECT value FROM {meta} WHERE name = '{name}')"
         self.sql_new = (
-            f"SELECT {gen}, count(*), array_agg(id ORDER BY id), "
-            f"string_agg(record::text, ',' ORDER BY id) FROM (SELECT id, record FROM "
+            f"SELECT {gen}, count(*), array_agg(id), string_agg(r::text, ',') "
+            f"FROM (SELECT id, coalesce(run, record) AS r FROM "
             f"{table} WHERE id > $1 ORDER BY id LIMIT $2) AS s"
         )
         self.sql_holes = (
-            f"SELECT count(*), array_agg(t.id ORDER BY t.id), "
-            f"string_agg(t.record::text, ',' ORDER BY t.id) FROM {table} AS t "
+            f"SELECT count(*), array_agg(t.id), "
+            f"string_agg(coalesce(t.run, t.record)::text, ',') "
+            f"FROM {table} AS t "
             f"JOIN unnest($1::bigint[], $2::bigint[]) AS r(lo, hi) "
             f"ON t.id BETWEEN r.lo AND r.hi"
         )
         self.sql_insert = (
             f"WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($1::int4, $2::int4)), "
-            f"ins AS (INSERT INTO {table} (record) SELECT $3::json FROM l RETURNING id) "
-            f"SELECT (SELECT id FROM ins), {gen}, count(*), array_agg(id ORDER BY id), "
-            f"string_agg(record::text, ',' ORDER BY id) FROM (SELECT id, record FROM "
+            f"ins AS (INSERT INTO {table} (record, run) SELECT $3::json, $6::json FROM l "
+            f"RETURNING id) "
+            f"SELECT (SELECT id FROM ins), {gen}, count(*), array_agg(id), "
+            f"string_agg(r::text, ',') FROM (SELECT id, coalesce(run, record) AS r FROM "
             f"{table} WHERE id > $4 ORDER BY id LIMIT $5) AS s"
         )
         self.sql_find = (f"SELECT count(*) FROM {table} WHERE id > $1 AND "
@@ -507,28 +512,24 @@ class _Feed:
 
     def _add_new(self, ids: list[int], text: bytes | None, own: tuple[int, Record] | None,
                  ) -> None:
-        records = _decode(text, len(ids))
+        """Rows with ids above ``max_seen`` (in any order); gaps below become holes."""
+        _index_records(self.index, _decode_objects(text, len(ids)))
+        if own is not None:
+            if own[0] <= self.max_seen:
+                self._fill_holes([own[0]], None, [own[1]])
+            else:
+                ids.append(own[0])
+                self.index.add(own[1])
+        if not ids:
+            return
         now = time.monotonic()
-        add = self.index.add
+        ids.sort()
         expected = self.max_seen + 1
-        for rid, rec in zip(ids, records, strict=True):
-            if rid < expected:
-                self._fill_holes([rid], None, [rec])
-                continue
+        for rid in ids:
             if rid > expected:
                 self._new_hole(expected, rid - 1, now)
-            add(rec)
             expected = rid + 1
         self.max_seen = max(self.max_seen, expected - 1)
-        if own is not None:
-            rid, rec = own
-            if rid > self.max_seen:
-                if rid > self.max_seen + 1:
-                    self._new_hole(self.max_seen + 1, rid - 1, now)
-                self.max_seen = rid
-                add(rec)
-            else:
-                self._fill_holes([rid], None, [rec])
 
     def _new_hole(self, lo: int, hi: int, now: float) -> None:
         if not self.holes:
@@ -537,22 +538,24 @@ class _Feed:
 
     def _fill_holes(self, ids: list[int], text: bytes | None,
                     records: list[Record] | None = None) -> None:
+        """Rows found in hole ranges: index them, and narrow the ranges."""
         if records is None:
-            records = _decode(text, len(ids))
-        for rid, rec in zip(ids, records, strict=True):
+            records = _decode_objects(text, len(ids))
+        _index_records(self.index, records)
+        for rid in ids:
             for j, (lo, hi) in enumerate(self.holes):
                 if lo <= rid <= hi:
                     parts = [[lo, rid - 1]] if rid > lo else []
                     if rid < hi:
                         parts.append([rid + 1, hi])
                     self.holes[j:j + 1] = parts
-                    self.index.add(rec)
                     break
         if not self.holes:
             self.hole_since = 0.0
 
 
-def _decode(text: bytes | None, n: int) -> list[Record]:
+def _decode_objects(text: bytes | None, n: int) -> list[Any]:
+    """The JSON objects of ``n`` rows aggregated into one text (not yet checked)."""
     if n == 0:
         return []
     if text is None:
@@ -564,7 +567,47 @@ def _decode(text: bytes | None, n: int) -> list[Record]:
                                 f"({exc})") from None
     if len(rows) != n:
         raise CorruptStoreError("a PostgreSQL store returned rows out of step")
-    return [_coerce(r) for r in rows]
+    return list(rows)
+
+
+def _decode(text: bytes | None, n: int) -> list[Record]:
+    return [_coerce(r) for r in _decode_objects(text, n)]
+
+
+def _index_records(index: Index, objects: list[Any]) -> None:
+    """Add records read back to ``index``: column by column for each set of fields."""
+    if len(objects) < 16:
+        for obj in objects:
+            index.add(_coerce(obj))
+        return
+    first = objects[0]
+    if type(first) is dict and len(first) > 1:  # the usual case: every record alike
+        k0 = first.keys()
+        if all(type(o) is dict and o.keys() == k0 for o in objects):
+            used = [f for f in first if f == FUNC_FIELD or not f.startswith(RESERVED_PREFIX)]
+            if len(used) > 1:
+                columns = list(zip(*map(operator.itemgetter(*used), objects), strict=True))
+                if all(set(map(type, col)) <= {str} for col in columns):
+                    index.add_columns(used, columns)
+                    return
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    odd: list[Any] = []
+    for obj in objects:
+        if type(obj) is not dict:
+            odd.append(obj)
+            continue
+        groups.setdefault(tuple(obj), []).append(tuple(obj.values()))
+    str_type = {str}
+    for header, rows in groups.items():
+        columns = list(zip(*rows, strict=True))
+        used = [i for i, f in enumerate(header)
+                if f == FUNC_FIELD or not f.startswith(RESERVED_PREFIX)]
+        if all(set(map(type, columns[i])) <= str_type for i in used):
+            index.add_columns([header[i] for i in used], [columns[i] for i in used])
+        else:  # numbers, nulls (other tools wrote these): one by one
+            odd.extend(dict(zip(header, row, strict=True)) for row in rows)
+    for obj in odd:
+        index.add(_coerce(obj))
 
 
 def _coerce(obj: Any) -> Record:
@@ -785,7 +828,8 @@ class PostgresBackend(IndexedBackend):
                        "attnum > 0 AND NOT attisdropped)", names)]])[0][0]
         exists = [_value(res, 0, i) is not None for i in range(4)]
         columns = (_value(res, 0, 4) or b"").decode("utf-8", "replace")
-        if exists[0] and not {"id bigint", "record json"} <= set(columns.split(", ")):
+        if exists[0] and not {"id bigint", "record json", "run json"} <= set(
+                columns.split(", ")):
             raise CorruptStoreError(
                 f"table {self.table!r} of {self.path} is not a stet store (its columns: "
                 f"{columns[:200]}). It was left untouched; choose another table with "
@@ -802,7 +846,7 @@ class PostgresBackend(IndexedBackend):
 
     def _create_tables(self, s: _Session) -> None:
         q = self._q
-        data = "(id bigserial PRIMARY KEY, record json NOT NULL)"
+        data = "(id bigserial PRIMARY KEY, record json NOT NULL, run json)"
         stmts: list[Stmt] = [
             (None, "BEGIN", ()),
             # Workers starting together must not race on CREATE TABLE IF NOT EXISTS.
@@ -941,7 +985,8 @@ class PostgresBackend(IndexedBackend):
             return self._index.count
 
     # --------------------------------------------------------------- writing
-    def _dumps(self, record: Record, s: _Session) -> bytes:
+    @staticmethod
+    def _dumps(record: Record, s: _Session) -> bytes:
         if not s.ascii_only:
             try:
                 return json.dumps(record, ensure_ascii=False).encode("utf-8")
@@ -1006,7 +1051,9 @@ class PostgresBackend(IndexedBackend):
         """Insert, catch up, and (after the commit) release the run's claim: one trip."""
         segments: list[list[Stmt]] = [[(
             feed.prefix + "i", feed.sql_insert,
-            (*feed.lock_keys, text, feed.max_seen, 1000),
+            (*feed.lock_keys, text, feed.max_seen, 1000, self._dumps(
+                {k: v for k, v in record.items()
+                 if k == FUNC_FIELD or not k.startswith(RESERVED_PREFIX)}, s)),
         )]]
         unlock = held is not None and held[1].epoch == self._epoch
         if unlock:
