@@ -14,9 +14,11 @@ latency (``--server-fsync`` turns it on).
 Measured, in this order, each on a new table:
 
 * sweep: ``--workers`` processes, each with its own connection, call the same decorated
-  no-op function over the same ``--runs`` combinations (in the same order, or each
-  starting at its own place with ``--rotate``). Claims make every combination run exactly
-  once; the total of executions is checked, and the figure is runs per second overall.
+  no-op function over the same ``--runs`` combinations, claims included. Twice: each
+  worker starting at its own place in the sweep ("spread"), then all walking it in the
+  same order ("same order": they keep colliding on the same runs, so most calls are
+  skips of runs another worker holds or has just finished). Every combination must run
+  exactly once (checked); the figure is runs per second overall.
 * record / skip: in one process, the cost per call of a new run (check, claim, run,
   record) and of a run already done (answered from the local index, no round trip).
 
@@ -103,8 +105,6 @@ def main() -> None:
     ap.add_argument("--url", help="an existing server (default: start a throwaway one)")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--runs", type=int, default=20_000, help="combinations in the sweep")
-    ap.add_argument("--rotate", action="store_true",
-                    help="each worker starts at its own place in the sweep")
     ap.add_argument("--server-fsync", action="store_true",
                     help="throwaway server: fsync on (flush latency of this machine's disk)")
     ap.add_argument("--calls", type=int, default=2_000, help="calls timed per call cost")
@@ -126,15 +126,16 @@ def main() -> None:
         print(f"stet {stet.__version__}, {os.cpu_count()} cores, {args.workers} workers, "
               f"{args.runs} runs, server fsync {'on' if args.server_fsync else 'off'}"
               + ("" if server is None else " (throwaway loopback server)"))
-        table = f"bench_{secrets.token_hex(4)}"
-        rate, executed, recorded = sweep(f"{url}{sep}table={table}", args.workers,
-                                         args.runs, args.rotate)
-        ok = "ok" if executed == recorded == args.runs else "WRONG"
-        print(f"sweep:  {rate:8.0f} runs/s  ({executed} executions, {recorded} records: "
-              f"exactly once {ok})")
+        for label, rotate in (("spread", True), ("same order", False)):
+            table = f"bench_{secrets.token_hex(4)}"
+            rate, executed, recorded = sweep(f"{url}{sep}table={table}", args.workers,
+                                             args.runs, rotate)
+            ok = "ok" if executed == recorded == args.runs else "WRONG"
+            print(f"sweep, {label + ':':11} {rate:7.0f} runs/s  ({executed} executions, "
+                  f"{recorded} records: exactly once {ok})")
         record, skip = per_call(f"{url}{sep}table=single_{secrets.token_hex(4)}", args.calls)
-        print(f"record: {record:8.1f} us/call  (check, claim, run, record: 3 round trips)")
-        print(f"skip:   {skip:8.1f} us/call  (known done: no round trip)")
+        print(f"record (1 process): {record:7.1f} us/call  (claim, run, record: 2 round trips)")
+        print(f"skip (1 process):   {skip:7.1f} us/call  (known done: no round trip)")
     finally:
         if server is not None:
             server.close()

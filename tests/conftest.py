@@ -17,10 +17,9 @@ from stet.backends import BaseBackend, get_backend
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stet-0.0.2"
 LOCAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stet-0.0.2"
 
-#: Every store format; the conformance suite runs each behaviour against each.
-FORMATS = ["csv", "json", "sqlite", "parquet"]
-if os.environ.get("STET_PG_DEV"):
-    FORMATS.append("postgres")
+#: Every store format; the conformance suite runs each behaviour against each. The
+#: ``postgres`` store is a table on a throwaway server on loopback (see ``pg_server``).
+FORMATS = ["csv", "json", "sqlite", "parquet", "postgres"]
 
 #: Under CI a missing PostgreSQL server (or psycopg) fails the tests instead of skipping.
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
