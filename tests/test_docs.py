@@ -19,8 +19,13 @@ Blocks in any other language (``bash``, ``text``, ``toml``, ...) are shown, not 
 A ``python`` block that must not run is written ``{.python .no-run}`` and preceded by an
 HTML comment ``<!-- no-run: why -->``; there are as few as possible.
 
+A ``python`` block written as an interactive session (``>>>`` prompts) is a transcript,
+read and not run.
+
 A page that needs a PostgreSQL server says ``<!-- docs-test: postgres -->``: it runs
 with ``STET_STORE`` set to a URL naming a fresh table on the test suite's server.
+
+The README's blocks run the same way.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = sorted(p.relative_to(ROOT).as_posix() for p in DOCS.rglob("*.md"))
+#: The README's blocks run too. Its PostgreSQL example reads the store URL from
+#: ``STET_STORE``, so it always runs against the test server.
+README = "README.md"
 
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _ATTR = re.compile(r'(?P<key>[\w-]+)="(?P<value>[^"]*)"')
@@ -74,8 +82,14 @@ class Block:
         return self.lang == "text" and self.attrs.get("title") == "Output"
 
     @property
+    def transcript(self) -> bool:
+        """A Python session shown with its ``>>>`` prompts: read, not run as a script."""
+        first = next((line for line in self.lines if line.strip()), "")
+        return self.lang == "python" and first.startswith(">>>")
+
+    @property
     def runs(self) -> bool:
-        return self.lang in ("python", "console") and not self.no_run
+        return self.lang in ("python", "console") and not self.no_run and not self.transcript
 
 
 @dataclass
@@ -260,11 +274,11 @@ def run_page(page: Page, tmp_path: Path, env_extra: dict[str, str] | None = None
 RUNNABLE = [p for p in PAGES if any(b.runs for b in parse(p).blocks)]
 
 
-@pytest.mark.parametrize("path", RUNNABLE)
+@pytest.mark.parametrize("path", [*RUNNABLE, README])
 def test_page_runs(path: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     page = parse(path)
     env: dict[str, str] = {}
-    if "postgres" in page.directives:
+    if "postgres" in page.directives or path == README:
         from conftest import pg_store
 
         env["STET_STORE"] = str(pg_store(request.getfixturevalue("pg_server"), "docs"))
@@ -275,7 +289,7 @@ def test_there_are_pages() -> None:
     assert len(RUNNABLE) >= 10, PAGES
 
 
-@pytest.mark.parametrize("path", PAGES)
+@pytest.mark.parametrize("path", [*PAGES, README])
 def test_blocks_are_known_and_justified(path: str) -> None:
     """A typo in a fence (``pyhton``) would silently stop a block from running."""
     page = parse(path)
