@@ -276,9 +276,9 @@ class _Session:
                     raise _Lost(f"timed out after {connect_timeout:g} s")
                 sock = pg.socket
                 if state == pq.PollingStatus.READING:
-                    select.select([sock], [], [], min(left, 1.0))
+                    _wait(sock, select.POLLIN, min(left, 1.0))
                 else:
-                    select.select([], [sock], [], min(left, 1.0))
+                    _wait(sock, select.POLLOUT, min(left, 1.0))
         except BaseException:
             pg.finish()
             raise
@@ -322,7 +322,7 @@ class _Session:
         while pg.is_busy():
             if pg.status != self.pq.ConnStatus.OK:
                 raise _Lost(self._message(pg.error_message))
-            select.select([pg.socket], [], [], 1.0)
+            _wait(pg.socket, select.POLLIN, 1.0)
             try:
                 pg.consume_input()
             except Exception:
@@ -370,7 +370,7 @@ class _Session:
                 pg.pipeline_sync()
                 expect.append(("sync", None))
             while pg.flush() == 1:
-                select.select([], [pg.socket], [], 1.0)
+                _wait(pg.socket, select.POLLOUT, 1.0)
         except _Lost:
             raise
         except Exception:
@@ -410,6 +410,13 @@ class _Session:
             raise _QueryError(state, message)
         out.pop()  # the empty list opened by the last sync
         return out
+
+
+def _wait(fd: int, events: int, timeout: float) -> None:
+    """Wait (releasing the GIL) until ``fd`` is ready, or ``timeout`` seconds."""
+    poller = select.poll()
+    poller.register(fd, events)
+    poller.poll(timeout * 1000)
 
 
 def _ignore(_res: Any) -> None:
