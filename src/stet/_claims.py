@@ -24,6 +24,7 @@ import os
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,7 +40,7 @@ _SPAN = (1 << 62) - _BASE
 _COMPACT_AT = 1 << 20  # announcement bytes before stale lines are dropped
 _HOST = os.uname().nodename
 
-_registry: dict[str, ClaimFile] = {}
+_registry: weakref.WeakValueDictionary[str, ClaimFile] = weakref.WeakValueDictionary()
 _registry_lock = threading.Lock()
 
 
@@ -77,6 +78,15 @@ class ClaimFile:
         self._mutex = threading.Condition()
         self._held: dict[int, int] = {}  # offset -> thread ident holding it here
         self._appended = 0
+
+    def __del__(self) -> None:
+        # Nobody uses these claims any more (the registry holds them weakly); closing the
+        # descriptor releases nothing that is still claimed.
+        try:
+            if self._fd >= 0 and self._pid == pid():
+                os.close(self._fd)
+        except Exception:
+            pass
 
     @classmethod
     def for_path(cls, path: Path) -> ClaimFile:

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ from .errors import StoreError
 
 __all__ = ["StoreLock"]
 
-_registry: dict[str, StoreLock] = {}
+_registry: weakref.WeakValueDictionary[str, StoreLock] = weakref.WeakValueDictionary()
 _registry_lock = threading.Lock()
 _registry_pid = pid()
 
@@ -33,8 +34,17 @@ class StoreLock:
         self.path = path
         self._thread_lock = threading.RLock()
         self._fd = -1
+        self._pid = pid()
         self._depth = 0
         self._mode = 0
+
+    def __del__(self) -> None:
+        # The last user is gone (the registry holds locks weakly): release the descriptor.
+        try:
+            if self._fd >= 0 and self._pid == pid():
+                os.close(self._fd)
+        except Exception:
+            pass
 
     @classmethod
     def for_path(cls, path: Path) -> StoreLock:
@@ -61,9 +71,20 @@ class StoreLock:
                 ) from None
         return self._fd
 
+    def _after_fork(self) -> None:
+        """In a forked child: the inherited descriptor shares the parent's lock, so open
+        our own (the parent keeps its descriptor and its lock)."""
+        if self._pid != pid():
+            self._pid = pid()
+            self._fd = -1
+            self._depth = 0
+            self._mode = 0
+            self._thread_lock = threading.RLock()
+
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the lock exclusively (one thread of one process)."""
+        self._after_fork()
         with self._thread_lock:
             self._acquire(fcntl.LOCK_EX)
             try:
@@ -74,6 +95,7 @@ class StoreLock:
     @contextmanager
     def shared(self) -> Iterator[None]:
         """Hold the lock against writers (other readers may hold it too)."""
+        self._after_fork()
         with self._thread_lock:
             self._acquire(fcntl.LOCK_SH)
             try:

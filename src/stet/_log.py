@@ -103,6 +103,13 @@ class LogFile:
         #: A head (file generation) whose records are stale and must be ignored.
         self.ignored_head: Any = None
 
+    def __del__(self) -> None:
+        try:
+            if self._fd >= 0 and self._pid == pid():
+                os.close(self._fd)
+        except Exception:
+            pass
+
     @property
     def head(self) -> Any:
         """The codec's head state of the file as last read (``None``: not read yet)."""

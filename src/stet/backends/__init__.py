@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,9 @@ def get_backend(path: str | os.PathLike[str], **options: Any) -> BaseBackend:
     return cls(Path(path), **options)
 
 
-_shared: dict[tuple[str, int, tuple[tuple[str, Any], ...]], BaseBackend] = {}
+# Weak: a backend lives as long as a decorated function (or other user) holds it.
+_SharedKey = tuple[str, int, tuple[tuple[str, Any], ...]]
+_shared: weakref.WeakValueDictionary[_SharedKey, BaseBackend] = weakref.WeakValueDictionary()
 _shared_lock = threading.Lock()
 
 

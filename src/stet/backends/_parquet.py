@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +51,14 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-_open_backends: weakref.WeakSet[ParquetBackend] = weakref.WeakSet()
+# Backends that appended to a sidecar not folded yet. Strong references: a backend that
+# is dropped before the interpreter exits must still fold what it wrote.
+_unfolded: set[ParquetBackend] = set()
 
 
 @atexit.register
 def _fold_all_at_exit() -> None:
-    for backend in list(_open_backends):
+    for backend in list(_unfolded):
         with contextlib.suppress(Exception):
             backend.fold()
 
@@ -191,7 +192,7 @@ class ParquetBackend(IndexedBackend):
         with self._lock.exclusive():
             self._poll_base(index)
             self._log.append(record, self._side)
-        _open_backends.add(self)
+        _unfolded.add(self)
         if self._log.count > max(FOLD_MIN, self._base_rows):
             self.fold()
 
@@ -200,9 +201,9 @@ class ParquetBackend(IndexedBackend):
         with self._mutex, self._lock.exclusive():
             self._load_base(self._index)
             self._log.poll(self._side)
-            if not self._log.path.exists():
-                return
-            self._rewrite(lambda r: True)
+            if self._log.path.exists():
+                self._rewrite(lambda r: True)
+            _unfolded.discard(self)
 
     def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
         with self._lock.exclusive():

@@ -361,6 +361,13 @@ class SqliteBackend(IndexedBackend):
             f"untouched; move it aside or point the store at another path."
         )
 
+    def __del__(self) -> None:
+        try:
+            if self._raw_fd >= 0 and self._pid == pid():
+                os.close(self._raw_fd)
+        except Exception:  # interpreter shutdown
+            pass
+
     def close(self) -> None:
         with self._mutex:
             if self._conn is not None and self._pid == pid():
