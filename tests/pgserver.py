@@ -58,7 +58,10 @@ class PgServer:
         self.user = "stet_user"
         self.password = "pw-" + secrets.token_hex(8) + "-SECRET"
         self.dbname = "stet_test"
-        self.root = Path(tempfile.mkdtemp(prefix="stet-pg-"))
+        # In /tmp: the server's user must reach it (TMPDIR may sit under a private home),
+        # and the socket's path must stay short.
+        self.root = Path(tempfile.mkdtemp(prefix="stet-pg-",
+                                          dir="/tmp" if os.path.isdir("/tmp") else None))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self._run_as: dict[str, Any] = {}
