@@ -65,6 +65,13 @@ class PgServer:
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self._run_as: dict[str, Any] = {}
+        try:
+            self._setup(fsync)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, fsync: bool) -> None:
         if os.geteuid() == 0:
             try:
                 pw = pwd.getpwnam("postgres")
@@ -89,14 +96,10 @@ class PgServer:
                 "full_page_writes = off\nshared_buffers = 64MB\n"
             )
         self.start()
-        try:
-            self._pg("psql", "-h", str(self.root), "-p", str(self.port), "-U", "stet_admin",
-                     "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q",
-                     "-c", f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}'",
-                     "-c", f"CREATE DATABASE {self.dbname} OWNER {self.user}")
-        except BaseException:
-            self.close()
-            raise
+        self._pg("psql", "-h", str(self.root), "-p", str(self.port), "-U", "stet_admin",
+                 "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q",
+                 "-c", f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}'",
+                 "-c", f"CREATE DATABASE {self.dbname} OWNER {self.user}")
 
     def _pg(self, tool: str, *args: str) -> None:
         res = subprocess.run([str(self.bindir / tool), *args], capture_output=True,
