@@ -584,3 +584,33 @@ def test_bad_table_names_are_value_errors(pg_server: Any, table: str) -> None:
     url = pg_server.url() + "?table=" + quote(table, safe="")
     with pytest.raises(ValueError, match="table"):
         get_backend(url)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://u:p%40ss@h:5432/db?table=x&sslmode=require",
+     "postgresql://u:***@h:5432/db?table=x&sslmode=require"),
+    ("postgresql://?table=x", "postgresql://?table=x"),
+    ("postgresql:///db?host=/run/pg&password=zz", "postgresql:///db?host=/run/pg&password=***"),
+    ("postgres://u@h1:1,h2:2/db", "postgres://u@h1:1,h2:2/db"),
+    ("postgresql://u:pw@h", "postgresql://u:***@h"),
+])
+def test_urls_are_shown_masked(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
+
+
+def test_everything_from_the_environment(pg_server: Any,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """``postgresql://?table=...``: host, port, user, password and database from libpq's
+    environment variables (and the password never shown)."""
+    for k, v in (("PGHOST", "127.0.0.1"), ("PGPORT", str(pg_server.port)),
+                 ("PGUSER", pg_server.user), ("PGPASSWORD", pg_server.password),
+                 ("PGDATABASE", pg_server.dbname)):
+        monkeypatch.setenv(k, v)
+    with get_backend("postgresql://?table=from_env") as b:
+        b.record({"x": 1})
+        assert b.has({"x": 1})
+        assert repr(b) == "PostgresBackend('postgresql://?table=from_env')"
+    monkeypatch.setenv("PGUSER", "nobody")
+    with pytest.raises(stet.StoreError) as info:
+        get_backend("postgresql://?table=from_env").has({"x": 1})
+    assert pg_server.password not in _texts(info.value)

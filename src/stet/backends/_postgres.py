@@ -48,7 +48,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote
 
 from .._claims import claim_offset
 from .._identity import RESERVED_PREFIX
@@ -114,24 +114,31 @@ def url_scheme(path: object) -> str | None:
     return m.group(1) if m else None
 
 
+def _split(url: str) -> tuple[str, str, str, str, list[str]]:
+    """``scheme://userinfo@hosts/path?query`` into (scheme, userinfo, hosts and path,
+    password or "", query items), by hand: libpq URLs may hold several ``host:port``s
+    and may leave the host out, which ``urllib`` does not keep as they are."""
+    scheme, _, rest = url.partition("://")
+    rest = rest.split("#", 1)[0]
+    rest, _, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    password = ""
+    if at and ":" in userinfo:
+        userinfo, _, password = userinfo.partition(":")
+    return (scheme, userinfo + at, hosts + slash + path, password,
+            query.split("&") if query else [])
+
+
 def mask_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (for messages and ``repr``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url.split("://", 1)[0] + "://***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hosts = netloc.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{hosts}"
-    query = "&".join(
-        (item.split("=", 1)[0] + "=***")
-        if unquote(item.split("=", 1)[0]).lower() == "password" else item
-        for item in parts.query.split("&")
-    ) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    scheme, userinfo, location, password, items = _split(url)
+    if password:
+        userinfo = userinfo[:-1] + ":***@"
+    items = [item.split("=", 1)[0] + "=***"
+             if unquote(item.split("=", 1)[0]).lower() == "password" else item
+             for item in items]
+    return f"{scheme}://{userinfo}{location}" + ("?" + "&".join(items) if items else "")
 
 
 class _Target:
@@ -141,11 +148,11 @@ class _Target:
         if not is_postgres_url(url):
             raise ValueError(f"not a PostgreSQL URL: {mask_url(url)!r}")
         self.display = mask_url(url)
-        parts = urlsplit(url)
+        scheme, userinfo, location, password, items = _split(url)
         table: str | None = None
         kept: list[str] = []
         self.secrets: list[str] = []
-        for item in parts.query.split("&") if parts.query else []:
+        for item in items:
             name, _, value = item.partition("=")
             if unquote(name) == "table":
                 table = unquote(value)
@@ -153,16 +160,16 @@ class _Target:
             if unquote(name).lower() == "password" and value:
                 self.secrets += [value, unquote(value)]
             kept.append(item)
-        if parts.password:
-            self.secrets += [parts.password, unquote(parts.password),
-                             quote(unquote(parts.password), safe="")]
+        if password:
+            self.secrets += [password, unquote(password), quote(unquote(password), safe="")]
         env_pw = os.environ.get("PGPASSWORD")
         if env_pw:
             self.secrets.append(env_pw)
         self.secrets = sorted({s for s in self.secrets if s}, key=len, reverse=True)
         self.table = _check_table(DEFAULT_TABLE if table is None else table, self.display)
-        self.url = urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(kept),
-                               parts.fragment))
+        if password:
+            userinfo = userinfo[:-1] + ":" + password + "@"
+        self.url = f"{scheme}://{userinfo}{location}" + ("?" + "&".join(kept) if kept else "")
         # Identifies the store in this process (password left out).
         self.key = f"{mask_url(self.url)}\x00{self.table}"
 
