@@ -245,7 +245,7 @@ def run_page(page: Page, tmp_path: Path, env_extra: dict[str, str] | None = None
     script = run_dir / (Path(page.path).name + ".py")
     script.write_text(script_for(page, run_dir), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STET_")}
-    env.update(PYTHONUNBUFFERED="1", COLUMNS="100", NO_COLOR="1", TERM="dumb",
+    env.update(PYTHONUNBUFFERED="1", COLUMNS="100", NO_COLOR="1", TERM="dumb", LC_ALL="C.UTF-8",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                MPLBACKEND="Agg")
     env.update(env_extra or {})
