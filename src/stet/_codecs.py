@@ -170,6 +170,8 @@ class CsvCodec(Codec):
         # csv quotes a cell holding "\n" but not one holding a lone "\r" when the line
         # terminator is "\n"; rows with "\r" anywhere are written fully quoted.
         self._quoted = csv.writer(self._buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        self._header: Sequence[str] | None = None
+        self._header_set: frozenset[str] = frozenset()
 
     def _line(self, row: Sequence[str]) -> str:
         self._buf.seek(0)
@@ -237,14 +239,17 @@ class CsvCodec(Codec):
         return Parsed(Chunk(header=header, rows=rows), end, tail)
 
     def _cells(self, record: Mapping[str, str], header: Sequence[str]) -> list[str] | None:
-        if any(k not in header for k in record):
+        if self._header is not header:  # the set of the last header seen, for membership
+            self._header, self._header_set = header, frozenset(header)
+        if not self._header_set.issuperset(record):
             return None
-        empties = [k for k, v in record.items() if v == ""]
-        if empties:
+        if "" in record.values():
+            empties = [k for k, v in record.items() if v == ""]
             if EMPTY_FIELD not in header:
                 return None
             record = {**record, EMPTY_FIELD: json.dumps(empties)}
-        return [record.get(h, "") for h in header]
+        get = record.get
+        return [get(h, "") for h in header]
 
     def frame(self, record: Mapping[str, str], head: Any, first: bool) -> bytes | None:
         cells = self._cells(record, head)
