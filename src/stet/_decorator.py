@@ -260,7 +260,8 @@ def once(
     Args:
         func: The function to decorate (when used without parentheses).
         store: Path to the store file. Backend is inferred from extension:
-            ``.csv``, ``.json``, ``.sqlite``/``.db``, ``.parquet``.
+            ``.csv``, ``.json``, ``.sqlite``/``.db``, ``.parquet``; or a PostgreSQL URL
+            (``postgresql://user@host/db?table=NAME``) for workers on many machines.
         key: Parameter names that uniquely identify a run. If omitted, all parameters
             are used (a first ``self``/``cls`` is left out).
         name: The function name stored with each run (default ``func.__qualname__``).
