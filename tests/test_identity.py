@@ -1244,3 +1244,33 @@ def test_odd_field_names_round_trip_through_store(fmt: str, records: list[dict[s
 )
 def test_round_trip_examples(fmt: str, records: list[dict[str, Any]]) -> None:
     _check_round_trip(fmt, records)
+
+
+def test_pandas_objects_are_keyed_by_their_whole_content() -> None:
+    """pandas abbreviates long frames in str(); two differing only in hidden rows differ."""
+    pd = pytest.importorskip("pandas")
+    a = pd.DataFrame({"x": range(1000)})
+    b = a.copy()
+    b.iloc[500, 0] = -1
+    assert str(a) == str(b)
+    assert canonical(a) != canonical(b)
+    assert canonical(a) == canonical(a.copy())
+    assert canonical(a["x"]) != canonical(b["x"])
+
+
+def test_huge_ints_have_a_text() -> None:
+    big = 10**5000
+    assert canonical(big) != canonical(big + 1)
+
+    @stet.once(store="unused.csv")
+    def f(n: int) -> None: ...
+
+    run = f.__stet_run__  # type: ignore[attr-defined]
+    assert run.binder.bind((big,), {})[1] == (canonical(big),)
+
+
+def test_methods_bound_to_objects_are_refused() -> None:
+    np = pytest.importorskip("numpy")
+    with pytest.raises(TypeError):
+        canonical(np.arange(3).sum)
+    assert canonical(len) == "len"

@@ -21,6 +21,7 @@ __all__ = ["Binder", "UnstableValueError", "canonical", "format_call"]
 RESERVED_PREFIX = "_stet_"
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_BIG = 10**18  # ints beyond take the slow path (Python limits int-to-text conversion)
 
 
 class UnstableValueError(TypeError):
@@ -38,7 +39,7 @@ def canonical(value: Any) -> str:
     t = type(value)
     if t is str:
         return value  # type: ignore[no-any-return]
-    if t is int or t is bool or t is float or value is None:
+    if t is bool or t is float or value is None:
         return repr(value)
     return _canonical_slow(value, nested=False)
 
@@ -68,7 +69,7 @@ def _canonical_slow(value: Any, *, nested: bool) -> str:
     module = type(value).__module__
     if module == "numpy" or module.startswith("numpy."):
         return _canonical_numpy(value, nested=nested)
-    if module.startswith("pandas."):
+    if module == "pandas" or module.startswith("pandas."):
         return _canonical_pandas(value)
     if isinstance(value, tuple) and hasattr(value, "_fields"):
         inner = ", ".join(
@@ -121,7 +122,13 @@ def _canonical_slow(value: Any, *, nested: bool) -> str:
 
 def _is_named_callable(value: Any) -> bool:
     """Functions, classes, builtins and NumPy's function objects (ufuncs, dispatchers)."""
-    if inspect.isfunction(value) or inspect.isclass(value) or inspect.isbuiltin(value):
+    if inspect.isbuiltin(value):
+        owner = getattr(value, "__self__", None)
+        if owner is not None and not inspect.ismodule(owner) and not inspect.isclass(owner):
+            # a method bound to an object (e.g. arr.sum): its identity is the object's
+            raise UnstableValueError("it is a method bound to an object")
+        return True
+    if inspect.isfunction(value) or inspect.isclass(value):
         return True
     if inspect.ismethod(value):
         return False  # bound to an instance: its identity is the instance's
@@ -167,7 +174,8 @@ def _canonical_pandas(value: Any) -> str:
     if isinstance(value, (pd.DataFrame, pd.Series, pd.Index)):
         hashes = pd.util.hash_pandas_object(value, index=True).to_numpy()
         h = hashlib.sha256(hashes.tobytes())
-        h.update(repr(getattr(value, "dtypes", value.dtype)).encode())
+        dtypes = value.dtypes if isinstance(value, pd.DataFrame) else value.dtype
+        h.update(repr(dtypes).encode())
         if isinstance(value, pd.DataFrame):
             h.update(_canonical_slow(list(value.columns), nested=True).encode())
         kind = type(value).__name__
@@ -304,7 +312,7 @@ class Binder:
             t = type(v)
             if t is str:
                 texts.append(v)
-            elif t is int or t is float or t is bool or v is None:
+            elif t is float or t is bool or v is None or (t is int and -_BIG < v < _BIG):
                 texts.append(repr(v))
             else:
                 try:
