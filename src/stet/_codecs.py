@@ -198,6 +198,10 @@ class CsvCodec(Codec):
         rows = list(csv.reader(io.StringIO(text, newline="")))
         if len(rows) != 1 or not rows[0] or "" in rows[0] or len(set(rows[0])) != len(rows[0]):
             raise _corrupt(path, "its first line is not a header of distinct field names", "CSV")
+        if not any(name.startswith(RESERVED_PREFIX) for name in rows[0]):
+            raise _corrupt(path, f"its header has no {RESERVED_PREFIX}* column, so it is a data "
+                                 f"file, not a store (every stet store, 0.0.2's included, has "
+                                 f"{RESERVED_PREFIX}timestamp)", "CSV")
         return list(rows[0]), end
 
     def parse(self, data: bytes, head: Any, first: bool, path: Path) -> Parsed:
