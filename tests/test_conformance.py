@@ -1274,3 +1274,17 @@ def test_v002_store_stays_readable_by_other_tools(fmt: str, tmp_path: Path) -> N
     assert got == expected
     if fmt != "postgres":
         assert os.path.getsize(path) > 0
+
+
+def test_a_data_csv_is_not_taken_for_a_store(tmp_path: Path) -> None:
+    """store= pointed at a results table by mistake: refused, the file left untouched."""
+    data = tmp_path / "results.csv"
+    data.write_text("alpha,seed,loss\n0.1,0,0.25\n0.5,1,0.5\n")
+    before = data.read_bytes()
+
+    @stet.once(store=data)
+    def f(alpha: float, seed: int) -> None: ...
+
+    with pytest.raises(stet.CorruptStoreError, match="data file"):
+        f(0.1, 0)
+    assert data.read_bytes() == before
