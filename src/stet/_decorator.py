@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._claims import claim_offset
 from ._config import settings
+from ._exit import at_exit
 from ._identity import Binder, format_call
 from ._index import FUNC_FIELD
 from .backends import shared_backend
@@ -64,6 +65,7 @@ class _Run:
         from .backends import backend_class
 
         backend_class(store)  # an unknown extension fails at decoration, not mid-sweep
+        _declare(store, self.options)
         self.backend: BaseBackend | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -195,6 +197,38 @@ class _Ticket:
 def _error_text(exc: BaseException) -> str:
     text = str(exc)
     return text if len(text) <= 2000 else text[:1997] + "..."
+
+
+_declared: set[tuple[str, tuple[tuple[str, Any], ...]]] = set()
+
+
+def _declare(store: str | os.PathLike[str], options: dict[str, Any]) -> None:
+    """Remember file stores that may need finishing at exit (Parquet, SQLite): workers of
+    a process pool may have written them even if this process never opened them."""
+    if isinstance(store, str) and "://" in store:
+        return
+    if Path(store).suffix.lower() in (".parquet", ".sqlite", ".sqlite3", ".db"):
+        if not _declared:
+            at_exit(_finish_declared)
+        _declared.add((os.path.abspath(store), tuple(sorted(options.items()))))
+
+
+def _finish_declared() -> None:
+    for store, options in list(_declared):
+        if not (Path(store + ".stet-log").exists() or Path(store + "-wal").exists()):
+            continue
+        backend = shared_backend(store, create=False, **dict(options))
+        if backend is not None:
+            backend.finish()
+            continue
+        # Never opened here (pool workers wrote it): finish it in a fresh interpreter, as
+        # this one is shutting down and can no longer import what Parquet needs.
+        import subprocess
+        import sys
+
+        code = ("import sys; from stet.backends import get_backend;"
+                "get_backend(sys.argv[1]).finish()")
+        subprocess.run([sys.executable, "-c", code, store], check=False, timeout=600)
 
 
 def _iso(epoch: float) -> str:

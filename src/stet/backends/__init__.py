@@ -112,14 +112,17 @@ _shared: weakref.WeakValueDictionary[_SharedKey, BaseBackend] = weakref.WeakValu
 _shared_lock = threading.Lock()
 
 
-def shared_backend(path: str | os.PathLike[str], **options: Any) -> BaseBackend:
-    """The process-wide backend for ``path`` used by decorated functions (one index each)."""
+def shared_backend(
+    path: str | os.PathLike[str], *, create: bool = True, **options: Any
+) -> BaseBackend | Any:
+    """The process-wide backend for ``path`` used by decorated functions (one index each);
+    with ``create=False``, ``None`` unless this process already has it."""
     cls = backend_class(path)
     url = _url_scheme(path) is not None
     where = os.fspath(path) if url else os.path.abspath(path)
     key = (where, os.getpid(), tuple(sorted(options.items())))
     with _shared_lock:
         backend = _shared.get(key)
-        if backend is None:
+        if backend is None and create:
             backend = _shared[key] = cls(where if url else Path(where), **options)
         return backend

@@ -156,6 +156,9 @@ class BaseBackend(ABC):
         """Forget recorded failures of matching runs."""
         return self._failure_log().remove(func, fields)
 
+    def finish(self) -> None:  # noqa: B027 - optional for custom backends
+        """Make the store file alone hold every run (fold sidecars); done at exit."""
+
     def close(self) -> None:  # noqa: B027 - optional for custom backends
         """Release files and connections; the backend reopens them if used again."""
 

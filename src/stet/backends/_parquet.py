@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
 from .._codecs import JsonLinesCodec
+from .._exit import at_exit, ensure_registered
 from .._identity import canonical
 from .._index import Index, bulk
 from .._locking import StoreLock
@@ -56,11 +56,12 @@ def _pyarrow() -> Any:
 _unfolded: set[ParquetBackend] = set()
 
 
-@atexit.register
 def _fold_all_at_exit() -> None:
     for backend in list(_unfolded):
-        with contextlib.suppress(Exception):
-            backend.fold()
+        backend.fold()
+
+
+at_exit(_fold_all_at_exit)
 
 
 class ParquetBackend(IndexedBackend):
@@ -193,7 +194,13 @@ class ParquetBackend(IndexedBackend):
             self._poll_base(index)
             self._log.append(record, self._side)
         _unfolded.add(self)
+        ensure_registered()
         if self._log.count > max(FOLD_MIN, self._base_rows):
+            self.fold()
+
+    def finish(self) -> None:
+        """Fold the sidecar, if there is one."""
+        if self._log.path.exists():
             self.fold()
 
     def fold(self) -> None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import sqlite3
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .._exit import at_exit, ensure_registered
 from .._fs import is_local_filesystem
 from .._index import Index, bulk
 from .._pid import pid
@@ -27,12 +28,13 @@ META = "stet_meta"
 _open_backends: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
 
 
-@atexit.register
 def _close_all_at_exit() -> None:
     """Close connections so SQLite folds the WAL into the database file itself."""
     for backend in list(_open_backends):
-        with contextlib.suppress(Exception):
-            backend.close()
+        backend.close()
+
+
+at_exit(_close_all_at_exit)
 
 
 class SqliteBackend(IndexedBackend):
@@ -93,22 +95,20 @@ class SqliteBackend(IndexedBackend):
                 if is_local_filesystem(self.path):
                     # WAL: a quarter of the cost per commit; needs memory shared between
                     # processes, so only on a filesystem known to be local.
-                    mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+                    mode = _switch_to_wal(conn, mode)
                 else:
                     # A rollback journal (safe on NFS, unlike WAL), kept between commits:
                     # half the cost per commit of creating and deleting it each time.
                     conn.execute("PRAGMA journal_mode=PERSIST")
             self._journal_wal = mode == "wal"
         except sqlite3.DatabaseError as exc:
-            raise CorruptStoreError(
-                f"{self.path} is not a readable SQLite store ({exc}). The file was left "
-                f"untouched; move it aside or point the store at another path."
-            ) from None
+            raise self._error(exc) from None
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
         self._conn, self._pid = conn, pid()
         self._data_version = -1
         _open_backends.add(self)
+        ensure_registered()
         return conn
 
     def _load_field_map(self, conn: sqlite3.Connection) -> None:
@@ -353,13 +353,24 @@ class SqliteBackend(IndexedBackend):
             raise self._error(exc) from None
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        if isinstance(exc, sqlite3.OperationalError) and (
+            "locked" in str(exc) or "busy" in str(exc)
+        ):
             return StoreError(f"SQLite store {self.path} stayed locked by another process "
                               f"for too long ({exc}); try again.")
         return CorruptStoreError(
             f"{self.path} is not a readable SQLite store ({exc}). The file was left "
             f"untouched; move it aside or point the store at another path."
         )
+
+    def finish(self) -> None:
+        """Fold the WAL into the database file (if no other process is using it)."""
+        if Path(str(self.path) + "-wal").exists():
+            conn = self._connect(create=False)
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.close()
 
     def __del__(self) -> None:
         try:
@@ -378,6 +389,20 @@ class SqliteBackend(IndexedBackend):
             self._raw_fd = -1
             self._reset(self._index)
             self._data_version = -1
+
+
+def _switch_to_wal(conn: sqlite3.Connection, mode: str) -> str:
+    """Turn on WAL; another process opening the store at the same moment can make SQLite
+    answer "database is locked" at once (the busy timeout does not cover it): retry, and
+    keep the rollback journal if the store stays busy."""
+    for attempt in range(50):
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    return mode
 
 
 def _next_counter(counter: bytes) -> bytes:

@@ -1,0 +1,49 @@
+"""Leave stores whole when a process ends normally.
+
+Parquet sidecars are folded into the Parquet file and SQLite's WAL into the database file
+when a process exits normally, so the store file alone holds every run. ``atexit`` covers
+ordinary scripts; worker processes of ``multiprocessing`` and ``concurrent.futures`` end
+with ``os._exit`` after running multiprocessing's own finalizers, so the hooks are
+registered there too (once per process, from the first store such a process writes).
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+from collections.abc import Callable
+
+from ._pid import pid
+
+__all__ = ["at_exit"]
+
+_hooks: list[Callable[[], None]] = []
+_registered_in = -1
+
+
+def at_exit(hook: Callable[[], None]) -> None:
+    """Run ``hook`` when this process (or a forked child using stores) ends normally."""
+    if hook not in _hooks:
+        _hooks.append(hook)
+    ensure_registered()
+
+
+def ensure_registered() -> None:
+    """Register the hooks in this process (call from code a forked child runs)."""
+    global _registered_in
+    if _registered_in == pid():
+        return
+    _registered_in = pid()
+    atexit.register(_run)
+    if "multiprocessing" in sys.modules:
+        from multiprocessing import util
+
+        util.Finalize(None, _run, exitpriority=0)
+
+
+def _run() -> None:
+    for hook in list(_hooks):
+        try:
+            hook()
+        except Exception as exc:  # never turn a clean exit into a traceback
+            print(f"[stet] at exit: {exc}", file=sys.stderr)
