@@ -59,11 +59,13 @@ def open_store(store: str | os.PathLike[str]) -> BaseBackend:
 
     backend = get_backend(store)
     if not backend.exists():
-        # A sweep whose every run failed so far has failure records but no store file.
+        # A sweep whose every run failed so far has failure records but no store file,
+        # and one whose first runs are still running has only claims.
         path = getattr(backend, "path", None)
-        log = (path.with_name(path.name + ".failures.jsonl")
-               if isinstance(path, Path) else None)  # (a URL store has no files)
-        if log is None or not log.exists():
+        companions = ([path.with_name(path.name + ".failures.jsonl"),
+                       path.with_name(path.name + ".claims")]
+                      if isinstance(path, Path) else [])  # (a URL store has no files)
+        if not any(c.exists() for c in companions):
             raise FileNotFoundError(f"no stet store at {display(store)!r}")
     return backend
 
