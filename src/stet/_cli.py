@@ -384,9 +384,9 @@ def _export_parquet(table: Table, path: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stet",
-        description="Look at, reset, copy and export stet stores (the files that record "
-                    "which runs of a sweep are done). STORE is a store path: .csv, .json, "
-                    ".sqlite/.db or .parquet.",
+        description="Look at, reset, copy and export stet stores (what records which "
+                    "runs of a sweep are done). STORE is a store path (.csv, .json, "
+                    ".sqlite/.db, .parquet) or a postgresql:// URL.",
         epilog="Examples:\n"
                "  stet status runs.csv --grid alpha,seed\n"
                "  stet ls runs.csv --where seed=3\n"
