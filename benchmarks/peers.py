@@ -20,7 +20,7 @@ fit in ``budget`` (at most ``bench_core.CALLS``, at least ``MIN_CALLS``). ``open
 time this fresh process took to import the library plus the first lookup on the store.
 
 One JSON object is printed per (format, size): ``record``/``skip`` in µs per call,
-``calls``, ``open`` in s, ``disk`` in bytes; or ``skipped`` with the reason.
+``calls``, ``open`` and ``open_cpu`` in s, ``disk`` in bytes; or ``skipped`` with the reason.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def prepare_002(path: Path, n: int) -> None:
         conn.close()
 
 
-def run_002(spec: dict[str, Any], import_s: float) -> None:
+def run_002(spec: dict[str, Any], import_s: tuple[float, float]) -> None:
     import bench_core
     import stet
     from stet.backends import get_backend
@@ -129,15 +129,16 @@ def run_002(spec: dict[str, Any], import_s: float) -> None:
             prepare_002(path, size)
             disk = bench_core.disk_usage(store)
             with quiet():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 get_backend(path).has({"alpha": 0.5, "seed": 0})
-                opened = import_s + time.perf_counter() - t0
+                opened = import_s[0] + time.perf_counter() - t0
+                opened_cpu = import_s[1] + time.process_time() - c0
                 f = stet.once(store=path, key=["alpha", "seed"])(bench_core.experiment)
                 new = range(size, size + bench_core.CALLS)
                 record, calls = timed(f, new, spec["budget"])
                 skip, _ = timed(f, new[:calls], spec["budget"])
             emit(fmt=fmt, size=size, record=record, skip=skip, calls=calls, open=opened,
-                 disk=disk)
+                 open_cpu=opened_cpu, disk=disk)
             seen.append((size, record / 1e6))
             shutil.rmtree(store)
 
@@ -173,7 +174,7 @@ class JoblibStore:
         self.size = max(self.size, n)
 
 
-def run_joblib(spec: dict[str, Any], import_s: float) -> None:
+def run_joblib(spec: dict[str, Any], import_s: tuple[float, float]) -> None:
     from joblib import Memory
 
     import bench_core
@@ -199,26 +200,27 @@ def run_joblib(spec: dict[str, Any], import_s: float) -> None:
             rate = (time.perf_counter() - t0) / grown
         disk = bench_core.disk_usage(root)
         per_entry = disk / store.size
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         f = Memory(root, verbose=0).cache(bench_core.experiment)  # a fresh Memory
         if not f.check_call_in_cache(0.5, 0):
             raise RuntimeError("joblib does not see the prepared store: its layout changed")
-        opened = import_s + time.perf_counter() - t0
+        opened = import_s[0] + time.perf_counter() - t0
+        opened_cpu = import_s[1] + time.process_time() - c0
         first = max(size, store.size)  # never a seed cached by an earlier size
         new = range(first, first + bench_core.CALLS)
         record, calls = timed(f, new, spec["budget"])
         skip, _ = timed(f, new[:calls], spec["budget"])
         store.size = first + calls
         emit(fmt="joblib", size=size, record=record, skip=skip, calls=calls, open=opened,
-             disk=disk)
+             open_cpu=opened_cpu, disk=disk)
     shutil.rmtree(root)
 
 
 def main() -> None:
     peer, spec = sys.argv[1], json.loads(sys.argv[2])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     importlib.import_module({"stet002": "stet", "joblib": "joblib"}[peer])
-    import_s = time.perf_counter() - t0
+    import_s = (time.perf_counter() - t0, time.process_time() - c0)
     if peer == "stet002":
         run_002(spec, import_s)
     else:
