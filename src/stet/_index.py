@@ -86,13 +86,11 @@ class Index:
         )
         names = tuple(header[i] for i in key_pos)
         n = len(columns[0])
-        intern = self._intern.setdefault
         if FUNC_FIELD in header:
-            funcs: Sequence[str] = list(map(intern, columns[header.index(FUNC_FIELD)],
-                                            columns[header.index(FUNC_FIELD)]))
+            funcs: Sequence[str] = self._shared(columns[header.index(FUNC_FIELD)])
         else:
             funcs = [""] * n
-        cols = [funcs] + [list(map(intern, columns[i], columns[i])) for i in key_pos]
+        cols = [funcs] + [self._shared(columns[i]) for i in key_pos]
         new_rows: list[Row] = list(zip(*cols, strict=True))
         self._group(names).extend(new_rows)
         for target, pos in self._feeds.get(names, ()):
@@ -101,6 +99,15 @@ class Index:
             else:
                 target.update(zip(*(cols[p] for p in pos), strict=True))
         self.count += n
+
+    def _shared(self, column: Sequence[str]) -> Sequence[str]:
+        """The column with repeated values sharing one string object (memory), when a
+        sample says values repeat; columns of distinct values are kept as they are."""
+        sample = column[:256]
+        if len(set(sample)) > len(sample) // 4:
+            return column
+        intern = self._intern.setdefault
+        return list(map(intern, column, column))
 
     def add(self, record: Mapping[str, str]) -> None:
         """Add one record (a mapping of field name to canonical text)."""

@@ -65,13 +65,16 @@ def _fsync_dir(directory: Path) -> None:
 
 def read_from(fd: int, offset: int) -> bytes:
     """Everything in the file from ``offset`` to its end, read with ``pread``."""
-    parts: list[bytes] = []
-    while True:
-        part = os.pread(fd, 1 << 24, offset)
-        if not part:
-            return b"".join(parts)
+    size = os.fstat(fd).st_size
+    first = os.pread(fd, max(size - offset, 0) + 1, offset)  # one read, one buffer
+    if len(first) <= size - offset:
+        return first
+    parts = [first]  # the file grew meanwhile
+    offset += len(first)
+    while part := os.pread(fd, 1 << 24, offset):
         parts.append(part)
         offset += len(part)
+    return b"".join(parts)
 
 
 Snapshot = tuple[int, int, int, int]
@@ -196,7 +199,7 @@ class LogFile:
             offset += start
             data = data[start:]
             self._pos = offset
-        parsed = self.codec.parse(data, self._head, self._count == 0, self.path)
+        parsed = self.codec.parse(data, self._head, self._count == 0, self.path, keys_only=True)
         return parsed
 
     def records(self) -> list[Record]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .._exit import at_exit, ensure_registered
 from .._fs import is_local_filesystem
-from .._index import Index, bulk
+from .._index import FUNC_FIELD, Index, bulk
 from .._pid import pid
 from .._sql import column_list, quote_ident
 from ..errors import CorruptStoreError, StoreError
@@ -62,6 +62,7 @@ class SqliteBackend(IndexedBackend):
         self._data_version = -1
         self._generation: str | None = None
         self._columns: list[str] | None = None  # field names, in table column order
+        self._schema_version = -1
         # SQLite column names ignore case: a field whose name differs from an existing
         # column's only in case gets a column of its own, named in stet_meta.
         self._field_of: dict[str, str] = {}  # column -> field, where they differ
@@ -202,16 +203,22 @@ class SqliteBackend(IndexedBackend):
         if gen != self._generation:
             self._reset(index)
             self._generation = gen
-        if self._columns is None:
-            self._columns = self._table_columns(conn)
+        schema = conn.execute("PRAGMA schema_version").fetchone()[0]
+        if self._columns is None or schema != self._schema_version:
+            self._columns = self._table_columns(conn)  # another process may have added some
+            self._schema_version = schema
             if self._columns is None:
                 return
+        # Only what the index needs: key fields and the function (not timestamps, results)
+        wanted = [c for c in self._columns if c == FUNC_FIELD or not c.startswith("_stet_")]
+        if not wanted:
+            wanted = self._columns[:1]
+        select = column_list(self._column(c) for c in wanted)
         cur = conn.execute(
-            f"SELECT rowid, * FROM {TABLE} WHERE rowid > ? ORDER BY rowid", (self._last_rowid,)
+            f"SELECT rowid, {select} FROM {TABLE} WHERE rowid > ? ORDER BY rowid",
+            (self._last_rowid,),
         )
-        header = self._fields([d[0] for d in cur.description][1:])
-        if header != self._columns:
-            self._columns = header
+        header = wanted
         with bulk():
             rows = cur.fetchall()
             if not rows:
