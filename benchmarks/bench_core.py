@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import inspect
 import os
 import sqlite3
@@ -150,6 +151,7 @@ def measure(f: Callable[..., Any], size: int, repeat: int = 1) -> dict[str, floa
     store holding seeds 0..size-1. With ``repeat`` > 1, each cost is the best of that many
     rounds, each on new runs (on a loaded machine, the least disturbed)."""
     f(0.5, 0)  # open the store (timed separately)
+    gc.collect()  # the collector's one pass over the freshly loaded index belongs to opening
     floor = floor_decorator(experiment)
     for s in range(size - CALLS, size):  # the floor's dict holds the done runs too
         floor(0.5, s)

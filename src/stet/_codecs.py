@@ -34,7 +34,7 @@ EMPTY_FIELD = "_stet_empty"
 class Chunk:
     """Records parsed from a file: aligned rows (``None`` = field absent) or dicts."""
 
-    __slots__ = ("columns", "dicts", "header", "rows")
+    __slots__ = ("columns", "dicts", "header", "index_rows", "rows")
 
     def __init__(
         self,
@@ -47,8 +47,14 @@ class Chunk:
         self.rows: list[Sequence[str | None]] = rows if rows is not None else []
         self.dicts: list[Record] = dicts if dicts is not None else []
         self.columns: Sequence[Sequence[str]] = columns if columns is not None else []
+        #: Rows already in the index's layout: (key names sorted, [(func, value...)]).
+        self.index_rows: tuple[tuple[str, ...], list[tuple[str, ...]]] | None = None
 
     def feed(self, index: Index) -> None:
+        if self.index_rows is not None:
+            with bulk():
+                index.add_index_rows(*self.index_rows)
+            return
         if self.header is not None and self.columns:
             with bulk():
                 index.add_columns(self.header, self.columns)
@@ -86,7 +92,9 @@ class Chunk:
         yield from self.dicts
 
     def __len__(self) -> int:
-        return (len(self.columns[0]) if self.columns else 0) + len(self.rows) + len(self.dicts)
+        indexed = len(self.index_rows[1]) if self.index_rows is not None else 0
+        columns = len(self.columns[0]) if self.columns else 0
+        return indexed + columns + len(self.rows) + len(self.dicts)
 
 
 class Parsed:
@@ -327,6 +335,15 @@ _JSON_TORN = re.compile(rb"\s*(,\s*(\{[^\n]*)?)?\]?\s*")
 _decoder = json.JSONDecoder()
 
 
+def _all_text(column: Sequence[Any]) -> bool:
+    """Whether every value is a ``str`` (``str.join`` checks that in C)."""
+    try:
+        "".join(column)
+    except TypeError:
+        return False
+    return True
+
+
 def _skip_ws_back(data: bytes, end: int) -> int:
     """The offset just past the last non-whitespace byte before ``end``."""
     while end and data[end - 1] in b" \t\r\n":
@@ -436,6 +453,16 @@ class JsonCodec(Codec):
             keys = items[0].keys()
             header = tuple(keys)
             if all(map(keys.__eq__, map(dict.keys, items))):  # same fields everywhere
+                if keys_only and FUNC_FIELD in header:
+                    # Straight into the index's own row layout: (function, sorted keys...)
+                    names = tuple(sorted(h for h in header
+                                         if not h.startswith(RESERVED_PREFIX)))
+                    getter = operator.itemgetter(FUNC_FIELD, *names)
+                    rows = list(map(getter, items)) if names else []
+                    if rows and all(map(_all_text, zip(*rows, strict=True))):
+                        chunk = Chunk()
+                        chunk.index_rows = (names, rows)
+                        return Parsed(chunk, end, "clean")
                 if keys_only:
                     header = tuple(h for h in header
                                    if h == FUNC_FIELD or not h.startswith(RESERVED_PREFIX))
@@ -444,7 +471,7 @@ class JsonCodec(Codec):
                     columns: list[Sequence[str]] = [rows]
                 else:
                     columns = list(zip(*rows, strict=True))
-                if rows and all(set(map(type, col)) == {str} for col in columns):
+                if rows and all(map(_all_text, columns)):
                     return Parsed(Chunk(header=header, columns=columns), end, "clean")
         dicts = [_check_object(o, path, "JSON") for o in items]
         return Parsed(Chunk(dicts=dicts), end, "clean")

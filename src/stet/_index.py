@@ -100,6 +100,18 @@ class Index:
                 target.update(zip(*(cols[p] for p in pos), strict=True))
         self.count += n
 
+    def add_index_rows(self, names: tuple[str, ...], rows: list[Row]) -> None:
+        """Add rows already laid out as ``(func, value...)`` for sorted field ``names``."""
+        if not rows:
+            return
+        self._group(names).extend(rows)
+        for target, pos in self._feeds.get(names, ()):
+            if pos is None:
+                target.update(rows)
+            else:
+                target.update(tuple(r[p] for p in pos) for r in rows)
+        self.count += len(rows)
+
     def _shared(self, column: Sequence[str]) -> Sequence[str]:
         """The column with repeated values sharing one string object (memory), when a
         sample says values repeat; columns of distinct values are kept as they are."""
