@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ._log import read_from
-from ._pid import pid
+from ._pid import close_if_ours, pid
 from .errors import StoreError
 
 __all__ = ["ClaimFile", "Claims", "claim_offset"]
@@ -82,11 +82,7 @@ class ClaimFile:
     def __del__(self) -> None:
         # Nobody uses these claims any more (the registry holds them weakly); closing the
         # descriptor releases nothing that is still claimed.
-        try:
-            if self._fd >= 0 and self._pid == pid():
-                os.close(self._fd)
-        except Exception:
-            pass
+        close_if_ours(self._fd, self._pid)
 
     @classmethod
     def for_path(cls, path: Path) -> ClaimFile:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._pid import pid
+from ._pid import close_if_ours, pid
 from .errors import StoreError
 
 __all__ = ["StoreLock"]
@@ -40,11 +40,7 @@ class StoreLock:
 
     def __del__(self) -> None:
         # The last user is gone (the registry holds locks weakly): release the descriptor.
-        try:
-            if self._fd >= 0 and self._pid == pid():
-                os.close(self._fd)
-        except Exception:
-            pass
+        close_if_ours(self._fd, self._pid)
 
     @classmethod
     def for_path(cls, path: Path) -> StoreLock:

@@ -23,7 +23,7 @@ from typing import Any
 from ._codecs import Codec, Parsed, Record
 from ._index import Index
 from ._locking import StoreLock
-from ._pid import pid
+from ._pid import close_if_ours, pid
 from .errors import CorruptStoreError
 
 __all__ = ["LogFile", "StoreWarning", "atomic_write"]
@@ -107,11 +107,7 @@ class LogFile:
         self.ignored_head: Any = None
 
     def __del__(self) -> None:
-        try:
-            if self._fd >= 0 and self._pid == pid():
-                os.close(self._fd)
-        except Exception:
-            pass
+        close_if_ours(self._fd, self._pid)
 
     @property
     def head(self) -> Any:

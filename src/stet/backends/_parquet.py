@@ -51,14 +51,16 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-# Backends that appended to a sidecar not folded yet. Strong references: a backend that
-# is dropped before the interpreter exits must still fold what it wrote.
-_unfolded: set[ParquetBackend] = set()
+# Stores this process appended to and has not folded yet (paths, not backends, so that
+# backends and their descriptors can go when unused): folded when the process exits.
+_unfolded: set[Path] = set()
 
 
 def _fold_all_at_exit() -> None:
-    for backend in list(_unfolded):
-        backend.fold()
+    for path in list(_unfolded):
+        if sidecar_path(path).exists():
+            ParquetBackend(path).fold()
+        _unfolded.discard(path)
 
 
 at_exit(_fold_all_at_exit)
@@ -193,7 +195,7 @@ class ParquetBackend(IndexedBackend):
         with self._lock.exclusive():
             self._poll_base(index)
             self._log.append(record, self._side)
-        _unfolded.add(self)
+        _unfolded.add(self.path)
         ensure_registered()
         if self._log.count > max(FOLD_MIN, self._base_rows):
             self.fold()
@@ -210,7 +212,7 @@ class ParquetBackend(IndexedBackend):
             self._log.poll(self._side)
             if self._log.path.exists():
                 self._rewrite(lambda r: True)
-            _unfolded.discard(self)
+            _unfolded.discard(self.path)
 
     def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
         with self._lock.exclusive():

@@ -14,7 +14,7 @@ from typing import Any
 from .._exit import at_exit, ensure_registered
 from .._fs import is_local_filesystem
 from .._index import FUNC_FIELD, Index, bulk
-from .._pid import pid
+from .._pid import close_if_ours, pid
 from .._sql import column_list, quote_ident
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record
@@ -380,11 +380,7 @@ class SqliteBackend(IndexedBackend):
             self.close()
 
     def __del__(self) -> None:
-        try:
-            if self._raw_fd >= 0 and self._pid == pid():
-                os.close(self._raw_fd)
-        except Exception:  # interpreter shutdown
-            pass
+        close_if_ours(self._raw_fd, self._pid)
 
     def close(self) -> None:
         with self._mutex:
