@@ -376,7 +376,7 @@ class SqliteBackend(IndexedBackend):
             conn = self._connect(create=False)
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for others
             self.close()
 
     def __del__(self) -> None:
