@@ -155,13 +155,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ls(args: argparse.Namespace) -> int:
+def _selected(
+    args: argparse.Namespace,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+    """Records (or failures, with ``--failed``), those matching ``--where``/``--func``,
+    and the parsed ``--where``; shared by ``ls`` and ``export``."""
     backend = open_store(args.store)
     records = backend.failures() if args.failed else backend.load()
     where = _where(args.where)
     if where:
         _check_fields(where, records, args.store)
-    rows = _matching(records, where, args.func)
+    return records, _matching(records, where, args.func), where
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    records, rows, where = _selected(args)
     total = len(rows)
     if args.limit is not None and args.limit >= 0:
         rows = rows[-args.limit:] if args.limit else []
@@ -315,12 +323,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if ext not in writers:
         raise UsageError(f"cannot export to {args.out!r}: the extension {ext or '(none)'} is "
                          f"not one of {', '.join(writers)}")
-    backend = open_store(args.store)
-    records = backend.failures() if args.failed else backend.load()
-    where = _where(args.where)
-    if where:
-        _check_fields(where, records, args.store)
-    rows = _matching(records, where, args.func)
+    _, rows, _ = _selected(args)
     table = tabulate(rows)
     tmp = f"{args.out}.tmp-{os.getpid()}"
     try:
