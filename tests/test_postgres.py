@@ -29,6 +29,7 @@ import pytest
 
 import stet
 from conftest import PgStore, pg_rows, pg_store
+from stet._claims import claim_offset
 from stet.backends import get_backend
 from stet.backends._postgres import PostgresBackend, _Session, mask_url
 
@@ -360,6 +361,66 @@ def test_known_runs_cost_no_round_trip_a_record_one_a_run_two(
     backend = count.backend()
     backend.append_record({"i": "9", "_stet_func": "count"})
     assert len(trips) == 1, "a record is one round trip"
+
+
+def test_claims_back_off_after_collisions_only_for_runs_shorter_than_a_trip(
+    url: PgStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers walking a sweep in the same order collide on every run; a worker that
+    collided waits a random moment before its next claim, but only while the function's
+    runs are shorter than a round trip (the pause itself is measured by the benchmark)."""
+    import stet.backends._postgres as pgmod
+
+    monkeypatch.setattr(pgmod, "random", type("R", (), {"uniform": staticmethod(
+        lambda lo, hi: hi)}))  # the longest pause the policy allows
+
+    @stet.once(store=url, name="quick", verbose=False)
+    def quick(i: int) -> int:
+        return i
+
+    @stet.once(store=url, name="slow", verbose=False)
+    def slow(i: int) -> int:
+        time.sleep(0.05)
+        return i
+
+    for i in range(5):
+        quick(i)
+        slow(i)
+    claims = quick.backend().claims()
+    assert claims is slow.backend().claims()
+    quick_info, slow_info = {"func": "quick"}, {"func": "slow"}
+    assert claims._pause_for(quick_info) == 0.0, "no collision yet, yet a pause"
+
+    # A round trip of 20 ms, whatever the machine's load: quick runs are shorter, slow ones
+    # (50 ms) longer. (The benchmark measures the real thing.)
+    monkeypatch.setattr(claims, "_timed", lambda trip: None)
+    claims._rtt = 0.02
+
+    def longest(info: dict[str, str]) -> float:  # as if asked right at the collision
+        return claims._pause_for(info, now=claims._collided_at)
+
+    def held() -> float:  # how long a run of quick holds its claim: run, record
+        return claims._short["quick"] + claims._rtt
+
+    with get_backend(url) as other:  # another worker (its own session) holds two runs
+        for name in ("quick", "slow"):
+            assert other.claims().try_claim(
+                claim_offset(name, ("i",), ("7",)), {"func": name}) is None
+        assert quick(7) is None  # running elsewhere: a collision
+        assert longest(quick_info) == pytest.approx(held())
+        assert quick(7) is None
+        assert longest(quick_info) == pytest.approx(2 * held())  # doubled
+        for _ in range(4):  # 6 collisions: 1, 2, 4, 8, 16, 16
+            quick(7)
+        assert longest(quick_info) == pytest.approx(16 * held())  # capped
+        assert claims._pause_for(quick_info, now=claims._collided_at + 1.0) < 0, \
+            "time spent since the collision does not count"
+        assert longest(slow_info) == 0.0, "a claim of a long run would pause"
+        assert slow(7) is None
+        assert longest(slow_info) == 0.0
+
+    assert quick(100) == 100  # it ran: the pause halves
+    assert longest(quick_info) == pytest.approx(8 * held())
 
 
 def test_tables_created_once_by_workers_starting_together(url: PgStore) -> None:

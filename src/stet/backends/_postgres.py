@@ -41,6 +41,7 @@ import hashlib
 import json
 import operator
 import os
+import random
 import re
 import select
 import threading
@@ -293,6 +294,7 @@ class _Session:
         self.pg = pg
         self.pid = os.getpid()
         self.broken = False  # interrupted mid-exchange: never reuse
+        self.trips = 0  # round trips made
         self.prepared: set[str] = set()
         enc = pg.parameter_status(b"server_encoding") or b""
         self.ascii_only = enc.upper() not in (b"UTF8", b"UTF-8")
@@ -341,6 +343,7 @@ class _Session:
         own implicit transaction), then read the results: one list per segment."""
         if self.broken:
             raise _Lost("the connection was interrupted")
+        self.trips += 1
         try:
             out = self._run(segments)
         except _QueryError:
@@ -751,7 +754,9 @@ class PostgresBackend(IndexedBackend):
             stmts.append((None, "SELECT set_config('synchronous_commit', 'on', false)", ()))
         stmts.append((None, f"LISTEN {quote_ident(self._channel)}", ()))
         try:
+            t0 = time.monotonic()
             session.run([stmts])
+            self._claims._timed(time.monotonic() - t0)
         except _QueryError as exc:
             self._drop_session()
             raise StoreError(f"cannot set up a session on PostgreSQL store {self.path}: "
@@ -1027,6 +1032,8 @@ class PostgresBackend(IndexedBackend):
                 with self._mutex:
                     self._check_fork()
                     held = self._claims._held_for_record(record)
+                    if held is not None and held[1].ran is None:
+                        held[1].ran = time.time() - held[1].since
                     self._with_retry(functools.partial(self._append_op, feed=feed,
                                                        record=record, state=state, held=held))
                 return
@@ -1187,11 +1194,12 @@ class PostgresBackend(IndexedBackend):
 
 _ANNOUNCE_AFTER = 0.1  # seconds a run lasts before it is announced, once runs are short
 _SHORT_RUN = 0.05  # a function whose runs take less is announced lazily
+_BACKOFF_MAX = 16.0  # a backoff waits at most this many times a run and its record
 
 
 class _Claim:
-    __slots__ = ("announced", "done_elsewhere", "epoch", "info", "interrupted", "since",
-                 "thread")
+    __slots__ = ("announced", "done_elsewhere", "epoch", "info", "interrupted", "ran",
+                 "since", "thread")
 
     def __init__(self, thread: int, epoch: int, info: dict[str, Any]) -> None:
         self.thread = thread
@@ -1201,6 +1209,7 @@ class _Claim:
         self.announced = False  # a row in T_claims says so
         self.interrupted = False  # the lock was lost with a connection at some point
         self.done_elsewhere = False  # claimed, then found recorded: release lazily
+        self.ran: float | None = None  # seconds from the claim to its record (or failure)
 
 
 class _PgClaims:
@@ -1225,6 +1234,9 @@ class _PgClaims:
         self._pending_announced: list[int] = []
         self._pending_since = 0.0
         self._short: dict[str, float] = {}  # function -> typical run time (seconds)
+        self._rtt = 0.0  # typical round trip of a claim (seconds)
+        self._level = 0.0  # backoff, in run durations (0: none)
+        self._collided_at = 0.0
         self._thread: threading.Thread | None = None
         self._thread_pid = 0
         q = backend._q
@@ -1285,6 +1297,12 @@ class _PgClaims:
 
     def try_claim(self, offset: int, info: dict[str, Any]) -> str | None:
         """Claim ``offset`` without waiting: ``None`` on success, else who holds it."""
+        pause = self._pause_for(info)
+        if pause > 0:
+            time.sleep(pause)  # not holding the mutex: other threads go on
+        return self._try_claim(offset, info)
+
+    def _try_claim(self, offset: int, info: dict[str, Any]) -> str | None:
         b = self._b
         me = threading.get_ident()
         with b._mutex:
@@ -1295,13 +1313,17 @@ class _PgClaims:
             eager = self._eager(info)
 
             def op(s: _Session) -> tuple[bool, str]:
+                trips, t0 = s.trips, time.monotonic()
                 b._check_ready(s, create=True)
                 res = b._catch_up(s, b._feed, [self._claim_stmt(offset, info, eager)])[0]
+                if s.trips == trips + 1:
+                    self._timed(time.monotonic() - t0)
                 return (_value(res, 0, 0) == b"t",
                         (_value(res, 0, 1) or b"").decode("utf-8", "replace"))
 
             ok, holder = b._with_retry(op)
             if not ok:
+                self._collided()
                 return f"by {holder}" if holder else "by another worker"
             claim = self._held[offset] = self._last[me] = _Claim(me, b._epoch, info)
             claim.announced = eager
@@ -1313,7 +1335,7 @@ class _PgClaims:
     def wait_claim(self, offset: int, info: dict[str, Any]) -> None:
         """Claim ``offset``, waiting until whoever holds it releases it (or dies)."""
         delay = 0.02
-        while self.try_claim(offset, info) is not None:
+        while self._try_claim(offset, info) is not None:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
@@ -1392,14 +1414,50 @@ class _PgClaims:
 
     def _note_duration(self, claim: _Claim) -> None:
         func = str(claim.info.get("func", ""))
-        took = time.time() - claim.since
+        took = claim.ran if claim.ran is not None else time.time() - claim.since
         old = self._short.get(func)
         self._short[func] = took if old is None else 0.8 * old + 0.2 * took
+        self._level = self._level / 2 if self._level > 1 else 0.0  # it ran: ease off
+
+    # ----------------------------------------------------------------- backoff
+    def _timed(self, trip: float) -> None:
+        """Fold one round trip's duration into the typical one."""
+        rtt = self._rtt
+        self._rtt = trip if not rtt else 0.9 * rtt + 0.1 * min(trip, 4 * rtt)
+
+    def _collided(self) -> None:
+        """A claim met a run held elsewhere, or one just recorded elsewhere."""
+        self._level = min(max(self._level * 2, 1.0), _BACKOFF_MAX)
+        self._collided_at = time.monotonic()
+
+    def _pause_for(self, info: dict[str, Any], now: float | None = None) -> float:
+        """How long to wait before the next claim: after collisions, a random moment.
+
+        Workers walking one sweep in the same order otherwise reach each run together:
+        all but one find it taken (or, a moment later, recorded), one round trip each,
+        run after run. When the function's runs are shorter than a round trip, those
+        trips are most of the work: a worker that collided waits a random time up to
+        ``level`` times as long as a run holds its claim (the run and one round trip to
+        record it; ``level`` doubles with each collision up to sixteen and halves with
+        each run the worker executes), and the workers drift apart. Functions whose runs last
+        longer never wait: for them parallel workers pay off, and a collision costs
+        little beside a run.
+        """
+        level = self._level
+        if not level:
+            return 0.0
+        typical = self._short.get(str(info.get("func", "")))
+        if typical is None or typical >= self._rtt:
+            return 0.0
+        # Time spent elsewhere since the collision counts towards the wait.
+        elapsed = (time.monotonic() if now is None else now) - self._collided_at
+        return random.uniform(0.0, level * (typical + self._rtt)) - elapsed
 
     def _found_done(self, thread: int) -> None:
         claim = self._last.pop(thread, None)
         if claim is not None:
             claim.done_elsewhere = True
+            self._collided()
 
     def _defer(self, offset: int, claim: _Claim) -> None:
         if not self._pending:
