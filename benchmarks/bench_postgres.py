@@ -16,9 +16,10 @@ Measured, in this order, each on a new table:
 * sweep: ``--workers`` processes, each with its own connection, call the same decorated
   no-op function over the same ``--runs`` combinations, claims included. Twice: each
   worker starting at its own place in the sweep ("spread"), then all walking it in the
-  same order ("same order": they keep colliding on the same runs, so most calls are
-  skips of runs another worker holds or has just finished). Every combination must run
-  exactly once (checked); the figure is runs per second overall.
+  same order ("same order", as a job array of one script does: they reach each run
+  together, so most calls are skips of runs another worker holds or has just finished,
+  and workers that collided back off for a moment). Every combination must run exactly
+  once (checked); the figure is runs per second overall.
 * record / skip: in one process, the cost per call of a new run (check, claim, run,
   record) and of a run already done (answered from the local index, no round trip).
 

@@ -24,7 +24,10 @@ A lookup of a run the local index already holds costs no round trip: removals no
 every listening session (``LISTEN``/``NOTIFY``), and a lookup only reads what the socket
 already holds. A miss costs one round trip. The decorator needs two per executed run:
 claiming it also catches up (so the decorator asks the index alone first), and recording
-inserts, catches up and releases the claim after the commit.
+inserts, catches up and releases the claim after the commit. Workers walking a sweep in
+the same order reach each run together; while runs are shorter than a round trip, a
+worker that found its run taken waits a random moment before its next claim, so that
+they drift apart instead of colliding on every run (``_PgClaims._pause_for``).
 
 The connection is made with libpq (through psycopg's ``pq`` module, imported lazily) in
 pipeline mode. A lost connection (server restart, network) is re-established and the
