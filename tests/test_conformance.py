@@ -626,8 +626,10 @@ def test_empty_string_and_absent_field_differ_via_backend(
     with get_backend(store_path) as fresh:
         assert not fresh.has({"x": 1, "note": ""})
         assert fresh.has({"x": 2, "note": ""})
-        by_x = {r["x"]: _user_fields(r) for r in fresh.load()}
+        loaded = fresh.load()
+        by_x = {r["x"]: _user_fields(r) for r in loaded}
         assert by_x == {"1": {"x": "1"}, "2": {"x": "2", "note": ""}}
+        assert all("_stet_empty" not in r for r in loaded), "CSV's own column leaked"
 
 
 # ===================================================================== weird field names

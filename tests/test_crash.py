@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import errno
 import inspect
 import json
 import os
@@ -441,24 +442,62 @@ def _sqlite_killed_transaction(
 
 def test_leftover_temporary_file_is_ignored(tmp_path: Path, store_path: Path, fmt: str) -> None:
     """A kill during an atomic replace leaves a half-written temporary file beside the
-    store; the store itself is whole, and later replaces still work."""
+    store; the store itself is whole, later replaces still work and remove it."""
     with get_backend(store_path) as b:
         for rec in _records(4):
             b.record(rec)
         if isinstance(b, ParquetBackend):
             b.fold()
-    for pid in (os.getpid(), 999_999):
-        tmp = store_path.with_name(f".{store_path.name}.stet-tmp-{pid}")
+    leftovers = [store_path.with_name(f".{store_path.name}.stet-tmp-{pid}")
+                 for pid in (os.getpid(), 999_999)]
+    for tmp in leftovers:
         tmp.write_bytes(b"PAR1 half written \x00\x01 ,\n[{\"i\": ")
+    other = store_path.with_name(f".other{store_path.name}.stet-tmp-999999")
+    other.write_bytes(b"another store's")
     with get_backend(store_path) as b:
         assert len(b.load()) == 4
         assert b.remove({"i": 0}) == 1
+        if fmt in ("csv", "json", "parquet"):  # replaced the file: the leftovers went
+            assert not any(tmp.exists() for tmp in leftovers)
         b.record({"i": 7, "note": "new"})
+    assert other.exists()
     with get_backend(store_path) as b:
         assert sorted(int(r["i"]) for r in b.load()) == [1, 2, 3, 7]
         if isinstance(b, ParquetBackend):
             b.fold()
     _check_valid_for_other_tools(store_path, fmt, 4)
+
+
+def test_full_disk_during_a_replace_leaves_the_store_as_it_was(
+    store_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replace that cannot be written (no space left) fails with a message naming the
+    store, leaves the store whole and unchanged, and leaves no temporary file."""
+    if fmt in ("sqlite", "postgres"):
+        pytest.skip(f"{fmt} removes in a transaction, not by replacing a file")
+    with get_backend(store_path) as b:
+        for rec in _records(4):
+            b.record(rec)
+        if isinstance(b, ParquetBackend):
+            b.fold()
+    before = store_path.read_bytes()
+    real_write = os.write
+
+    def full(fd: int, data: Any) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(f".stet-tmp-{os.getpid()}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    with get_backend(store_path) as b:
+        with pytest.raises(stet.StoreError, match="No space left") as err:
+            b.remove({"i": 0})
+        assert str(store_path) in str(err.value)
+    monkeypatch.undo()
+    assert store_path.read_bytes() == before
+    assert list(store_path.parent.glob(".*stet-tmp*")) == []
+    with get_backend(store_path) as b:
+        assert sorted(int(r["i"]) for r in b.load()) == [0, 1, 2, 3]
 
 
 def test_parquet_kills_between_replace_and_sidecar_delete(tmp_path: Path) -> None:

@@ -81,14 +81,21 @@ class Chunk:
             index.add_rows(keys, rows)
 
     def records(self) -> Iterator[Record]:
-        if self.header is not None and self.columns:
-            h = self.header
-            for values in zip(*self.columns, strict=True):
-                yield dict(zip(h, values, strict=True))
+        """The records as dicts (CSV's ``_stet_empty`` column, already decoded into the
+        fields it lists, is left out)."""
         if self.header is not None:
             h = self.header
+            drop = EMPTY_FIELD in h
+            for values in zip(*self.columns, strict=True):
+                record = dict(zip(h, values, strict=True))
+                if drop:
+                    del record[EMPTY_FIELD]
+                yield record
             for row in self.rows:
-                yield {k: v for k, v in zip(h, row, strict=True) if v is not None}
+                record = {k: v for k, v in zip(h, row, strict=True) if v is not None}
+                if drop:
+                    record.pop(EMPTY_FIELD, None)
+                yield record
         yield from self.dicts
 
     def __len__(self) -> int:

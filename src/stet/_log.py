@@ -14,6 +14,8 @@ One discipline for every file format (the format is a :class:`~stet._codecs.Code
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +26,7 @@ from ._codecs import Codec, Parsed, Record
 from ._index import Index
 from ._locking import StoreLock
 from ._pid import close_if_ours, pid
-from .errors import CorruptStoreError
+from .errors import CorruptStoreError, StoreError
 
 __all__ = ["LogFile", "StoreWarning", "atomic_write"]
 
@@ -34,18 +36,36 @@ class StoreWarning(UserWarning):
 
 
 def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Replace ``path`` by a file holding ``data``; readers see the old or the new file."""
+    """Replace ``path`` by a file holding ``data``; readers see the old or the new file.
+
+    The caller holds the store's exclusive lock, so no other writer is using a temporary
+    file of this store: those left by writers killed mid-write are removed. A write that
+    fails (a full disk) removes its own and leaves ``path`` as it was.
+    """
     tmp = path.with_name(f".{path.name}.stet-tmp-{pid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    for leftover in glob.glob(glob.escape(str(path.with_name(f".{path.name}.stet-tmp-")))
+                              + "*"):
+        with contextlib.suppress(OSError):
+            os.unlink(leftover)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise StoreError(f"could not rewrite {path}: {exc.strerror or exc}. The store "
+                             f"was left as it was; free some space (or fix the "
+                             f"permissions) and try again.") from exc
+        raise
     if fsync:
         _fsync_dir(path.parent)
 
