@@ -632,6 +632,25 @@ def test_empty_string_and_absent_field_differ_via_backend(
         assert all("_stet_empty" not in r for r in loaded), "CSV's own column leaked"
 
 
+def test_append_records_in_order_with_fields_appearing_midway(
+    store_path: Path, backend: BaseBackend
+) -> None:
+    """Many records at once (as ``stet copy`` writes them): all there, in order, a field
+    first seen halfway included, and every one skipped afterwards."""
+    records: list[dict[str, str]] = [
+        {"x": str(i), "_stet_func": "f", "_stet_timestamp": "t"} for i in range(30)]
+    for i in range(15, 30):
+        records[i]["extra"] = "" if i % 2 else f"e,\"{i}\"\n"
+    backend.append_records(records)
+    backend.append_records([])
+    for i in range(30):
+        key = {"x": i} if i < 15 else {"x": i, "extra": records[i]["extra"]}
+        assert backend.has(key), i
+    with get_backend(store_path) as fresh:
+        got = [_user_fields(r) for r in fresh.load()]
+    assert got == [_user_fields(r) for r in records]
+
+
 # ===================================================================== weird field names
 
 

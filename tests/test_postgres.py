@@ -30,6 +30,7 @@ import pytest
 import stet
 from conftest import PgStore, pg_rows, pg_store
 from stet._claims import claim_offset
+from stet.backends import _postgres as pgmod
 from stet.backends import get_backend
 from stet.backends._postgres import PostgresBackend, _Session, mask_url
 
@@ -271,6 +272,85 @@ def test_claim_lost_with_the_connection_is_retaken_before_recording(url: PgStore
     assert seen == [1]
     assert _recorded_field(url, "i") == ["1"]
     other.close()
+
+
+# --------------------------------------------------------------- many at once
+AWKWARD = ['plain', 'quote " and \\ backslash', "{braces}, [commas]", "new\nline",
+           "caf\u00e9 \u2603", "", "nul \x00 char", "\\\""]
+
+
+def test_append_records_writes_thousands_per_statement_exactly(
+    url: PgStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [{"i": str(i), "note": AWKWARD[i % len(AWKWARD)], "_stet_func": "bulk"}
+               for i in range(12_000)]
+    trips: list[int] = []
+    real = _Session.run
+
+    def counting(self: _Session, segments: Any) -> Any:
+        trips.append(1)
+        return real(self, segments)
+
+    with get_backend(url) as b:
+        b.exists()  # connect
+        monkeypatch.setattr(_Session, "run", counting)
+        b.append_records(records)
+        # three statements of at most 5,000 (and two trips to find and create the tables)
+        assert len(trips) <= 5, trips
+        monkeypatch.undo()
+        assert b.has({"i": 11_999, "note": AWKWARD[11_999 % len(AWKWARD)]})
+        assert len(b) == 12_000
+    with get_backend(url) as fresh:
+        got = fresh.load()
+    assert [(r["i"], r["note"]) for r in got] == [(r["i"], r["note"]) for r in records]
+
+
+def test_append_records_answer_lost_is_not_applied_twice(
+    url: PgStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection goes after the server committed a statement of many records but
+    before its answer arrived: the retry finds them and writes nothing again."""
+    real = _Session.run
+    lost: list[int] = []
+
+    def answer_lost(self: _Session, segments: Any) -> Any:
+        out = real(self, segments)
+        if not lost and any(name == "rm" for seg in segments for name, _, _ in seg):
+            lost.append(1)
+            self.pg.finish()  # as if the network went before the answer came
+            raise pgmod._Lost("connection lost")
+        return out
+
+    records = [{"i": str(i), "_stet_func": "bulk"} for i in range(7_000)]
+    with get_backend(url) as b:
+        b.exists()
+        monkeypatch.setattr(_Session, "run", answer_lost)
+        b.append_records(records)
+        monkeypatch.undo()
+        assert lost == [1]
+        assert len(b) == 7_000
+    assert sorted(int(r["i"]) for r in pg_rows(url)) == list(range(7_000))
+
+
+def test_copy_into_postgres_keeps_everything(url: PgStore, tmp_path: Path) -> None:
+    src = tmp_path / "src.csv"
+    with get_backend(src) as b:
+        for i, note in enumerate(AWKWARD):
+            b.append_record({"i": str(i), "note": note, "_stet_func": "f",
+                             "_stet_timestamp": "t"})
+    from stet._cli import main
+
+    assert main(["copy", str(src), url]) == 0
+    assert main(["copy", str(src), url]) == 0  # nothing twice
+    assert sorted((r["i"], r["note"]) for r in pg_rows(url)) == sorted(
+        (str(i), note) for i, note in enumerate(AWKWARD))
+
+    @stet.once(store=url, name="f", verbose=False)
+    def f(i: int, note: str) -> None:
+        raise AssertionError("copied, so done")
+
+    for i, note in enumerate(AWKWARD):
+        assert f(i, note) is None
 
 
 # -------------------------------------------------------------------- the index

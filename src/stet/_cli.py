@@ -279,15 +279,15 @@ def cmd_copy(args: argparse.Namespace) -> int:
     failures = [_clean(r) for r in src.failures()]
     have = {_identity(r) for r in dst.load()} if dst.exists() else set()
     have_failures = {tuple(sorted(r.items())) for r in dst.failures()} if dst.exists() else set()
-    copied = skipped = 0
+    todo: list[Record] = []
     for r in records:
         ident = _identity(r)
         if ident in have:
-            skipped += 1
             continue
-        dst.append_record(r)
+        todo.append(r)
         have.add(ident)
-        copied += 1
+    dst.append_records(todo)  # many per statement where the store allows
+    copied, skipped = len(todo), len(records) - len(todo)
     copied_f = 0
     for f in failures:
         k = tuple(sorted(f.items()))

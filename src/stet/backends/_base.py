@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,12 @@ class BaseBackend(ABC):
     def append_record(self, record: Record) -> None:
         """Record a run given as canonical texts, bookkeeping fields included."""
         self.record(dict(record))
+
+    def append_records(self, records: Sequence[Record]) -> None:
+        """Record many runs (as :meth:`append_record` does), in order. Stores that can
+        write many at once do (PostgreSQL: thousands per statement); for copies."""
+        for record in records:
+            self.append_record(record)
 
     def exists(self) -> bool:
         """Whether the store exists yet (a store is created by its first record)."""

@@ -68,6 +68,7 @@ SCHEMES = ("postgresql", "postgres")
 _SUFFIXES = ("_failures", "_meta", "_claims")
 _MAX_TABLE_BYTES = 63 - max(len(s) for s in _SUFFIXES)  # PostgreSQL truncates at 63
 _CHUNK = 20_000  # rows per catch-up statement
+_BULK = 5_000  # rows per statement of append_records
 _HOLE_WAIT = 0.2  # seconds before a hole is checked for being gone for good
 _HOST = os.uname().nodename
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -252,6 +253,13 @@ def _params(values: Sequence[object]) -> list[bytes | None]:
 
 def _array(ids: Sequence[int]) -> str:
     return "{" + ",".join(map(str, ids)) + "}"
+
+
+def _text_array(items: Sequence[bytes]) -> bytes:
+    """A ``text[]`` literal of these UTF-8 texts (each quoted, ``\\`` and ``"`` escaped)."""
+    return b"{" + b",".join(
+        b'"' + t.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"' for t in items
+    ) + b"}"
 
 
 def _parse_ids(raw: bytes | None) -> list[int]:
@@ -473,6 +481,11 @@ class _Feed:
             f"SELECT (SELECT id FROM ins), {gen}, count(*), array_agg(id), "
             f"string_agg(r::text, ',') FROM (SELECT id, coalesce(run, record) AS r FROM "
             f"{table} WHERE id > $4 ORDER BY id LIMIT $5) AS s"
+        )
+        self.sql_insert_many = (
+            f"WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($1::int4, $2::int4)) "
+            f"INSERT INTO {table} (record, run) SELECT x.rec::json, x.run::json FROM l, "
+            f"unnest($3::text[], $4::text[]) WITH ORDINALITY AS x(rec, run, n) ORDER BY x.n"
         )
         self.sql_find = (f"SELECT count(*) FROM {table} WHERE id > $1 AND "
                          f"record::text = $2::text")
@@ -1022,6 +1035,40 @@ class PostgresBackend(IndexedBackend):
 
     def _append(self, record: Record, index: Index) -> None:
         self._append_to(self._feed, record)
+
+    def append_records(self, records: Sequence[Record]) -> None:
+        """Record many runs, thousands per statement (each statement all or nothing, and
+        never applied twice across lost connections). Claims are not looked at: this is
+        for copies, not for runs being executed."""
+        for start in range(0, len(records), _BULK):
+            chunk = records[start:start + _BULK]
+            state = _AppendState()
+            with self._mutex:
+                self._check_fork()
+                self._with_retry(functools.partial(self._append_many_op, feed=self._feed,
+                                                   records=chunk, state=state))
+
+    def _append_many_op(self, s: _Session, feed: _Feed, records: Sequence[Record],
+                        state: _AppendState) -> None:
+        self._check_ready(s, create=True)
+        texts = [self._dumps(r, s) for r in records]
+        if not texts:
+            return
+        if state.sent:
+            # The statement may have committed before the connection went (all of it or
+            # none): its first row is found by its verbatim JSON text.
+            res = s.run([[(feed.prefix + "x", feed.sql_find, (state.before, texts[0]))]])
+            if int(_value(res[0][0], 0, 0) or b"0"):
+                self._stale = True
+                return
+        else:
+            state.before, state.sent = feed.max_seen, True
+        runs = [self._dumps({k: v for k, v in r.items()
+                             if k == FUNC_FIELD or not k.startswith(RESERVED_PREFIX)}, s)
+                for r in records]
+        self._run(s, [[(feed.prefix + "m", feed.sql_insert_many,
+                        (*feed.lock_keys, _text_array(texts), _text_array(runs)))]])
+        self._stale = True  # the next lookup reads the new rows back
 
     def append_failure(self, record: Record) -> None:
         """Record a failed run (in ``T_failures``)."""

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ __all__ = ["SqliteBackend"]
 
 TABLE = "stet_records"
 META = "stet_meta"
+_BULK = 10_000  # records per transaction of append_records
 
 
 _open_backends: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
@@ -259,6 +260,17 @@ class SqliteBackend(IndexedBackend):
 
     # ---------------------------------------------------------------- writing
     def _append(self, record: Record, index: Index) -> None:
+        self._append_many((record,), index)
+
+    def append_records(self, records: Sequence[Record]) -> None:
+        """Record many runs, thousands per transaction (one commit each)."""
+        with self._mutex:
+            for start in range(0, len(records), _BULK):
+                self._append_many(records[start:start + _BULK], self._index)
+
+    def _append_many(self, records: Sequence[Record], index: Index) -> None:
+        if not records:
+            return
         conn = self._connect(create=True)
         assert conn is not None
         with self._write_transaction(conn):
@@ -269,15 +281,16 @@ class SqliteBackend(IndexedBackend):
             if not fresh:
                 self._catch_up(conn, index)
                 dv = conn.execute("PRAGMA data_version").fetchone()[0]
-            self._ensure_columns(conn, record)
-            fields = tuple(record)
-            sql = self._insert_sql.get(fields)
-            if sql is None:
-                marks = ", ".join("?" * len(fields))
-                cols = column_list(self._column(f) for f in fields)
-                sql = f"INSERT INTO {TABLE} ({cols}) VALUES ({marks})"
-                self._insert_sql[fields] = sql
-            cur = conn.execute(sql, tuple(record.values()))
+            for record in records:
+                self._ensure_columns(conn, record)
+                fields = tuple(record)
+                sql = self._insert_sql.get(fields)
+                if sql is None:
+                    marks = ", ".join("?" * len(fields))
+                    cols = column_list(self._column(f) for f in fields)
+                    sql = f"INSERT INTO {TABLE} ({cols}) VALUES ({marks})"
+                    self._insert_sql[fields] = sql
+                cur = conn.execute(sql, tuple(record.values()))
         if not fresh:
             self._data_version = dv  # others' commits, all caught up (ours don't count)
         # Each write transaction adds one to the counter (rollback-journal mode).
@@ -285,7 +298,8 @@ class SqliteBackend(IndexedBackend):
             else None
         if cur.lastrowid is not None:
             self._last_rowid = cur.lastrowid
-        index.add(record)
+        for record in records:
+            index.add(record)
 
     def _ensure_columns(self, conn: sqlite3.Connection, record: Record) -> None:
         cols = self._columns
