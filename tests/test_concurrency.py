@@ -534,3 +534,50 @@ def test_long_lived_reader_never_loses_sight_of_a_record(
     assert {k for k in counts if k[0] == 0} == {(0, i) for i in range(400)}
     assert {k for k in counts if k[0] == 1} == {(1, -1)}
     assert max(counts.values()) == 1
+
+
+# ------------------------------------------------------------ SQLite, one process
+_DMS_PROBE = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1] + "-shm", os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 128)
+except OSError:
+    print("in use")
+else:
+    print("free")
+"""
+
+
+def test_sqlite_closing_one_backend_keeps_the_other_connections_locks(
+    tmp_path: Path,
+) -> None:
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it,
+    SQLite's too. Two backends of one WAL store in one process (a decorated function and
+    a ``stet.status``, say): closing one must leave the other's connection its locks, or
+    another process would think the store unused and rebuild the ``-shm`` that connection
+    has mapped (a SIGBUS, or a corrupt WAL index). SQLite marks a store in use by a shared
+    lock on byte 128 of the ``-shm`` (its "DMS" lock); another process probes it."""
+    path = tmp_path / "store.sqlite"
+
+    def probe() -> str:
+        return subprocess.run([sys.executable, "-c", _DMS_PROBE, str(path)],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    a = get_backend(path)
+    a.record({"x": 1})
+    if not Path(str(path) + "-shm").exists():
+        pytest.skip("not in WAL mode here (the filesystem is not known to be local)")
+    assert probe() == "in use"
+    for _ in range(3):
+        b = get_backend(path)
+        assert b.has({"x": 1}) and a.has({"x": 1})  # both read the change counter
+        b.close()
+        assert probe() == "in use", "closing one backend dropped the other's locks"
+        c = get_backend(path)
+        assert c.has({"x": 1})
+        del c  # dropped without close(): the same
+        assert a.has({"x": 1})
+        assert probe() == "in use"
+    a.close()
+    assert probe() == "free"

@@ -86,7 +86,9 @@ class ClaimFile:
 
     @classmethod
     def for_path(cls, path: Path) -> ClaimFile:
-        key = f"{pid()}:{os.path.abspath(path)}"
+        # One instance per file (not per spelling of its path): closing a descriptor of
+        # the file would drop every lock this process holds on it, other instances' too.
+        key = f"{pid()}:{os.path.realpath(path)}"
         with _registry_lock:
             claims = _registry.get(key)
             if claims is None:

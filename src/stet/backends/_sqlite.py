@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -14,7 +15,7 @@ from typing import Any
 from .._exit import at_exit, ensure_registered
 from .._fs import is_local_filesystem
 from .._index import FUNC_FIELD, Index, bulk
-from .._pid import close_if_ours, pid
+from .._pid import pid
 from .._sql import column_list, quote_ident
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record
@@ -27,6 +28,70 @@ _BULK = 10_000  # records per transaction of append_records
 
 
 _open_backends: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
+
+
+class _RawFiles:
+    """Read-only descriptors of a store's files (the database, its ``-shm``), for reading
+    its change counter without SQL; shared by the backends of this process.
+
+    Closing any descriptor of a file drops every POSIX lock this process holds on it,
+    SQLite's included: another connection of this process to the store would lose its
+    locks, and another process could then rebuild the ``-shm`` that connection has mapped
+    (a crash, or worse). So a descriptor is closed only once no backend of this process
+    has the store open; a forked child forgets its parent's without closing them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._users: dict[tuple[int, int], int] = {}  # (st_dev, st_ino) -> open backends
+        self._fds: dict[tuple[int, int], dict[str, int]] = {}
+        self._pending: list[tuple[int, tuple[int, int]]] = []  # leaves from __del__
+
+    def _settle(self) -> None:
+        if self._pid != pid():
+            self._pid, self._users, self._fds, self._pending = pid(), {}, {}, []
+        while self._pending:
+            owner, key = self._pending.pop()
+            if owner == self._pid:
+                self._leave(key)
+
+    def enter(self, key: tuple[int, int]) -> None:
+        with self._lock:
+            self._settle()
+            self._users[key] = self._users.get(key, 0) + 1
+
+    def fd(self, key: tuple[int, int], path: str) -> int:
+        """A descriptor of ``path`` (a file of the store ``key``); raises ``OSError``."""
+        with self._lock:
+            self._settle()
+            fds = self._fds.setdefault(key, {})
+            fd = fds.get(path)
+            if fd is None:
+                fd = fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return fd
+
+    def leave(self, key: tuple[int, int]) -> None:
+        with self._lock:
+            self._settle()
+            self._leave(key)
+
+    def leave_later(self, key: tuple[int, int]) -> None:
+        """:meth:`leave` for ``__del__``, which must not take the lock."""
+        self._pending.append((pid(), key))
+
+    def _leave(self, key: tuple[int, int]) -> None:
+        users = self._users.get(key, 0) - 1
+        if users > 0:
+            self._users[key] = users
+            return
+        self._users.pop(key, None)
+        for fd in self._fds.pop(key, {}).values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+_raw_files = _RawFiles()
 
 
 def _close_all_at_exit() -> None:
@@ -70,8 +135,11 @@ class SqliteBackend(IndexedBackend):
         self._column_of: dict[str, str] = {}  # field -> column, where they differ
         self._insert_sql: dict[tuple[str, ...], str] = {}
         # Raw read-only descriptor for the header's file change counter (offset 24), which
-        # every commit in rollback-journal mode changes: reading it costs one pread.
+        # every commit in rollback-journal mode changes (in WAL mode, of the -shm): reading
+        # it costs one pread. Owned by _raw_files, never closed here.
         self._raw_fd = -1
+        self._raw_wal = False  # the descriptor is of the -shm
+        self._file_key: tuple[int, int] | None = None  # entered in _raw_files
         self._counter: bytes | None = None
         self._journal_wal = False
 
@@ -82,6 +150,7 @@ class SqliteBackend(IndexedBackend):
         if self._pid != pid():
             self._conn = None  # never reuse a connection across fork
             self._raw_fd = -1
+            self._file_key = None
             self._counter = None
         if not create and not self.path.exists():
             return None
@@ -107,7 +176,14 @@ class SqliteBackend(IndexedBackend):
             raise self._error(exc) from None
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
-        self._conn, self._pid = conn, pid()
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            key = None
+        else:
+            key = (st.st_dev, st.st_ino)
+            _raw_files.enter(key)
+        self._conn, self._pid, self._file_key = conn, pid(), key
         self._data_version = -1
         _open_backends.add(self)
         ensure_registered()
@@ -179,12 +255,16 @@ class SqliteBackend(IndexedBackend):
         WAL mode: the WAL-index header at the start of ``<db>-shm`` (which exists while
         our connection is open). Both are documented parts of SQLite's file formats.
         """
-        if self._raw_fd < 0 or self._pid != pid():
-            target = Path(str(self.path) + "-shm") if self._journal_wal else self.path
+        if self._raw_fd < 0 or self._raw_wal != self._journal_wal or self._pid != pid():
+            key = self._file_key
+            if key is None or self._pid != pid():
+                return None
+            target = str(self.path) + "-shm" if self._journal_wal else str(self.path)
             try:
-                self._raw_fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+                self._raw_fd = _raw_files.fd(key, target)
             except OSError:
                 return None
+            self._raw_wal = self._journal_wal
         try:
             return os.pread(self._raw_fd, 48 if self._journal_wal else 4, 0 if
                             self._journal_wal else 24)
@@ -394,15 +474,18 @@ class SqliteBackend(IndexedBackend):
             self.close()
 
     def __del__(self) -> None:
-        close_if_ours(self._raw_fd, self._pid)
+        key = getattr(self, "_file_key", None)
+        if key is not None and self._pid == pid():
+            _raw_files.leave_later(key)
 
     def close(self) -> None:
         with self._mutex:
             if self._conn is not None and self._pid == pid():
                 self._conn.close()
-                if self._raw_fd >= 0:
-                    os.close(self._raw_fd)
+                if self._file_key is not None:
+                    _raw_files.leave(self._file_key)
             self._conn = None
+            self._file_key = None
             self._raw_fd = -1
             self._reset(self._index)
             self._data_version = -1
