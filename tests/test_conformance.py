@@ -1261,6 +1261,26 @@ def test_other_tools_see_records_written_in_process(store_path: Path, fmt: str) 
         assert types == {"TEXT"}
 
 
+def test_sqlite_write_refused_midway_leaves_nothing_and_new_columns_still_work(
+    tmp_path: Path,
+) -> None:
+    """A batch that fails halfway (here: a value SQLite cannot bind) is rolled back with
+    the columns it added; the next records, with those fields, are written all the same."""
+    path = tmp_path / "runs.sqlite"
+    with get_backend(path) as b:
+        b.append_record({"x": "0", "_stet_func": "f"})
+        bad: list[dict[str, Any]] = [{"x": "1", "y": "a", "_stet_func": "f"},
+                                     {"x": "2", "Y": object(), "_stet_func": "f"}]
+        with pytest.raises(stet.StoreError, match="left as it was") as err:
+            b.append_records(bad)
+        assert not isinstance(err.value, stet.CorruptStoreError)
+        b.append_record({"x": "3", "y": "b", "Y": "c", "_stet_func": "f"})
+        assert b.has({"x": 3, "y": "b", "Y": "c"}) and not b.has({"x": 1, "y": "a"})
+    with get_backend(path) as fresh:
+        assert [_user_fields(r) for r in fresh.load()] == [
+            {"x": "0"}, {"x": "3", "y": "b", "Y": "c"}]
+
+
 @pytest.mark.parametrize("ext", [".db"])
 def test_sqlite_aliases(tmp_path: Path, ext: str) -> None:
     path = tmp_path / f"runs{ext}"

@@ -305,6 +305,18 @@ def test_append_records_writes_thousands_per_statement_exactly(
     assert [(r["i"], r["note"]) for r in got] == [(r["i"], r["note"]) for r in records]
 
 
+def test_append_records_statements_stay_small() -> None:
+    """At most 5,000 records per statement, and about 32 MB of text (results saved with
+    ``save_result`` can be large; one parameter may not exceed 1 GB)."""
+    small = [{"i": str(i)} for i in range(12_001)]
+    assert [len(c) for c in pgmod._chunks(small)] == [5_000, 5_000, 2_001]
+    big = [{"i": str(i), "_stet_result": "x" * (1 << 20)} for i in range(70)]
+    sizes = [len(c) for c in pgmod._chunks(big)]
+    assert sum(sizes) == 70 and max(sizes) <= 32, sizes
+    assert [len(c) for c in pgmod._chunks([{"r": "x" * (64 << 20)}])] == [1]
+    assert list(pgmod._chunks([])) == []
+
+
 def test_append_records_answer_lost_is_not_applied_twice(
     url: PgStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -330,6 +342,27 @@ def test_append_records_answer_lost_is_not_applied_twice(
         assert lost == [1]
         assert len(b) == 7_000
     assert sorted(int(r["i"]) for r in pg_rows(url)) == list(range(7_000))
+
+
+def test_a_retried_insert_looks_for_its_rows_after_the_lost_statement_ends(
+    url: PgStore,
+) -> None:
+    """The server finishes (and commits) a statement whose client went away; a retry
+    that looked for its rows before that would write them twice. It waits."""
+    raw = _raw(url)
+    busy = raw.info.backend_pid
+    sleeper = threading.Thread(target=raw.execute, args=("SELECT pg_sleep(1.0)",))
+    sleeper.start()
+    time.sleep(0.2)
+    with get_backend(url) as b:
+        assert isinstance(b, PostgresBackend)
+        b.exists()
+        t0 = time.monotonic()
+        b._with_retry(lambda s: b._await_statement(s, busy))
+        waited = time.monotonic() - t0
+    sleeper.join()
+    raw.close()
+    assert waited >= 0.5, f"looked after {waited:.2f} s, while the statement still ran"
 
 
 def test_copy_into_postgres_keeps_everything(url: PgStore, tmp_path: Path) -> None:
@@ -493,6 +526,9 @@ def test_claims_back_off_after_collisions_only_for_runs_shorter_than_a_trip(
         for _ in range(4):  # 6 collisions: 1, 2, 4, 8, 16, 16
             quick(7)
         assert longest(quick_info) == pytest.approx(16 * held())  # capped
+        claims._rtt = 1.0  # a slow link: never more than half a second all the same
+        assert longest(quick_info) == pytest.approx(0.5)
+        claims._rtt = 0.02
         assert claims._pause_for(quick_info, now=claims._collided_at + 1.0) < 0, \
             "time spent since the collision does not count"
         assert longest(slow_info) == 0.0, "a claim of a long run would pause"

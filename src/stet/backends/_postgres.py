@@ -50,7 +50,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
@@ -69,6 +69,7 @@ _SUFFIXES = ("_failures", "_meta", "_claims")
 _MAX_TABLE_BYTES = 63 - max(len(s) for s in _SUFFIXES)  # PostgreSQL truncates at 63
 _CHUNK = 20_000  # rows per catch-up statement
 _BULK = 5_000  # rows per statement of append_records
+_BULK_BYTES = 32 << 20  # and about this much JSON text at most
 _HOLE_WAIT = 0.2  # seconds before a hole is checked for being gone for good
 _HOST = os.uname().nodename
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -253,6 +254,18 @@ def _params(values: Sequence[object]) -> list[bytes | None]:
 
 def _array(ids: Sequence[int]) -> str:
     return "{" + ",".join(map(str, ids)) + "}"
+
+
+def _chunks(records: Sequence[Record]) -> Iterator[Sequence[Record]]:
+    """``records`` in runs of at most ``_BULK`` records and about ``_BULK_BYTES`` of text."""
+    start = size = 0
+    for i, r in enumerate(records):
+        size += sum(len(k) + len(v) + 8 for k, v in r.items())
+        if i - start >= _BULK or (size > _BULK_BYTES and i > start):
+            yield records[start:i]
+            start, size = i, sum(len(k) + len(v) + 8 for k, v in r.items())
+    if start < len(records):
+        yield records[start:]
 
 
 def _text_array(items: Sequence[bytes]) -> bytes:
@@ -483,9 +496,10 @@ class _Feed:
             f"{table} WHERE id > $4 ORDER BY id LIMIT $5) AS s"
         )
         self.sql_insert_many = (
-            f"WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($1::int4, $2::int4)) "
-            f"INSERT INTO {table} (record, run) SELECT x.rec::json, x.run::json FROM l, "
-            f"unnest($3::text[], $4::text[]) WITH ORDINALITY AS x(rec, run, n) ORDER BY x.n"
+            f"WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($1::int4, $2::int4)), "
+            f"ins AS (INSERT INTO {table} (record, run) SELECT x.rec::json, x.run::json FROM l, "
+            f"unnest($3::text[], $4::text[]) WITH ORDINALITY AS x(rec, run, n) ORDER BY x.n "
+            f"RETURNING id) SELECT max(id) FROM ins"
         )
         self.sql_find = (f"SELECT count(*) FROM {table} WHERE id > $1 AND "
                          f"record::text = $2::text")
@@ -661,13 +675,16 @@ def _coerce(obj: Any) -> Record:
 
 # ----------------------------------------------------------------------- backend
 class _AppendState:
-    """One record's insert across retries: was it sent, and what was known before."""
+    """One insert across retries: was it sent, on which session, and which ids came
+    before it (its rows, if it committed, have higher ids)."""
 
-    __slots__ = ("before", "sent")
+    __slots__ = ("before", "last", "sent", "session")
 
-    def __init__(self) -> None:
+    def __init__(self, before: int = 0) -> None:
         self.sent = False
-        self.before = 0
+        self.before = before
+        self.session = 0  # the server process that received it
+        self.last = 0  # the highest id it wrote (statements of many records)
 
 
 class PostgresBackend(IndexedBackend):
@@ -1040,13 +1057,14 @@ class PostgresBackend(IndexedBackend):
         """Record many runs, thousands per statement (each statement all or nothing, and
         never applied twice across lost connections). Claims are not looked at: this is
         for copies, not for runs being executed."""
-        for start in range(0, len(records), _BULK):
-            chunk = records[start:start + _BULK]
-            state = _AppendState()
+        before = 0
+        for chunk in _chunks(records):
+            state = _AppendState(before)
             with self._mutex:
                 self._check_fork()
                 self._with_retry(functools.partial(self._append_many_op, feed=self._feed,
                                                    records=chunk, state=state))
+            before = max(before, state.last)
 
     def _append_many_op(self, s: _Session, feed: _Feed, records: Sequence[Record],
                         state: _AppendState) -> None:
@@ -1057,18 +1075,32 @@ class PostgresBackend(IndexedBackend):
         if state.sent:
             # The statement may have committed before the connection went (all of it or
             # none): its first row is found by its verbatim JSON text.
+            self._await_statement(s, state.session)
             res = s.run([[(feed.prefix + "x", feed.sql_find, (state.before, texts[0]))]])
             if int(_value(res[0][0], 0, 0) or b"0"):
                 self._stale = True
                 return
         else:
-            state.before, state.sent = feed.max_seen, True
+            state.before, state.sent = max(state.before, feed.max_seen), True
         runs = [self._dumps({k: v for k, v in r.items()
                              if k == FUNC_FIELD or not k.startswith(RESERVED_PREFIX)}, s)
                 for r in records]
-        self._run(s, [[(feed.prefix + "m", feed.sql_insert_many,
-                        (*feed.lock_keys, _text_array(texts), _text_array(runs)))]])
+        state.session = s.pg.backend_pid
+        res = self._run(s, [[(feed.prefix + "m", feed.sql_insert_many,
+                              (*feed.lock_keys, _text_array(texts), _text_array(runs)))]])
+        state.last = int(_value(res[0][0], 0, 0) or b"0")
         self._stale = True  # the next lookup reads the new rows back
+
+    def _await_statement(self, s: _Session, session: int) -> None:
+        """Wait while server process ``session`` still runs a statement: it finishes (and
+        commits) one whose client went away, so a look for its rows must come after."""
+        deadline = time.monotonic() + self.reconnect_timeout
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'"
+        while session and time.monotonic() < deadline:
+            res = s.run([[(None, sql, (session,))]])
+            if not int(_value(res[0][0], 0, 0) or b"0"):
+                return
+            time.sleep(0.05)
 
     def append_failure(self, record: Record) -> None:
         """Record a failed run (in ``T_failures``)."""
@@ -1083,7 +1115,7 @@ class PostgresBackend(IndexedBackend):
                     self._check_fork()
                     held = self._claims._held_for_record(record)
                     if held is not None and held[1].ran is None:
-                        held[1].ran = time.time() - held[1].since
+                        held[1].ran = time.monotonic() - held[1].t0
                     self._with_retry(functools.partial(self._append_op, feed=feed,
                                                        record=record, state=state, held=held))
                 return
@@ -1098,6 +1130,7 @@ class PostgresBackend(IndexedBackend):
         if state.sent:
             # An earlier attempt may have committed before the connection went: the
             # JSON text is kept verbatim, so its row is found by that text.
+            self._await_statement(s, state.session)
             res = s.run([[(feed.prefix + "x", feed.sql_find, (state.before, text))]])[0][0]
             if int(_value(res, 0, 0) or b"0"):
                 self._stale = True
@@ -1115,6 +1148,7 @@ class PostgresBackend(IndexedBackend):
                 return
         if not state.sent:
             state.before, state.sent = feed.max_seen, True
+        state.session = s.pg.backend_pid
         self._insert(s, feed, record, text, held)
 
     def _insert(self, s: _Session, feed: _Feed, record: Record, text: bytes,
@@ -1245,17 +1279,19 @@ class PostgresBackend(IndexedBackend):
 _ANNOUNCE_AFTER = 0.1  # seconds a run lasts before it is announced, once runs are short
 _SHORT_RUN = 0.05  # a function whose runs take less is announced lazily
 _BACKOFF_MAX = 16.0  # a backoff waits at most this many times a run and its record
+_PAUSE_MAX = 0.5  # and never more than this (seconds), however slow the round trips
 
 
 class _Claim:
     __slots__ = ("announced", "done_elsewhere", "epoch", "info", "interrupted", "ran",
-                 "since", "thread")
+                 "since", "t0", "thread")
 
     def __init__(self, thread: int, epoch: int, info: dict[str, Any]) -> None:
         self.thread = thread
         self.epoch = epoch  # the session holding the advisory lock (-1: none)
         self.info = info
-        self.since = time.time()
+        self.since = time.time()  # shown to people (status)
+        self.t0 = time.monotonic()  # for durations
         self.announced = False  # a row in T_claims says so
         self.interrupted = False  # the lock was lost with a connection at some point
         self.done_elsewhere = False  # claimed, then found recorded: release lazily
@@ -1348,7 +1384,7 @@ class _PgClaims:
     def try_claim(self, offset: int, info: dict[str, Any]) -> str | None:
         """Claim ``offset`` without waiting: ``None`` on success, else who holds it."""
         pause = self._pause_for(info)
-        if pause > 0:
+        if pause > 0 and offset not in self._held:  # (held here: answered without a trip)
             time.sleep(pause)  # not holding the mutex: other threads go on
         return self._try_claim(offset, info)
 
@@ -1464,7 +1500,7 @@ class _PgClaims:
 
     def _note_duration(self, claim: _Claim) -> None:
         func = str(claim.info.get("func", ""))
-        took = claim.ran if claim.ran is not None else time.time() - claim.since
+        took = claim.ran if claim.ran is not None else time.monotonic() - claim.t0
         old = self._short.get(func)
         self._short[func] = took if old is None else 0.8 * old + 0.2 * took
         self._level = self._level / 2 if self._level > 1 else 0.0  # it ran: ease off
@@ -1501,7 +1537,7 @@ class _PgClaims:
             return 0.0
         # Time spent elsewhere since the collision counts towards the wait.
         elapsed = (time.monotonic() if now is None else now) - self._collided_at
-        return random.uniform(0.0, level * (typical + self._rtt)) - elapsed
+        return min(random.uniform(0.0, level * (typical + self._rtt)), _PAUSE_MAX) - elapsed
 
     def _found_done(self, thread: int) -> None:
         claim = self._last.pop(thread, None)
@@ -1575,6 +1611,7 @@ class _PgClaims:
         """Forget claims that belong to another process (or to a closed session)."""
         self._held.clear()
         self._last.clear()
+        self._level = 0.0
         self._pending, self._pending_announced = [], []
 
     # ------------------------------------------------------------ the helper

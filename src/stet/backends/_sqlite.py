@@ -447,13 +447,25 @@ class SqliteBackend(IndexedBackend):
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                self._forget_schema(conn)  # columns added in the transaction are gone
                 raise
             if conn.in_transaction:
                 conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
 
+    def _forget_schema(self, conn: sqlite3.Connection) -> None:
+        """Drop what is known of the table's columns: the next write reads them again."""
+        self._columns = None
+        self._insert_sql.clear()
+        self._schema_version = -1
+        with contextlib.suppress(sqlite3.Error):
+            self._load_field_map(conn)
+
     def _error(self, exc: sqlite3.Error) -> StoreError:
+        if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+            return StoreError(f"SQLite store {self.path} refused a write ({exc}); the store "
+                              f"was left as it was.")
         if isinstance(exc, sqlite3.OperationalError) and (
             "locked" in str(exc) or "busy" in str(exc)
         ):
