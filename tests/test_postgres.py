@@ -538,6 +538,14 @@ def test_claims_back_off_after_collisions_only_for_runs_shorter_than_a_trip(
     assert quick(100) == 100  # it ran: the pause halves
     assert longest(quick_info) == pytest.approx(8 * held())
 
+    # Never on a thread running an event loop (an ``async def`` function's call).
+    import asyncio
+
+    async def inside() -> bool:
+        return pgmod._in_event_loop()
+
+    assert not pgmod._in_event_loop() and asyncio.run(inside())
+
 
 def test_tables_created_once_by_workers_starting_together(url: PgStore) -> None:
     code = textwrap.dedent('''

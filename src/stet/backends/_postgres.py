@@ -47,6 +47,7 @@ import os
 import random
 import re
 import select
+import sys
 import threading
 import time
 import weakref
@@ -254,6 +255,18 @@ def _params(values: Sequence[object]) -> list[bytes | None]:
 
 def _array(ids: Sequence[int]) -> str:
     return "{" + ",".join(map(str, ids)) + "}"
+
+
+def _in_event_loop() -> bool:
+    """Whether this thread is running an asyncio event loop."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:  # never imported: no loop anywhere
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _chunks(records: Sequence[Record]) -> Iterator[Sequence[Record]]:
@@ -1384,7 +1397,10 @@ class _PgClaims:
     def try_claim(self, offset: int, info: dict[str, Any]) -> str | None:
         """Claim ``offset`` without waiting: ``None`` on success, else who holds it."""
         pause = self._pause_for(info)
-        if pause > 0 and offset not in self._held:  # (held here: answered without a trip)
+        # (Not for a run held here: answered without a round trip. Not on a thread that
+        # runs an event loop, as the call of an ``async def`` function does: it would
+        # stop every other task.)
+        if pause > 0 and offset not in self._held and not _in_event_loop():
             time.sleep(pause)  # not holding the mutex: other threads go on
         return self._try_claim(offset, info)
 
