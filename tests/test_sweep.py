@@ -222,6 +222,18 @@ def test_sweep_runs_each_setting_once_and_skips_done_in_bulk(
     assert "6 settings: 0 ran, 6 skipped as done" in str(s2)
 
 
+def test_sweep_without_keeping_results(tmp_path: Path) -> None:
+    exp, calls = make(tmp_path)
+    g = stet.grid(alpha=[0.1, 0.2], seed=range(3))
+    s = stet.sweep(exp, g, progress=False, keep_results=False)
+    assert (s.ran, s.results) == (6, [])
+    assert len(calls) == 6 and s.complete
+    with ThreadPoolExecutor(2) as pool:  # through an executor: the same
+        s = stet.sweep(exp, stet.grid(alpha=[0.3], seed=range(4)), executor=pool,
+                       progress=False, keep_results=False)
+    assert (s.ran, s.results) == (4, [])
+
+
 def test_pending_in_bulk_and_duplicates(tmp_path: Path) -> None:
     exp, calls = make(tmp_path, key=["alpha", "seed"])
     g = stet.grid(alpha=[0.1, 0.2], seed=range(2))

@@ -60,7 +60,8 @@ class SweepSummary:
         failed: runs that raised (``failures`` has each setting with its error).
         not_run: settings not attempted because the sweep was stopped (Ctrl-C,
             ``stop_on_error``).
-        results: ``(setting, return value)`` of every run executed in this sweep.
+        results: ``(setting, return value)`` of every run executed in this sweep (empty
+            with ``keep_results=False``).
         elapsed: seconds the sweep took.
         interrupted: whether Ctrl-C stopped it.
     """
@@ -196,8 +197,9 @@ def pending_settings(run: _Run, settings: Iterable[Mapping[str, Any]]) -> list[S
 Outcome = tuple[str, Any, float]
 
 
-def _execute(func: Any, setting: Setting, remote: bool = False) -> Outcome:
-    """Run one setting through the decorated function's claim (in a worker, or here)."""
+def _execute(func: Any, setting: Setting, remote: bool = False, keep: bool = True) -> Outcome:
+    """Run one setting through the decorated function's claim (in a worker, or here);
+    without ``keep``, its return value is not sent back."""
     run = func if not callable(func) else _run_of(func)
     skipped: list[str] = []
     ticket = run.begin((), setting, skipped)
@@ -215,7 +217,7 @@ def _execute(func: Any, setting: Setting, remote: bool = False) -> Outcome:
             raise  # Ctrl-C, SystemExit: the claim is released, nothing recorded
         return "failed", _failure_payload(exc, remote), time.perf_counter() - t0
     ticket.done(result)
-    return "ran", result, time.perf_counter() - t0
+    return "ran", result if keep else None, time.perf_counter() - t0
 
 
 def _run_coroutine(coro: Any) -> Any:
@@ -267,10 +269,11 @@ class _Runner:
     """Runs a plan and keeps the summary and the progress display up to date."""
 
     def __init__(self, func: Any, run: _Run, summary: SweepSummary, reporter: Any,
-                 stop_on_error: bool) -> None:
+                 stop_on_error: bool, keep_results: bool) -> None:
         self.func, self.run, self.summary = func, run, summary
         self.reporter = reporter
         self.stop_on_error = stop_on_error
+        self.keep_results = keep_results
         self.first_error: BaseException | None = None
 
     def settle(self, setting: Setting, outcome: Outcome) -> None:
@@ -279,7 +282,8 @@ class _Runner:
         s.in_flight -= 1
         if kind == "ran":
             s.ran += 1
-            s.results.append((setting, payload))
+            if self.keep_results:
+                s.results.append((setting, payload))
         elif kind == "done":
             s.skipped_done += 1
         elif kind == "running":
@@ -303,7 +307,7 @@ class _Runner:
         for setting in pending:
             s.not_run -= 1
             s.in_flight += 1
-            outcome = _execute(self.run, setting)
+            outcome = _execute(self.run, setting, keep=self.keep_results)
             self.settle(setting, outcome)
             if self.stopping():
                 return
@@ -321,7 +325,7 @@ class _Runner:
                 setting = next(todo, None)
                 if setting is None:
                     return
-                fut = executor.submit(_execute, self.func, setting, True)
+                fut = executor.submit(_execute, self.func, setting, True, self.keep_results)
                 in_flight[fut] = setting
                 s.not_run -= 1
                 s.in_flight += 1
@@ -389,6 +393,7 @@ def sweep(
     progress: bool | str = True,
     stop_on_error: bool = False,
     max_in_flight: int | None = None,
+    keep_results: bool = True,
 ) -> SweepSummary:
     """Run every pending setting of a sweep through a ``@stet.once`` function.
 
@@ -420,10 +425,15 @@ def sweep(
         max_in_flight: Runs submitted to the executor at once (default: twice its
             workers, plus two). Fewer pending submissions make Ctrl-C and
             ``stop_on_error`` quicker.
+        keep_results: Keep each run's return value in ``summary.results``. ``False``
+            keeps none (workers do not even send them back): for sweeps of millions of
+            runs, or of large return values that ``save_result`` or the function itself
+            stores anyway.
 
     Returns:
         A :class:`SweepSummary`: ran, skipped as done, skipped as running elsewhere,
-        failed (with each error), and the return values of the runs that ran.
+        failed (with each error), and the return values of the runs that ran (unless
+        ``keep_results=False``).
 
     Raises:
         TypeError: ``func`` is not decorated, or a setting does not fit its signature.
@@ -439,7 +449,7 @@ def sweep(
     summary.total, summary.duplicates = plan.total, plan.duplicates
     summary.skipped_done, summary.skipped_failed = plan.done, plan.failed_before
     summary.not_run = len(plan.pending)
-    runner = _Runner(func, run, summary, reporter, stop_on_error)
+    runner = _Runner(func, run, summary, reporter, stop_on_error, keep_results)
     reporter.start(summary)
     try:
         if executor is None:
