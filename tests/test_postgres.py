@@ -360,6 +360,9 @@ def test_a_retried_insert_looks_for_its_rows_after_the_lost_statement_ends(
         t0 = time.monotonic()
         b._with_retry(lambda s: b._await_statement(s, busy))
         waited = time.monotonic() - t0
+        t0 = time.monotonic()  # its own session is never waited for (it is not gone)
+        b._with_retry(lambda s: b._await_statement(s, s.pg.backend_pid))
+        assert time.monotonic() - t0 < 5
     sleeper.join()
     raw.close()
     assert waited >= 0.5, f"looked after {waited:.2f} s, while the statement still ran"

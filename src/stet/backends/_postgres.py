@@ -1107,6 +1107,8 @@ class PostgresBackend(IndexedBackend):
     def _await_statement(self, s: _Session, session: int) -> None:
         """Wait while server process ``session`` still runs a statement: it finishes (and
         commits) one whose client went away, so a look for its rows must come after."""
+        if session == s.pg.backend_pid:
+            return  # this very session: its answer (or error) came back
         deadline = time.monotonic() + self.reconnect_timeout
         sql = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'"
         while session and time.monotonic() < deadline:
