@@ -269,14 +269,21 @@ def _in_event_loop() -> bool:
     return True
 
 
+def _run_part(record: Record) -> Record:
+    """What identifies the run of ``record``: its function and key fields (column ``run``)."""
+    return {k: v for k, v in record.items()
+            if k == FUNC_FIELD or not k.startswith(RESERVED_PREFIX)}
+
+
 def _chunks(records: Sequence[Record]) -> Iterator[Sequence[Record]]:
     """``records`` in runs of at most ``_BULK`` records and about ``_BULK_BYTES`` of text."""
     start = size = 0
     for i, r in enumerate(records):
-        size += sum(len(k) + len(v) + 8 for k, v in r.items())
-        if i - start >= _BULK or (size > _BULK_BYTES and i > start):
+        n = sum(len(k) + len(v) + 8 for k, v in r.items())
+        if i - start >= _BULK or (size + n > _BULK_BYTES and i > start):
             yield records[start:i]
-            start, size = i, sum(len(k) + len(v) + 8 for k, v in r.items())
+            start, size = i, 0
+        size += n
     if start < len(records):
         yield records[start:]
 
@@ -1095,9 +1102,7 @@ class PostgresBackend(IndexedBackend):
                 return
         else:
             state.before, state.sent = max(state.before, feed.max_seen), True
-        runs = [self._dumps({k: v for k, v in r.items()
-                             if k == FUNC_FIELD or not k.startswith(RESERVED_PREFIX)}, s)
-                for r in records]
+        runs = [self._dumps(_run_part(r), s) for r in records]
         state.session = s.pg.backend_pid
         res = self._run(s, [[(feed.prefix + "m", feed.sql_insert_many,
                               (*feed.lock_keys, _text_array(texts), _text_array(runs)))]])
@@ -1171,9 +1176,7 @@ class PostgresBackend(IndexedBackend):
         """Insert, catch up, and (after the commit) release the run's claim: one trip."""
         segments: list[list[Stmt]] = [[(
             feed.prefix + "i", feed.sql_insert,
-            (*feed.lock_keys, text, feed.max_seen, 1000, self._dumps(
-                {k: v for k, v in record.items()
-                 if k == FUNC_FIELD or not k.startswith(RESERVED_PREFIX)}, s)),
+            (*feed.lock_keys, text, feed.max_seen, 1000, self._dumps(_run_part(record), s)),
         )]]
         unlock = held is not None and held[1].epoch == self._epoch
         if unlock:

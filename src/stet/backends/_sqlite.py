@@ -447,20 +447,19 @@ class SqliteBackend(IndexedBackend):
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                self._forget_schema(conn)  # columns added in the transaction are gone
+                self._forget_schema()  # columns added in the transaction are gone
                 raise
             if conn.in_transaction:
                 conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
 
-    def _forget_schema(self, conn: sqlite3.Connection) -> None:
-        """Drop what is known of the table's columns: the next write reads them again."""
+    def _forget_schema(self) -> None:
+        """Drop what is known of the table's columns (and, with them, the field map):
+        the next use reads them again (``_table_columns``)."""
         self._columns = None
         self._insert_sql.clear()
         self._schema_version = -1
-        with contextlib.suppress(sqlite3.Error):
-            self._load_field_map(conn)
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
         if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError)):
