@@ -646,6 +646,11 @@ def test_foreign_table_is_an_error_and_untouched(url: PgStore) -> None:
     with get_backend(url) as b, pytest.raises(stet.CorruptStoreError, match="not a stet store"):
         b.record({"x": 1})
     assert raw.execute(f'SELECT * FROM "{url.table}"').fetchall() == [(1, "keep")]
+    # A table of no columns (as one being created elsewhere may look for a moment) too.
+    raw.execute(f'CREATE TABLE "{url.table}_empty" ()')
+    with get_backend(f"{url.server.url()}?table={url.table}_empty") as b, \
+            pytest.raises(stet.CorruptStoreError, match="not a stet store"):
+        b.record({"x": 1})
     raw.close()
 
 

@@ -893,13 +893,19 @@ class PostgresBackend(IndexedBackend):
             return True
         q = self._q
         names = [q["records"], q["failures"], q["meta"], q["claims"]]
-        res = s.run([[(None, "SELECT to_regclass($1)::text, to_regclass($2)::text, "
-                       "to_regclass($3)::text, to_regclass($4)::text, (SELECT string_agg("
-                       "attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY "
-                       "attnum) FROM pg_attribute WHERE attrelid = to_regclass($1) AND "
-                       "attnum > 0 AND NOT attisdropped)", names)]])[0][0]
-        exists = [_value(res, 0, i) is not None for i in range(4)]
-        columns = (_value(res, 0, 4) or b"").decode("utf-8", "replace")
+        for _ in range(3):
+            res = s.run([[(None, "SELECT to_regclass($1)::text, to_regclass($2)::text, "
+                           "to_regclass($3)::text, to_regclass($4)::text, (SELECT string_agg("
+                           "attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY "
+                           "attnum) FROM pg_attribute WHERE attrelid = to_regclass($1) AND "
+                           "attnum > 0 AND NOT attisdropped)", names)]])[0][0]
+            exists = [_value(res, 0, i) is not None for i in range(4)]
+            columns = (_value(res, 0, 4) or b"").decode("utf-8", "replace")
+            # to_regclass sees the catalog as of now, pg_attribute as of the statement's
+            # start: a table another worker created in between shows no columns. The next
+            # statement sees them.
+            if not exists[0] or columns:
+                break
         if exists[0] and not {"id bigint", "record json", "run json"} <= set(
                 columns.split(", ")):
             raise CorruptStoreError(
