@@ -163,24 +163,17 @@ class SqliteBackend(IndexedBackend):
             conn = sqlite3.connect(
                 self.path, timeout=600, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA synchronous=" + ("FULL" if self.fsync else "OFF"))
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            self._table_columns(conn)  # a foreign database raises here, untouched
-            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-            if mode in ("delete", "truncate", "persist"):
-                if is_local_filesystem(self.path):
-                    # WAL: a quarter of the cost per commit; needs memory shared between
-                    # processes, so only on a filesystem known to be local.
-                    mode = _switch_to_wal(conn, mode)
-                else:
-                    # A rollback journal (safe on NFS, unlike WAL), kept between commits:
-                    # half the cost per commit of creating and deleting it each time.
-                    conn.execute("PRAGMA journal_mode=PERSIST")
-            self._journal_wal = mode == "wal"
-        except sqlite3.DatabaseError as exc:
-            raise self._error(exc) from None
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
+        try:
+            self._prepare(conn)
+        except BaseException as exc:
+            conn.close()  # (a foreign database: nothing of ours stays open on it)
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self._error(exc) from None
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
+            raise
         try:
             st = os.stat(self.path)
         except OSError:
@@ -193,6 +186,23 @@ class SqliteBackend(IndexedBackend):
         _open_backends.add(self)
         ensure_registered()
         return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Check that the database is a stet store (or empty), then choose its journal."""
+        conn.execute("PRAGMA synchronous=" + ("FULL" if self.fsync else "OFF"))
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        self._table_columns(conn)  # a foreign database raises here, untouched
+        mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        if mode in ("delete", "truncate", "persist"):
+            if is_local_filesystem(self.path):
+                # WAL: a quarter of the cost per commit; needs memory shared between
+                # processes, so only on a filesystem known to be local.
+                mode = _switch_to_wal(conn, mode)
+            else:
+                # A rollback journal (safe on NFS, unlike WAL), kept between commits:
+                # half the cost per commit of creating and deleting it each time.
+                conn.execute("PRAGMA journal_mode=PERSIST")
+        self._journal_wal = mode == "wal"
 
     def _load_field_map(self, conn: sqlite3.Connection) -> None:
         try:
@@ -247,7 +257,8 @@ class SqliteBackend(IndexedBackend):
                                     f"{' NOT NULL' if notnull else ''}"
                                     f"{' PRIMARY KEY' if pk else ''}"
                                     f"{' with a default' if default is not None else ''}"
-                                    f"{' hidden' if hidden else ''}, where stet stores text")
+                                    f"{' hidden' if hidden else ''}, not plain TEXT as "
+                                    f"stet's columns are")
         columns = [str(r[1]) for r in rows]
         fields = self._fields(columns)
         if meta is None and not any(f.startswith(RESERVED_PREFIX) for f in fields):
