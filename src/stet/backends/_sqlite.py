@@ -535,18 +535,47 @@ class SqliteBackend(IndexedBackend):
         self._schema_version = -1
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
+        """The error to raise for ``exc``: corruption only when SQLite says the file is
+        damaged or not a database; a full disk, an I/O error, permissions and locks are
+        said as what they are (a write that fails is rolled back: the store is as it was).
+        """
         if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError)):
             return StoreError(f"SQLite store {self.path} refused a write ({exc}); the store "
                               f"was left as it was.")
-        if isinstance(exc, sqlite3.OperationalError) and (
-            "locked" in str(exc) or "busy" in str(exc)
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or (
+            not code and ("locked" in str(exc) or "busy" in str(exc))
         ):
             return StoreError(f"SQLite store {self.path} stayed locked by another process "
                               f"for too long ({exc}); try again.")
-        return CorruptStoreError(
-            f"{self.path} is not a readable SQLite store ({exc}). The file was left "
-            f"untouched; move it aside or point the store at another path."
-        )
+        if code == _SQLITE_FULL or (code == _SQLITE_IOERR and self._disk_full()):
+            # (An I/O error on a full disk: e.g. no room for the WAL's -shm file.)
+            return StoreError(f"cannot use SQLite store {self.path}: the disk is full "
+                              f"({exc}). A write in progress was rolled back and the store "
+                              f"left as it was; free some space and try again.")
+        if code in (_SQLITE_READONLY, _SQLITE_PERM, _SQLITE_CANTOPEN, _SQLITE_AUTH):
+            return StoreError(f"cannot write SQLite store {self.path} ({exc}); check the "
+                              f"permissions of the file and of its directory (SQLite writes "
+                              f"journal files beside it). The store was left as it was.")
+        if code in (_SQLITE_IOERR, _SQLITE_NOMEM):
+            return StoreError(f"SQLite store {self.path} failed: {exc} (an I/O error, or out "
+                              f"of memory). A write in progress was rolled back; check the "
+                              f"disk and try again.")
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB, _SQLITE_FORMAT) or not code:
+            return CorruptStoreError(
+                f"{self.path} is not a readable SQLite store ({exc}). The file was left "
+                f"untouched; move it aside or point the store at another path."
+            )
+        return StoreError(f"SQLite store {self.path} failed: {exc}. A write in progress "
+                          f"was rolled back; try again.")
+
+    def _disk_full(self) -> bool:
+        """Whether the store's filesystem has (next to) no room left."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < 65536
 
     def finish(self) -> None:
         """Fold the WAL into the database file (if no other process is using it)."""
@@ -592,6 +621,11 @@ def _switch_to_wal(conn: sqlite3.Connection, mode: str) -> str:
 def _next_counter(counter: bytes) -> bytes:
     return ((int.from_bytes(counter, "big") + 1) & 0xFFFFFFFF).to_bytes(4, "big")
 
+
+# SQLite's primary result codes (https://sqlite.org/rescode.html)
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM, _SQLITE_READONLY = 3, 5, 6, 7, 8
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
+_SQLITE_AUTH, _SQLITE_FORMAT, _SQLITE_NOTADB = 23, 24, 26
 
 #: Names SQLite gives the row id; a column so named hides it.
 _ROWID_ALIASES = ("rowid", "_rowid_", "oid")
