@@ -44,6 +44,11 @@ def _arrow_parquet_no_columns(path: Path) -> None:
     pq.write_table(pa.table({}), path)
 
 
+def _parquet_duplicate_columns(path: Path) -> None:
+    pq.write_table(pa.Table.from_arrays([pa.array(["1"]), pa.array(["2"]), pa.array(["t"])],
+                                        names=["a", "a", "_stet_timestamp"]), path)
+
+
 def _json_plain_objects(path: Path) -> None:
     path.write_text(json.dumps([{"alpha": "0.1", "seed": "0"}, {"alpha": "0.5", "seed": "1"}],
                                indent=2) + "\n")
@@ -82,6 +87,7 @@ FOREIGN: list[tuple[str, str, Callable[[Path], None]]] = [
     ("parquet", "pandas", _pandas_parquet),
     ("parquet", "pandas-text", _pandas_parquet_of_text),
     ("parquet", "no-columns", _arrow_parquet_no_columns),
+    ("parquet", "duplicate-columns", _parquet_duplicate_columns),
     ("json", "plain-objects", _json_plain_objects),
     ("json", "one-line", _json_one_line),
     ("json", "marker-only-later", _json_marker_only_later),
@@ -146,7 +152,7 @@ def test_a_foreign_file_is_refused_and_untouched(
             action()
         message = str(info.value)
         assert str(path) in message
-        assert "not a" in message and "store" in message
+        assert "not a" in message and "store" in message, message
         assert "untouched" in message
         assert _state(path)[:2] == before[:2]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -134,3 +135,24 @@ def test_a_full_disk_when_a_sqlite_store_is_created_is_not_corruption(
     with get_backend(store) as b:
         b.record({"x": 1})
         assert b.has({"x": 1})
+
+
+def test_sqlite_says_when_a_store_has_as_many_fields_as_it_can_hold(tmp_path: Path) -> None:
+    """SQLite allows so many columns in a table (2000 unless built otherwise; lowered to
+    30 on this connection, for speed): the field after that is refused with a StoreError
+    saying why (not "try again"), and the store keeps every earlier record."""
+    store = tmp_path / "runs.sqlite"
+    with get_backend(store) as b:
+        b.record({"f0": 0})
+        conn = b._connect(create=False)  # type: ignore[attr-defined]
+        conn.setlimit(sqlite3.SQLITE_LIMIT_COLUMN, 30)
+        with pytest.raises(stet.StoreError, match="at most 30 columns") as info:
+            for i in range(1, 100):
+                b.record({f"f{i}": i})
+        assert not isinstance(info.value, stet.CorruptStoreError)
+        assert str(store) in str(info.value)
+        kept = len(b.load())
+        assert kept == 29  # (one column holds _stet_timestamp)
+        b.record({"f0": 2})
+    with get_backend(store) as b:
+        assert len(b.load()) == kept + 1

@@ -130,6 +130,15 @@ class ParquetBackend(IndexedBackend):
     def _refuse_foreign(self, schema: Any) -> None:
         """Raise :class:`CorruptStoreError` unless the schema is a stet store's: one with a
         ``_stet_`` column (as every store has, 0.0.2's included) or stet's metadata."""
+        names = [str(n) for n in schema.names]
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise CorruptStoreError(
+                f"{self.path} is not a readable stet Parquet store: it has more than one "
+                f"column named {', '.join(map(repr, twice))[:200]} (a record holds each "
+                f"field once). The file was left untouched; move it aside or point the "
+                f"store at another path."
+            )
         meta = schema.metadata or {}
         if STORE_KEY in meta or FOLDED_KEY in meta:
             return

@@ -566,6 +566,12 @@ class SqliteBackend(IndexedBackend):
                 f"{self.path} is not a readable SQLite store ({exc}). The file was left "
                 f"untouched; move it aside or point the store at another path."
             )
+        if "too many columns" in str(exc):
+            limit = _column_limit(self._conn)
+            return StoreError(f"SQLite store {self.path} cannot take a new field: SQLite "
+                              f"allows at most {limit} columns in a table, one per field "
+                              f"name ({exc}). The store was left as it was; record runs "
+                              f"with many distinct field names in another format.")
         return StoreError(f"SQLite store {self.path} failed: {exc}. A write in progress "
                           f"was rolled back; try again.")
 
@@ -648,6 +654,16 @@ def _column_name(field: str, taken: set[str]) -> str:
         n += 1
         column = f"{base}__{n}"
     return column
+
+
+def _column_limit(conn: sqlite3.Connection | None) -> int:
+    try:
+        if conn is not None:
+            return int(conn.getlimit(sqlite3.SQLITE_LIMIT_COLUMN))
+        with contextlib.closing(sqlite3.connect(":memory:")) as mem:
+            return int(mem.getlimit(sqlite3.SQLITE_LIMIT_COLUMN))
+    except (sqlite3.Error, AttributeError):  # pragma: no cover - SQLite's default
+        return 2000
 
 
 def _encodable(text: str) -> bool:
