@@ -21,9 +21,10 @@ from typing import Any
 
 from ._identity import RESERVED_PREFIX
 from ._index import FUNC_FIELD, Index, bulk
-from .errors import CorruptStoreError
+from .errors import CorruptStoreError, StoreError
 
-__all__ = ["Chunk", "Codec", "CsvCodec", "JsonCodec", "JsonLinesCodec", "Record"]
+__all__ = ["Chunk", "Codec", "CsvCodec", "JsonCodec", "JsonLinesCodec", "Record",
+           "refuse_surrogate_pairs"]
 
 Record = dict[str, str]
 
@@ -372,6 +373,28 @@ def _check_object(obj: Any, path: Path, fmt: str) -> Record:
         else:
             raise _corrupt(path, f"field {k!r} holds {type(v).__name__}, not text", fmt)
     return out
+
+
+_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+
+
+def refuse_surrogate_pairs(path: Path, fmt: str, items: Iterator[tuple[str, str]]) -> None:
+    """Raise :class:`StoreError` for a key field whose name or value holds a surrogate
+    pair as two characters (``"\\ud800\\udc00"``): JSON (``\\ud800\\udc00``) cannot keep it
+    apart from the one character it encodes (``"\\U00010000"``), so the run would never be
+    found again. Lone surrogates are fine: JSON escapes them and reads them back."""
+    for name, value in items:
+        for what in (name, value):
+            pair = None if what.isascii() else _PAIR.search(what)
+            if pair is not None:
+                part = "name" if what is name else "value"
+                raise StoreError(
+                    f"cannot record in {fmt} store {path}: the {part} of parameter "
+                    f"{name!r:.80} holds a surrogate pair as two characters "
+                    f"({pair.group()!r}), which JSON reads back as the one character it "
+                    f"encodes, so the run could never be found again. Nothing was "
+                    f"recorded; pass the character itself (or use a SQLite store)."
+                )
 
 
 def _require_marker(obj: Any, path: Path) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .._codecs import JsonCodec
+from .._codecs import JsonCodec, refuse_surrogate_pairs
+from .._identity import RESERVED_PREFIX
+from .._index import Index
+from ._base import Record
 from ._file import FileBackend
 
 __all__ = ["JsonBackend"]
@@ -20,3 +23,15 @@ class JsonBackend(FileBackend):
     """
 
     codec_type = JsonCodec
+
+    def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
+        if super().contains_run(func, fields, texts):
+            return True
+        # Not done: the run is about to be made. Refuse now what could never be found.
+        refuse_surrogate_pairs(self.path, "JSON", zip(fields, texts, strict=True))
+        return False
+
+    def _append(self, record: Record, index: Index) -> None:
+        refuse_surrogate_pairs(self.path, "JSON", (
+            (k, v) for k, v in record.items() if not k.startswith(RESERVED_PREFIX)))
+        super()._append(record, index)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._codecs import JsonLinesCodec
+from .._codecs import JsonLinesCodec, refuse_surrogate_pairs
 from .._exit import at_exit, ensure_registered
 from .._identity import RESERVED_PREFIX, canonical
 from .._index import Index, bulk
@@ -77,7 +77,8 @@ class ParquetBackend(IndexedBackend):
     (``<store>.stet-log``, JSON Lines) and folded into the Parquet file when the process
     exits normally and whenever the sidecar grows as large as the file. stet's readers
     always see both; after a normal exit the Parquet file alone holds every run, readable
-    by ``pandas.read_parquet``. All columns are strings; an absent field is null.
+    by ``pandas.read_parquet``. All columns are strings (binary for text holding a lone
+    surrogate, which UTF-8 cannot encode); an absent field is null.
 
     Args:
         path: Path to the ``.parquet`` file.
@@ -116,7 +117,9 @@ class ParquetBackend(IndexedBackend):
         for name in header:
             col = table.column(name)
             values = col.to_pylist()
-            if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+                values = [None if v is None else _text(v) for v in values]
+            elif not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
                 values = [None if v is None else canonical(v) for v in values]
             columns.append(values)
         return header, columns, None if folded is None else folded.decode()
@@ -224,28 +227,27 @@ class ParquetBackend(IndexedBackend):
             ):
                 return True
         # Not done: the run is about to be made. Refuse now what could never be stored.
-        self._check_text(zip(fields, texts, strict=True))
+        self._check_names(fields)
+        # (the sidecar is JSON Lines: JSON cannot keep a surrogate pair as two characters)
+        refuse_surrogate_pairs(self.path, "Parquet", zip(fields, texts, strict=True))
         return False
 
-    def _check_text(self, items: Any) -> None:
-        """Raise :class:`StoreError` for a field name or value Parquet cannot hold: text
-        with a lone surrogate (Parquet's text is UTF-8, which cannot encode one)."""
-        for name, value in items:
-            for what in (name, value):
-                if what.isascii():
-                    continue
-                try:
-                    what.encode("utf-8")
-                except UnicodeEncodeError:
-                    part = "name" if what is name else "value"
-                    raise StoreError(
-                        f"cannot record in Parquet store {self.path}: the {part} of "
-                        f"parameter {name!r:.80} holds a lone surrogate "
-                        f"({what[:40]!r:.80}), which Parquet's UTF-8 text cannot hold. "
-                        f"Nothing was recorded; pass text without lone surrogates "
-                        f"(or use a JSON or SQLite store, which keep them)."
-                    ) from None
-
+    def _check_names(self, names: Any) -> None:
+        """Raise :class:`StoreError` for a field name Parquet cannot hold: one with a lone
+        surrogate (a column's name is UTF-8 text, which cannot encode one). Values with
+        one are kept (in a binary column, see :func:`_column`)."""
+        for name in names:
+            if name.isascii():
+                continue
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise StoreError(
+                    f"cannot record in Parquet store {self.path}: the name of parameter "
+                    f"{name!r:.80} holds a lone surrogate, which cannot be a Parquet "
+                    f"column's name (UTF-8 text). Nothing was recorded; rename the "
+                    f"parameter (or use a JSON or SQLite store, which keep such names)."
+                ) from None
     def contains_any(self, fields: Record) -> bool:
         names = tuple(sorted(fields))
         texts = tuple(fields[n] for n in names)
@@ -271,7 +273,9 @@ class ParquetBackend(IndexedBackend):
 
     # ---------------------------------------------------------------- writing
     def _append(self, record: Record, index: Index) -> None:
-        self._check_text(record.items())
+        self._check_names(record)
+        refuse_surrogate_pairs(self.path, "Parquet", (
+            (k, v) for k, v in record.items() if not k.startswith(RESERVED_PREFIX)))
         self._check_base()
         with self._lock.exclusive():
             self._poll_base(index)
@@ -317,7 +321,7 @@ class ParquetBackend(IndexedBackend):
             names.update(dict.fromkeys(r))
         if not names:
             names = dict.fromkeys(_existing_columns(self.path, pa))
-        columns = {n: pa.array([r.get(n) for r in kept], type=pa.string()) for n in names}
+        columns = {n: _column(pa, [r.get(n) for r in kept]) for n in names}
         table = pa.table(columns) if columns else pa.table({})
         meta = {STORE_KEY: b"1"}
         if gen is not None:
@@ -345,6 +349,23 @@ class ParquetBackend(IndexedBackend):
             self._side.clear()
             self._index.clear()
             self._base_snap = None
+
+
+def _column(pa: Any, values: list[str | None]) -> Any:
+    """A string column; a binary one (UTF-8 bytes, ``surrogatepass``) if some text holds a
+    lone surrogate, which UTF-8 text cannot encode: such values round-trip too."""
+    try:
+        return pa.array(values, type=pa.string())
+    except UnicodeEncodeError:
+        return pa.array([None if v is None else v.encode("utf-8", "surrogatepass")
+                         for v in values], type=pa.binary())
+
+
+def _text(value: bytes) -> str:
+    try:
+        return value.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return canonical(value)
 
 
 def _existing_columns(path: Path, pa: Any) -> list[str]:
