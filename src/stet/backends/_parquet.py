@@ -248,6 +248,7 @@ class ParquetBackend(IndexedBackend):
                     f"column's name (UTF-8 text). Nothing was recorded; rename the "
                     f"parameter (or use a JSON or SQLite store, which keep such names)."
                 ) from None
+
     def contains_any(self, fields: Record) -> bool:
         names = tuple(sorted(fields))
         texts = tuple(fields[n] for n in names)
