@@ -170,10 +170,9 @@ def test_a_foreign_file_is_refused_and_untouched(
     refused(lambda: stet.status(path))
     refused(lambda: stet.reset(path, key_dict={"alpha": "0.1", "seed": "0"}))
     assert _state(path)[:2] == before[:2]
-    # SQLite and Parquet leave nothing beside the file either (CSV and JSON read under
-    # their store's lock file).
+    # Nothing is left beside the file either (CSV is read under its lock file).
     beside = set(_state(path)[2]) - set(before[2])
-    assert beside <= ({f"data.{fmt}.lock"} if fmt in ("csv", "json") else set())
+    assert beside <= ({f"data.{fmt}.lock"} if fmt == "csv" else set())
 
 
 _BY_LABEL = {f"{fmt}-{label}": make for fmt, label, make in FOREIGN}

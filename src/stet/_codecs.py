@@ -427,6 +427,26 @@ class JsonCodec(Codec):
             raise _corrupt(path, "it does not start with a JSON array", "JSON")
         return True, pos + 1
 
+    def check_start(self, data: bytes, path: Path) -> None:
+        """Refuse, from the first bytes of a file alone, a file that is not a JSON store
+        (not an array, or an array whose first object lacks stet's marker). Says nothing
+        when those bytes do not settle it (the first object is longer, or torn)."""
+        head, start = self.parse_head(data, path)
+        if head is None:
+            return
+        try:
+            text = data[start:].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            text = data[start : start + exc.start].decode("utf-8")
+        pos = len(text) - len(text.lstrip(" \t\r\n"))
+        if text[pos : pos + 1] in ("", "]"):
+            return
+        try:
+            obj, _end = _decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return
+        _require_marker(obj, path)
+
     def parse(
         self, data: bytes, head: Any, first: bool, path: Path, keys_only: bool = False
     ) -> Parsed:

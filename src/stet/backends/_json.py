@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from .._codecs import JsonCodec, refuse_surrogate_pairs
 from .._identity import RESERVED_PREFIX
 from .._index import Index
@@ -24,6 +26,32 @@ class JsonBackend(FileBackend):
 
     codec_type = JsonCodec
 
+    def _check_start(self) -> None:
+        """Refuse a foreign file from its first bytes, before taking the store's lock
+        (which would create ``<store>.lock`` beside someone else's file); done until the
+        file has been read once."""
+        if self._log.head is not None:
+            return
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read(1 << 16)
+        except (FileNotFoundError, IsADirectoryError):
+            return
+        cast(JsonCodec, self._log.codec).check_start(data, self.path)
+
+    def _poll(self, index: Index) -> None:
+        if self._log.head is None:
+            self._check_start()
+        self._log.poll(index)
+
+    def _records(self) -> list[Record]:
+        self._check_start()
+        return self._log.records()
+
+    def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
+        self._check_start()
+        return super()._remove_where(func, fields, index)
+
     def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
         with self._mutex:  # (IndexedBackend's, inlined: a skip costs no more)
             self._poll(self._index)
@@ -36,4 +64,5 @@ class JsonBackend(FileBackend):
     def _append(self, record: Record, index: Index) -> None:
         refuse_surrogate_pairs(self.path, "JSON", (
             (k, v) for k, v in record.items() if not k.startswith(RESERVED_PREFIX)))
+        self._check_start()
         super()._append(record, index)
