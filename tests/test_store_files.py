@@ -1,0 +1,256 @@
+"""The append-only store files (CSV, JSON, the failures log) one step off the path (SPEC §8).
+
+* Only a torn final append (a prefix of one record after the last whole one) may be
+  dropped; anything else malformed is a ``CorruptStoreError`` naming the file and the
+  line, and the file is left byte-identical.
+* A last record lacking only its newline (as an editor leaves it) is a record.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import stet
+from stet._log import StoreWarning
+from stet.backends import get_backend
+from stet.errors import CorruptStoreError
+
+
+def _counted(store: Path) -> tuple[Callable[..., Any], list[Any]]:
+    """A decorated ``f(x)`` on ``store`` and the list of the values it executed with."""
+    ran: list[Any] = []
+
+    @stet.once(store=store)
+    def f(x: Any) -> None:
+        ran.append(x)
+
+    return f, ran
+
+
+def _store_of(path: Path, n: int) -> bytes:
+    f, _ = _counted(path)
+    for x in range(n):
+        f(x)
+    return path.read_bytes()
+
+
+def _refused(path: Path, *calls: Callable[[], Any]) -> list[str]:
+    """Each call raises ``CorruptStoreError`` naming ``path``; the file is unchanged."""
+    before = path.read_bytes()
+    messages = []
+    for call in calls:
+        with pytest.raises(CorruptStoreError) as info:
+            call()
+        assert str(path) in str(info.value)
+        assert path.read_bytes() == before
+        messages.append(str(info.value))
+    return messages
+
+
+def _all_ways(path: Path) -> list[Callable[[], Any]]:
+    """Every way a store is read or written: a call, load, ls, forget, a new field."""
+    def call() -> None:
+        f, _ = _counted(path)
+        f(5000)
+
+    def widen() -> None:
+        @stet.once(store=path)
+        def g(x: Any, new_field: Any) -> None:
+            pass
+        g(1, 2)
+
+    def load() -> None:
+        with get_backend(path) as b:
+            b.load()
+
+    def forget() -> None:
+        with get_backend(path) as b:
+            b.remove({"x": 3})
+
+    return [call, widen, load, forget]
+
+
+def test_a_stray_quote_is_refused_not_trimmed(tmp_path: Path) -> None:
+    # the issue's case: 1,000 runs, `10,` became `10",` in one row
+    path = tmp_path / "runs.csv"
+    data = _store_of(path, 1000)
+    assert data.count(b"\n10,") == 1
+    path.write_bytes(data.replace(b"\n10,", b'\n10",'))
+    line = data[: data.index(b"\n10,") + 1].count(b"\n") + 1
+    for message in _refused(path, *_all_ways(path)):
+        assert f"line {line}:" in message
+    f, ran = _counted(path)
+    with pytest.raises(CorruptStoreError):
+        f(3)
+    assert ran == []  # refused before the function ran
+
+
+@pytest.mark.parametrize("damage", [
+    (b"\n10,", b"\n1\r0,"),  # a lone CR outside quotes
+    (b"\n10,", b"\n10,,"),  # one cell too many
+    (b"\n10,", b"\n10"),  # one cell too few
+    (b"\n10,", b"\n\xff10,"),  # not UTF-8
+    (b"\n10,", b"\n10\n,"),  # a line break outside quotes
+])
+def test_other_damage_in_the_middle_of_a_csv_is_refused(
+    tmp_path: Path, damage: tuple[bytes, bytes]
+) -> None:
+    path = tmp_path / "runs.csv"
+    data = _store_of(path, 30)
+    path.write_bytes(data.replace(*damage))
+    _refused(path, *_all_ways(path))
+
+
+def test_a_stray_quote_in_the_last_row_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "runs.csv"
+    data = _store_of(path, 30)
+    last = data.rindex(b"\n29,")
+    for damaged in (data[:last] + b'\n2"9,' + data[last + 4:],
+                    data[:last] + b'\n2"9,' + data[last + 4:-1]):  # without its newline too
+        path.write_bytes(damaged)
+        _refused(path, *_all_ways(path))
+
+
+def test_a_quoted_value_with_line_breaks_and_quotes_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "runs.csv"
+    f, ran = _counted(path)
+    values = ['a "quoted"\nvalue,', "x\r\ny", '"', "", ",\n,", "\ufeffz"]
+    for v in values:
+        f(v)
+    f2, ran2 = _counted(path)
+    for v in values:
+        f2(v)
+    assert ran == values and ran2 == []
+
+
+def test_a_torn_csv_append_is_still_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "runs.csv"
+    data = _store_of(path, 10)
+    path.write_bytes(data + b'10,f,"2026-')  # a prefix of one record, no newline
+    f, ran = _counted(path)
+    for x in range(10):
+        f(x)
+    assert ran == []
+    with pytest.warns(StoreWarning, match="interrupted write"):
+        f(10)
+    assert ran == [10]
+    assert path.read_bytes().startswith(data)
+
+
+def test_a_last_row_without_its_newline_is_a_record(tmp_path: Path) -> None:
+    """An editor that saves without a final newline: the last row is kept by readers, by
+    an append (which writes the newline first), and by a header widening."""
+    path = tmp_path / "runs.csv"
+    data = _store_of(path, 10)
+    stripped = data[:-1]
+    assert len(stripped) % 4096  # (a cut write ends at a page boundary; this cannot)
+    path.write_bytes(stripped)
+    f, ran = _counted(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for x in range(10):
+            f(x)
+        assert ran == []
+        f(10)  # an append
+    assert path.read_bytes() == data + path.read_bytes()[len(data):]
+    assert ran == [10]
+
+    path.write_bytes(stripped)  # and a header widening
+
+    @stet.once(store=path)
+    def g(x: Any, new_field: Any) -> None:
+        pass
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g(1, 2)
+    with get_backend(path) as b:
+        xs = sorted(int(r["x"]) for r in b.load())
+    assert xs == sorted([*range(10), 1])
+    f, ran = _counted(path)
+    f(9)
+    assert ran == []
+
+
+def test_a_whole_last_row_ending_on_a_page_boundary_counts_as_torn(tmp_path: Path) -> None:
+    """A write cut just before its newline ends on a page boundary: that row may hold a
+    cut value (x=1 of x=12), so it is not taken for a record."""
+    path = tmp_path / "runs.csv"
+    data = _store_of(path, 3)[:-1]
+    last = data.rindex(b"\n2,") + 1
+    cut = data[:last] + b"1" * (-len(data) % 4096) + data[last:]
+    assert len(cut) % 4096 == 0
+    path.write_bytes(cut)
+    with get_backend(path) as b:
+        assert len(b.load()) == 2
+    f, ran = _counted(path)
+    with pytest.warns(StoreWarning, match="interrupted write"):
+        f(2)
+    assert ran == [2]
+
+
+def test_json_damage_in_the_middle_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "runs.json"
+    data = _store_of(path, 30)
+    middle = data.index(b'"x": "10"')
+    for damaged in (
+        data[:middle] + b"X" + data[middle + 1:],  # a flipped byte
+        data[:middle] + data[middle + 1:],  # a lost byte
+        data.replace(b"},\n", b"}\n", 1),  # a lost comma
+        data.replace(b"}\n]\n", b"}\n]\n{}"),  # text after the array
+        data.replace(b"}\n]\n", b'},\n{"x": "1",\n"y'),  # a cut object on two lines
+    ):
+        assert damaged != data
+        path.write_bytes(damaged)
+        _refused(path, *_all_ways(path))
+
+
+def test_torn_json_appends_are_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "runs.json"
+    data = _store_of(path, 5)
+    body = data[: -len(b"\n]\n")]
+    record = b',\n{"x": "5", "_stet_func": "f"}\n]\n'
+    for t in range(len(record)):
+        torn = body + record[:t] + b"\n]\n"[t:]  # the write over the old closing bracket
+        path.write_bytes(torn)
+        f, ran = _counted(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StoreWarning)
+            for x in range(6):
+                f(x)
+        assert ran == [5], torn[-40:]
+        json.loads(path.read_bytes())
+
+
+def test_the_failures_log_refuses_damage_in_the_middle(tmp_path: Path) -> None:
+    path = tmp_path / "runs.csv"
+
+    @stet.once(store=path)
+    def fail(x: int) -> None:
+        raise ValueError(x)
+
+    for x in range(5):
+        with pytest.raises(ValueError):
+            fail(x)
+    log = tmp_path / "runs.csv.failures.jsonl"
+    data = log.read_bytes()
+    lines = data.splitlines(keepends=True)
+    damaged = b"".join([*lines[:3], lines[3][:20], *lines[4:]])  # a line cut in the middle
+    log.write_bytes(damaged)
+    with pytest.raises(CorruptStoreError, match="line 4"):
+        stet.load(path, failures=True)
+    assert log.read_bytes() == damaged
+    log.write_bytes(data + lines[-1][:15])  # a torn append: dropped
+    assert len(stet.load(path, failures=True)) == 5
+    log.write_bytes(data[:-1])  # the last line without its newline: a record
+    assert len(stet.load(path, failures=True)) == 5
+    with pytest.raises(ValueError):
+        fail(9)
+    assert len(stet.load(path, failures=True)) == 6
+
