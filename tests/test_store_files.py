@@ -8,7 +8,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -254,3 +258,62 @@ def test_the_failures_log_refuses_damage_in_the_middle(tmp_path: Path) -> None:
         fail(9)
     assert len(stet.load(path, failures=True)) == 6
 
+
+# ------------------------------------------------------------------ values of any size
+BIG = 10_000_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ext", ["csv", "json", "sqlite", "parquet"])
+def test_values_and_names_of_any_size_round_trip_and_skip(tmp_path: Path, ext: str) -> None:
+    """A 10 MB value (plain, and one CSV must quote: commas, quotes, line breaks) and a
+    200 kB field name: recorded, skipped by a new process, loaded, listed by the CLI."""
+    path = tmp_path / f"runs.{ext}"
+    quoted = 'a,"b"\n' * (BIG // 6)
+    name = "n" * 200_000
+    script = (
+        "import sys, stet\n"
+        "path, name = sys.argv[1], 'n' * 200_000\n"
+        f"plain, quoted = 'y' * {BIG}, 'a,\"b\"\\n' * {BIG // 6}\n"
+        "ran = []\n"
+        "@stet.once(store=path)\n"
+        "def f(x): ran.append(len(x))\n"
+        "@stet.once(store=path, save_result=True)\n"
+        "def g(**kw): ran.append(0); return plain\n"
+        "f(plain); f(quoted); f('small'); r = g(**{name: quoted})\n"
+        "assert r == plain\n"
+        "print(ran)\n"
+    )
+    env = {**os.environ, "STET_QUIET": "1"}
+    first = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stdout.split() != ["[]"]
+    again = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.strip() == "[]"  # every run skipped, the result returned
+    records = stet.load(path)
+    assert sorted(map(len, records["x"].dropna())) == [5, len(quoted), BIG]
+    assert name in records.columns
+    status = subprocess.run([sys.executable, "-m", "stet", "status", str(path)],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert "Traceback" not in status.stderr
+
+
+def test_the_process_wide_csv_field_limit_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "runs.csv"
+    old = csv.field_size_limit(1000)
+    try:
+        f, _ = _counted(path)
+        f("z" * 5000)
+        f('"' * 5000)
+        f2, ran2 = _counted(path)
+        f2("z" * 5000)
+        f2('"' * 5000)
+        assert ran2 == []
+        assert len(stet.load(path)) == 2
+        assert csv.field_size_limit() == 1000
+    finally:
+        csv.field_size_limit(old)

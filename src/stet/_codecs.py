@@ -14,6 +14,8 @@ import json
 import operator
 import os
 import re
+import sys
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -243,6 +245,28 @@ def _row_offset(data: bytes, row: int) -> int:
     return pos
 
 
+#: ``csv.field_size_limit`` is process-wide; stet raises it only while it reads a store
+#: that needs it, under this lock, and puts back the caller's limit unless someone else
+#: changed it meanwhile.
+_limit_lock = threading.Lock()
+
+
+def _csv_rows(text: str) -> list[list[str]]:
+    """``csv.reader`` rows of ``text``, fields of any size (a 10 MB value included)."""
+    try:
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        if "field limit" not in str(exc):
+            raise
+    with _limit_lock:
+        old = csv.field_size_limit(sys.maxsize)
+        try:
+            return list(csv.reader(io.StringIO(text, newline="")))
+        finally:
+            if csv.field_size_limit() == sys.maxsize:
+                csv.field_size_limit(old)
+
+
 def _plain_columns(text: str, width: int) -> list[list[str]] | None:
     """Columns of whole CSV lines that hold no quote and no CR (what stet writes for plain
     values), split in C rather than by the csv module: a million rows open in a fraction
@@ -315,7 +339,7 @@ class CsvCodec(Codec):
             text = data[start:end].decode("utf-8")
         except UnicodeDecodeError:
             raise _corrupt(path, "its header is not UTF-8 text", "CSV") from None
-        rows = list(csv.reader(io.StringIO(text, newline="")))
+        rows = _csv_rows(text)
         if len(rows) != 1 or not rows[0] or "" in rows[0] or len(set(rows[0])) != len(rows[0]):
             raise _corrupt(path, "its first line is not a header of distinct field names", "CSV")
         if not any(name.startswith(RESERVED_PREFIX) for name in rows[0]):
@@ -343,7 +367,7 @@ class CsvCodec(Codec):
             plain = _plain_columns(text, width)
             if plain is not None and not any("" in col for col in plain):
                 return Parsed(Chunk(header=header, columns=plain), end, tail)
-            parsed = list(csv.reader(io.StringIO(text, newline="")))
+            parsed = _csv_rows(text)
             if parsed and set(map(len, parsed)) == {width}:
                 columns = list(zip(*parsed, strict=True))
                 if not any("" in col for col in columns):  # no absent fields: fast path
