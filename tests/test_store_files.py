@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -317,3 +318,159 @@ def test_the_process_wide_csv_field_limit_is_left_alone(tmp_path: Path) -> None:
         assert csv.field_size_limit() == 1000
     finally:
         csv.field_size_limit(old)
+
+
+# ------------------------------------------------------------------ rewrites keep identity
+def _rewrites(path: Path) -> dict[str, Callable[[], Any]]:
+    """Every whole-file rewrite of a store: forget, reset of one run, a new field (CSV
+    header widening), a Parquet fold, a full reset."""
+    def forget() -> None:
+        f, _ = _counted(path)
+        f(0)
+        assert f.forget(0) == 1  # type: ignore[attr-defined]
+
+    def reset_one() -> None:
+        f, _ = _counted(path)
+        f(1)
+        stet.reset(path, {"x": 1})
+
+    def widen() -> None:
+        @stet.once(store=path)
+        def g(x: Any, new_field: Any) -> None:
+            pass
+        g(1, 2)
+
+    def fold() -> None:
+        with get_backend(path) as b:
+            b.record({"x": "77"})
+            if hasattr(b, "fold"):
+                b.fold()
+
+    def reset_all() -> None:
+        with get_backend(path) as b:
+            b.clear()
+
+    return {"forget": forget, "reset_one": reset_one, "widen": widen, "fold": fold,
+            "reset_all": reset_all}
+
+
+def _filled(path: Path, n: int) -> None:
+    """``n`` runs in the store at ``path``, all in the store file (Parquet: folded)."""
+    f, _ = _counted(path)
+    for x in range(n):
+        f(x)
+    with get_backend(path) as b:
+        if hasattr(b, "fold"):
+            b.fold()
+
+
+def _temporaries(*directories: Path) -> list[Path]:
+    return [p for d in directories for p in d.iterdir() if ".stet-tmp-" in p.name]
+
+
+@pytest.mark.parametrize("ext", ["csv", "json", "parquet"])
+def test_rewrites_keep_the_stores_mode_and_group(tmp_path: Path, ext: str) -> None:
+    path = tmp_path / f"runs.{ext}"
+    root = os.geteuid() == 0
+    # (root may give the file any owner and group; anyone else, their own)
+    uid, gid = (65534, 12345) if root else (os.getuid(), os.getgid())
+    for name, rewrite in _rewrites(path).items():
+        _filled(path, 5)
+        os.chown(path, uid, gid)
+        os.chmod(path, 0o664)
+        ino = path.stat().st_ino
+        rewrite()
+        st = path.stat()
+        if name not in ("widen", "fold") or (name, ext) in (("widen", "csv"),
+                                                             ("fold", "parquet")):
+            assert st.st_ino != ino, name  # (it was rewritten)
+        assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o664, uid, gid), name
+        path.unlink()
+
+
+def test_a_read_only_store_stays_read_only_after_a_rewrite(tmp_path: Path) -> None:
+    from stet._log import atomic_write
+
+    path = tmp_path / "runs.csv"
+    path.write_bytes(b"old")
+    for mode in (0o444, 0o640, 0o600, 0o2664):
+        os.chmod(path, mode)
+        atomic_write(path, b"new")
+        assert path.stat().st_mode & 0o7777 == mode
+        assert path.read_bytes() == b"new"
+
+
+def test_a_group_member_rewriting_a_shared_store_keeps_its_group(tmp_path: Path) -> None:
+    """A store shared by a group (0664, group 12345), rewritten by another member of the
+    group (a real process of another user): the group and the mode stay."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a process as another user in a made-up group")
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="stet-shared-"))
+    try:
+        os.chmod(shared, 0o777)
+        path = shared / "runs.csv"
+        _store_of(path, 5)
+        for p in shared.iterdir():  # (the lock file, ...: as a umask of 002 leaves them)
+            os.chmod(p, 0o666)
+        os.chown(path, 0, 12345)
+        os.chmod(path, 0o664)
+        child = os.fork()  # (this interpreter may not be readable by another user)
+        if child == 0:
+            code = 1
+            try:
+                os.setgroups([12345])
+                os.setgid(65534)
+                os.setuid(65534)
+                f, _ = _counted(path)
+                code = 0 if f.forget(3) == 1 else 2  # type: ignore[attr-defined]
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        st = path.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 12345, 0o664)
+    finally:
+        for p in shared.iterdir():
+            p.unlink()
+        shared.rmdir()
+
+
+@pytest.mark.parametrize("ext", ["csv", "json", "parquet"])
+def test_a_symlinked_store_is_rewritten_at_its_target(tmp_path: Path, ext: str) -> None:
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    links = tmp_path / "links"
+    links.mkdir()
+    real = real_dir / f"runs.{ext}"
+    middle = links / f"middle.{ext}"
+    middle.symlink_to(Path("..") / "real" / real.name)  # relative, and a chain of two
+    link = tmp_path / f"link.{ext}"
+    link.symlink_to(middle)
+    for name, rewrite in _rewrites(link).items():
+        _filled(link, 5)
+        os.chmod(real, 0o664)
+        before = real.read_bytes()
+        rewrite()
+        assert link.is_symlink() and os.readlink(link) == str(middle), name
+        assert os.readlink(middle) == str(Path("..") / "real" / real.name), name
+        assert real.is_file() and not real.is_symlink(), name
+        if name not in ("widen", "fold") or (name, ext) in (("widen", "csv"),
+                                                             ("fold", "parquet")):
+            assert real.read_bytes() != before, name  # (it was rewritten)
+        assert real.stat().st_mode & 0o777 == 0o664, name
+        assert _temporaries(tmp_path, links, real_dir) == [], name
+        with get_backend(link) as b:
+            if hasattr(b, "fold"):
+                b.fold()  # (the sidecar is named after the path the store was opened by)
+            loaded = b.load()
+        with get_backend(real) as b:
+            assert b.load() == loaded, name
+        for p in real_dir.iterdir():
+            p.unlink()
+        for p in [*tmp_path.iterdir(), *links.iterdir()]:
+            if p.is_file() and not p.is_symlink():
+                p.unlink()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import stat
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -40,21 +41,32 @@ class StoreWarning(UserWarning):
 def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Replace ``path`` by a file holding ``data``; readers see the old or the new file.
 
+    The new file keeps the old one's identity as far as a rename allows: its permission
+    bits and group (and owner, when stet may set it), and when ``path`` is a symlink, the
+    file it points to is replaced and the symlink stays.
+
     The caller holds the store's exclusive lock, so no other writer is using a temporary
     file of this store: those left by writers killed mid-write are removed. A write that
     fails (a full disk) removes its own and leaves ``path`` as it was.
     """
+    path = _target(path)
     tmp = path.with_name(f".{path.name}.stet-tmp-{pid()}")
     for leftover in glob.glob(glob.escape(str(path.with_name(f".{path.name}.stet-tmp-")))
                               + "*"):
         with contextlib.suppress(OSError):
             os.unlink(leftover)
     try:
+        old = os.stat(path)
+    except FileNotFoundError:
+        old = None
+    try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            if old is not None:
+                _same_identity(fd, old)
             if fsync:
                 os.fsync(fd)
         finally:
@@ -70,6 +82,31 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
         raise
     if fsync:
         _fsync_dir(path.parent)
+
+
+def _target(path: Path) -> Path:
+    """The file a rewrite replaces: ``path``, or the file its symlinks lead to."""
+    if not os.path.islink(path):
+        return path
+    return Path(os.path.realpath(path))
+
+
+def _same_identity(fd: int, old: os.stat_result) -> None:
+    """Give the new file ``fd`` the old file's owner, group and permission bits.
+
+    A group-shared store (0664, group ``lab``) stays shared, a 0444 store stays read-only.
+    The owner can be kept only by root, the group only by a member of it: otherwise the
+    new file is the writer's, as any file it creates (the permission bits still hold).
+    """
+    st = os.fstat(fd)
+    if (st.st_uid, st.st_gid) != (old.st_uid, old.st_gid):
+        for uid in (old.st_uid, -1):
+            try:
+                os.fchown(fd, uid, old.st_gid)
+                break
+            except OSError:
+                continue
+    os.fchmod(fd, stat.S_IMODE(old.st_mode))
 
 
 def _fsync_dir(directory: Path) -> None:
