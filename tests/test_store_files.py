@@ -474,3 +474,146 @@ def test_a_symlinked_store_is_rewritten_at_its_target(tmp_path: Path, ext: str) 
         for p in [*tmp_path.iterdir(), *links.iterdir()]:
             if p.is_file() and not p.is_symlink():
                 p.unlink()
+
+
+# ------------------------------------------------------------------ text UTF-8 cannot hold
+SURROGATES = ["\ud800", "a\udcffb", "\udfff\ud800", "\ud83d"]
+
+
+@pytest.mark.parametrize("ext", ["csv", "json"])
+def test_a_lone_surrogate_in_a_value_round_trips(tmp_path: Path, ext: str) -> None:
+    path = tmp_path / f"runs.{ext}"
+    ran: list[Any] = []
+
+    def make() -> Callable[..., Any]:
+        @stet.once(store=path, save_result=True)
+        def f(x: Any, y: str = "") -> Any:
+            ran.append(x)
+            return {"echo": x}
+        return f
+
+    f = make()
+    for v in SURROGATES:
+        assert f(v) == {"echo": v}
+    assert ran == SURROGATES
+    path.read_bytes().decode("utf-8")  # the file stays UTF-8 text, for other tools
+    f = make()
+    for v in SURROGATES:
+        assert f(v) == {"echo": v}  # skipped, and the saved result came back
+    assert ran == SURROGATES
+    f("plain", y="")  # the store still takes other records
+    with get_backend(path) as b:
+        assert sorted(r["x"] for r in b.load()) == sorted([*SURROGATES, "plain"])
+    assert f.forget(SURROGATES[0]) == 1  # type: ignore[attr-defined]
+    f = make()
+    f(SURROGATES[0])
+    assert ran == [*SURROGATES, "plain", SURROGATES[0]]
+
+
+def test_a_lone_surrogate_in_a_csv_field_name_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "runs.csv"
+    data = _store_of(path, 3)
+
+    @stet.once(store=path)
+    def g(**kw: Any) -> None:
+        pass
+
+    with pytest.raises(stet.errors.StoreError, match="lone surrogate"):
+        g(**{"\ud800": 1})
+    assert path.read_bytes() == data
+    f, ran = _counted(path)
+    f(3)
+    assert ran == [3]
+
+
+# ------------------------------------------------------------------ deep nesting
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_deeply_nested_argument_is_a_clear_type_error(tmp_path: Path) -> None:
+    f, ran = _counted(tmp_path / "runs.csv")
+    deep_dict: dict[str, Any] = {}
+    for _ in range(100_000):
+        deep_dict = {"a": deep_dict}
+    for value in (_nested(100_000), deep_dict, (_nested(100_000),)):
+        with pytest.raises(TypeError, match=r"parameter 'x'.*nested too deeply"):
+            f(value)
+    assert ran == []
+    with pytest.raises(TypeError, match="nested too deeply"):
+        stet._identity.canonical(_nested(100_000))
+
+
+@pytest.mark.parametrize("ext", ["csv", "json"])
+def test_a_deeply_nested_result_is_not_saved_and_never_breaks_reading(
+    tmp_path: Path, ext: str
+) -> None:
+    path = tmp_path / f"runs.{ext}"
+    ran: list[int] = []
+
+    def make() -> Callable[..., Any]:
+        @stet.once(store=path, save_result=True)
+        def f(depth: int) -> Any:
+            ran.append(depth)
+            return _nested(depth)
+        return f
+
+    f = make()
+    assert f(150) == _nested(150)
+    for depth in (300, 5000, 100_000):
+        with pytest.warns(stet.ResultNotSavedWarning, match="nested"):
+            assert isinstance(f(depth), list)  # the run's own call returns its value
+    # written by a process with a raised recursion limit: still refused (readers have
+    # the default limit)
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)
+    try:
+        with pytest.warns(stet.ResultNotSavedWarning, match="nested"):
+            f(3000)
+    finally:
+        sys.setrecursionlimit(old)
+    f = make()
+    assert f(150) == _nested(150)
+    for depth in (300, 5000, 100_000, 3000):
+        assert f(depth) is None  # recorded as done, its result not saved
+    assert ran == [150, 300, 5000, 100_000, 3000]
+    assert len(stet.load(path)) == 5
+    for command in (["ls", str(path)], ["export", str(path), str(tmp_path / "out.json")]):
+        done = subprocess.run([sys.executable, "-m", "stet", *command], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_deep_result_saved_by_an_older_stet_reads_as_none(tmp_path: Path) -> None:
+    path = tmp_path / "runs.csv"
+    deep = "[" * 50_000 + "]" * 50_000
+    path.write_text("x,_stet_timestamp,_stet_result\n"  # (no _stet_func: any function)
+                    f"1,2026-01-01T00:00:00+00:00,{deep}\n")
+    ran: list[int] = []
+
+    @stet.once(store=path, save_result=True)
+    def f(x: int) -> None:
+        ran.append(x)
+
+    with pytest.warns(stet.ResultNotSavedWarning, match="too deeply"):
+        assert f(1) is None
+    assert ran == []
+    assert stet.load(path)["result"].tolist() == [deep]  # kept as its text
+    for command in (["ls", str(path)], ["status", str(path)],
+                    ["export", str(path), str(tmp_path / "out.csv")]):
+        done = subprocess.run([sys.executable, "-m", "stet", *command], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_deeply_nested_json_element_is_corrupt_not_a_recursion_error(tmp_path: Path) -> None:
+    path = tmp_path / "runs.json"
+    data = _store_of(path, 3)
+    deep = b'{"x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    for damaged in (data.replace(b"}\n]\n", b"},\n" + deep + b"\n]\n"),
+                    data.replace(b"}\n]\n", b"},\n" + deep[:-1000])):
+        path.write_bytes(damaged)
+        _refused(path, *_all_ways(path))

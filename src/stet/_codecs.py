@@ -23,7 +23,7 @@ from typing import Any
 
 from ._identity import RESERVED_PREFIX
 from ._index import FUNC_FIELD, Index, bulk
-from .errors import CorruptStoreError
+from .errors import CorruptStoreError, StoreError
 
 __all__ = ["Chunk", "Codec", "CsvCodec", "JsonCodec", "JsonLinesCodec", "Record"]
 
@@ -31,6 +31,9 @@ Record = dict[str, str]
 
 #: CSV bookkeeping column listing (as a JSON array) the fields whose value is "".
 EMPTY_FIELD = "_stet_empty"
+#: CSV bookkeeping column listing (as a JSON array) the fields whose cell holds their
+#: value as a JSON string: text UTF-8 cannot hold (a lone surrogate such as "\ud800").
+ESCAPED_FIELD = "_stet_escaped"
 
 
 class Chunk:
@@ -93,10 +96,13 @@ class Chunk:
                 if drop:
                     del record[EMPTY_FIELD]
                 yield record
+            escaped = ESCAPED_FIELD in h
             for row in self.rows:
                 record = {k: v for k, v in zip(h, row, strict=True) if v is not None}
                 if drop:
                     record.pop(EMPTY_FIELD, None)
+                if escaped:
+                    record.pop(ESCAPED_FIELD, None)
                 yield record
         yield from self.dicts
 
@@ -363,12 +369,13 @@ class CsvCodec(Codec):
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise Damage(exc.start, "bytes that are not UTF-8 text") from None
+        escaped_col = header.index(ESCAPED_FIELD) if ESCAPED_FIELD in header else -1
         with bulk():
-            plain = _plain_columns(text, width)
+            plain = _plain_columns(text, width) if escaped_col < 0 else None
             if plain is not None and not any("" in col for col in plain):
                 return Parsed(Chunk(header=header, columns=plain), end, tail)
             parsed = _csv_rows(text)
-            if parsed and set(map(len, parsed)) == {width}:
+            if escaped_col < 0 and parsed and set(map(len, parsed)) == {width}:
                 columns = list(zip(*parsed, strict=True))
                 if not any("" in col for col in columns):  # no absent fields: fast path
                     return Parsed(Chunk(header=header, columns=columns),
@@ -381,12 +388,18 @@ class CsvCodec(Codec):
                     continue
                 raise Damage(_row_offset(body, k), f"a row has {len(row)} cells where the "
                                                    f"header has {width}: {row!r:.200}")
+            if escaped_col >= 0 and row[escaped_col]:
+                decoded = _unescape(row, row[escaped_col], header)
+                if decoded is None:
+                    raise Damage(_row_offset(body, k), f"bad {ESCAPED_FIELD} cell "
+                                                       f"{row[escaped_col]!r:.200}")
+                row = decoded
             if "" in row:
                 empties: set[str] = set()
                 if empty_col >= 0 and row[empty_col]:
                     try:
                         empties = set(json.loads(row[empty_col]))
-                    except (ValueError, TypeError):
+                    except (ValueError, TypeError, RecursionError):
                         raise Damage(_row_offset(body, k), f"bad {EMPTY_FIELD} cell "
                                                            f"{row[empty_col]!r:.200}") from None
                 rows.append([v if v or h in empties else None
@@ -410,9 +423,21 @@ class CsvCodec(Codec):
 
     def frame(self, record: Mapping[str, str], head: Any, first: bool) -> bytes | None:
         cells = self._cells(record, head)
-        return None if cells is None else self._line(cells).encode("utf-8")
+        if cells is None:
+            return None
+        try:
+            return self._line(cells).encode("utf-8")
+        except UnicodeEncodeError:
+            escaped = self._cells(_escape(record), head)
+            return None if escaped is None else self._line(escaped).encode("utf-8")
 
     def render(self, records: Sequence[Mapping[str, str]], head: Any) -> tuple[bytes, Any]:
+        try:
+            return self._render(records, head)
+        except UnicodeEncodeError:  # (rare: checked only when needed)
+            return self._render([_escape(r) for r in records], head)
+
+    def _render(self, records: Sequence[Mapping[str, str]], head: Any) -> tuple[bytes, Any]:
         header: list[str] = list(head or [])
         seen = set(header)
         new_keys: list[str] = []
@@ -432,6 +457,49 @@ class CsvCodec(Codec):
             assert cells is not None
             out.append(self._line(cells))
         return "".join(out).encode("utf-8"), header
+
+
+def _escape(record: Mapping[str, str]) -> Mapping[str, str]:
+    """``record`` with the values UTF-8 cannot hold as JSON strings, listed in
+    ``_stet_escaped`` (the record itself when there are none)."""
+    for k in record:
+        if not _utf8(k):
+            raise StoreError(
+                f"the field name {k!r} holds a lone surrogate, which a CSV store (UTF-8 "
+                f"text) cannot hold. Give it another name, or use a .json store."
+            )
+    bad = [k for k, v in record.items() if not _utf8(v)]
+    if not bad:
+        return record
+    out = dict(record)
+    for k in bad:
+        out[k] = json.dumps(out[k])
+    out[ESCAPED_FIELD] = json.dumps(bad)
+    return out
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unescape(row: list[str], cell: str, header: Sequence[str]) -> list[str] | None:
+    """``row`` with the cells ``cell`` lists decoded (``None`` if they are not JSON text)."""
+    try:
+        names = json.loads(cell)
+        out = list(row)
+        for name in names:
+            k = header.index(name)
+            value = json.loads(out[k])
+            if not isinstance(value, str):
+                return None
+            out[k] = value
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return out
 
 
 def _is_text(data: bytes) -> bool:
@@ -469,7 +537,7 @@ def _is_object_prefix(data: bytes) -> bool:
         try:
             if isinstance(json.loads(data + escape + close.encode()), dict):
                 return True
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
     return False
 
@@ -558,6 +626,9 @@ class JsonCodec(Codec):
                 obj, pos = _decoder.raw_decode(text, pos)
             except json.JSONDecodeError:
                 break
+            except RecursionError:
+                at = start if ascii_only else len(text[:start].encode("utf-8"))
+                raise Damage(at, "an element is nested too deeply to be a record") from None
             try:
                 dicts.append(_check_object(obj, path, "JSON"))
             except CorruptStoreError:
@@ -593,7 +664,7 @@ class JsonCodec(Codec):
         text += memoryview(data)[:close]
         try:
             items = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         del text
         if not isinstance(items, list):
@@ -649,7 +720,7 @@ class JsonLinesCodec(Codec):
         try:
             head = json.loads(data[:nl])
             gen = head["_stet_generation"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise _corrupt(path, "its first line is not a stet sidecar header", "sidecar") from None
         return str(gen), nl + 1
 
@@ -663,7 +734,7 @@ class JsonLinesCodec(Codec):
             last = data[end:]
             try:
                 whole = isinstance(json.loads(last), dict)
-            except ValueError:
+            except (ValueError, RecursionError):
                 whole = False
             if whole:
                 tail, end = "open", len(data)  # a whole record, only its newline missing
@@ -677,7 +748,7 @@ class JsonLinesCodec(Codec):
             if line.strip():
                 try:
                     obj = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise Damage(pos, f"a line is not JSON: {line[:80]!r}") from None
                 dicts.append(_check_object(obj, path, "sidecar"))
             pos += len(line) + 1
