@@ -112,6 +112,41 @@ def test_other_damage_in_the_middle_of_a_csv_is_refused(
     _refused(path, *_all_ways(path))
 
 
+def test_a_stray_opening_quote_is_refused_not_taken_for_a_torn_record(tmp_path: Path) -> None:
+    """`\n10,` became `\n"10,`: the rest of the file reads as one quoted cell running
+    over line breaks, as the start of one record holding line breaks would. A cut write
+    ends on a page boundary; this does not, so it is damage: refused, nothing dropped."""
+    path = tmp_path / "runs.csv"
+    data = _store_of(path, 30)
+    damaged = data.replace(b"\n10,", b'\n"10,')
+    assert len(damaged) % 4096
+    path.write_bytes(damaged)
+    for message in _refused(path, *_all_ways(path)):
+        assert "never closes" in message
+
+
+def test_a_cut_record_holding_line_breaks_is_dropped_at_a_page_boundary(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.csv"
+    f, ran = _counted(path)
+    f("first")
+    data = path.read_bytes()
+    value = "line\n" * 2000  # a record of 12 kB: a write of it can be cut between pages
+    f(value)
+    full = path.read_bytes()
+    cut = full[: (len(data) // 4096 + 2) * 4096]  # cut on the second page boundary
+    assert len(data) < len(cut) < len(full) and b"\n" in cut[len(data):]
+    path.write_bytes(cut)
+    f, ran = _counted(path)
+    f("first")
+    assert ran == []
+    with pytest.warns(StoreWarning, match="interrupted write"):
+        f(value)
+    assert ran == [value]
+    assert path.read_bytes() == full[: len(data)] + path.read_bytes()[len(data):]
+
+
 def test_a_stray_quote_in_the_last_row_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "runs.csv"
     data = _store_of(path, 30)

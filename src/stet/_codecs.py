@@ -138,10 +138,11 @@ class Damage(Exception):
         self.at, self.what = at, what
 
 
-#: Writes are cut (by SIGKILL, a full disk, a power loss) only at page boundaries of the
-#: file: the kernel copies a write into the page cache page by page and checks for a
-#: fatal signal between pages. A whole-looking last line lacking only its newline that
-#: ends elsewhere cannot be a cut append, so it is a record (an editor left it so).
+#: Writes are cut (by SIGKILL, a full disk) only at page boundaries of the file: the
+#: kernel copies a write into the page cache page by page and checks for a fatal signal
+#: between pages. A whole-looking last CSV line lacking only its newline that ends
+#: elsewhere cannot be a cut append, so it is a record (an editor left it so); an
+#: unclosed quote running over line breaks that ends elsewhere is damage, not a cut.
 TEAR_ALIGN = 4096
 
 
@@ -232,6 +233,11 @@ def _csv_tail(data: bytes, end: int, width: int, file_end: int) -> str:
         raise Damage(end, f"a row has {cells} cells where the header has {width}")
     if cells == width and _ROW_ONLY.fullmatch(tail) and file_end % TEAR_ALIGN:
         return "open"
+    if b"\n" in tail and file_end % TEAR_ALIGN:
+        # Line breaks inside a quote opened and never closed. A cut write of a value with
+        # line breaks would end on a page boundary; this is a stray quote (the rows after
+        # it are whole records, not to be dropped).
+        raise Damage(end, "a quote opens a cell and never closes")
     try:
         tail.decode("utf-8")
     except UnicodeDecodeError as exc:
