@@ -580,8 +580,23 @@ def _check_object(obj: Any, path: Path, fmt: str) -> Record:
     return out
 
 
+def _require_marker(obj: Any, path: Path) -> None:
+    """Refuse a JSON array whose first object lacks stet's marker: a data file, not a
+    store (the rule CSV applies to its header)."""
+    if isinstance(obj, dict) and not any(
+        isinstance(k, str) and k.startswith(RESERVED_PREFIX) for k in obj
+    ):
+        raise _corrupt(path, f"its first object has no {RESERVED_PREFIX}* field, so it is a "
+                             f"data file, not a store (every stet store, 0.0.2's included, "
+                             f"has {RESERVED_PREFIX}timestamp)", "JSON")
+
+
 class JsonCodec(Codec):
-    """JSON: one array of objects, one object per line, valid after every append."""
+    """JSON: one array of objects, one object per line, valid after every append.
+
+    The array's first object holds a ``_stet_`` field (as every record stet writes does):
+    an array without one is someone else's data, refused and left untouched.
+    """
 
     label = "JSON"
     terminator = b"\n]\n"
@@ -635,6 +650,8 @@ class JsonCodec(Codec):
             except RecursionError:
                 at = start if ascii_only else len(text[:start].encode("utf-8"))
                 raise Damage(at, "an element is nested too deeply to be a record") from None
+            if first:
+                _require_marker(obj, path)
             try:
                 dicts.append(_check_object(obj, path, "JSON"))
             except CorruptStoreError:
@@ -675,6 +692,8 @@ class JsonCodec(Codec):
         del text
         if not isinstance(items, list):
             return None
+        if items:
+            _require_marker(items[0], path)
         end = _skip_ws_back(data, close - 1) if items else 0
         if items and set(map(type, items)) == {dict}:
             # Usual case: every object has the same fields, all text. Checked and turned

@@ -9,7 +9,7 @@ from typing import Any
 
 from .._codecs import JsonLinesCodec
 from .._exit import at_exit, ensure_registered
-from .._identity import canonical
+from .._identity import RESERVED_PREFIX, canonical
 from .._index import Index, bulk
 from .._locking import StoreLock
 from .._log import LogFile, _snapshot, atomic_write
@@ -21,6 +21,8 @@ from ._file import lock_path
 __all__ = ["ParquetBackend", "sidecar_path"]
 
 FOLDED_KEY = b"stet.folded_generation"
+#: Schema metadata key marking a Parquet file as a stet store (besides its _stet_ columns).
+STORE_KEY = b"stet.store"
 #: Fold the sidecar into the Parquet file once it holds this many records, or as many
 #: as the file itself (whichever is more), so folding costs O(1) per record on average.
 FOLD_MIN = 10_000
@@ -90,6 +92,7 @@ class ParquetBackend(IndexedBackend):
                             fsync=self.fsync)
         self._side = Index()  # records in the sidecar; self._index: the Parquet file
         self._base_snap: tuple[int, int, int, int] | None = None
+        self._checked_snap: tuple[int, int, int, int] | None = None  # recognised as ours
         self._base_rows = 0
         self._pid = pid()
 
@@ -98,14 +101,14 @@ class ParquetBackend(IndexedBackend):
         """Field names, columns and folded sidecar generation of the Parquet file."""
         pa = _pyarrow()
         try:
+            if os.stat(self.path).st_size == 0:
+                return [], [], None  # an empty file (made by touch, say): no runs yet
             table = pa.parquet.ParquetFile(self.path).read()
         except FileNotFoundError:
             return [], [], None
         except (pa.ArrowException, OSError) as exc:
-            raise CorruptStoreError(
-                f"{self.path} is not a readable Parquet store ({exc}). The file was left "
-                f"untouched; move it aside or point the store at another path."
-            ) from None
+            raise self._unreadable(exc) from None
+        self._refuse_foreign(table.schema)
         meta = table.schema.metadata or {}
         folded = meta.get(FOLDED_KEY)
         header = list(table.column_names)
@@ -118,9 +121,61 @@ class ParquetBackend(IndexedBackend):
             columns.append(values)
         return header, columns, None if folded is None else folded.decode()
 
+    def _unreadable(self, exc: BaseException) -> CorruptStoreError:
+        return CorruptStoreError(
+            f"{self.path} is not a readable Parquet store ({exc}). The file was left "
+            f"untouched; move it aside or point the store at another path."
+        )
+
+    def _refuse_foreign(self, schema: Any) -> None:
+        """Raise :class:`CorruptStoreError` unless the schema is a stet store's: one with a
+        ``_stet_`` column (as every store has, 0.0.2's included) or stet's metadata."""
+        names = [str(n) for n in schema.names]
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise CorruptStoreError(
+                f"{self.path} is not a readable stet Parquet store: it has more than one "
+                f"column named {', '.join(map(repr, twice))[:200]} (a record holds each "
+                f"field once). The file was left untouched; move it aside or point the "
+                f"store at another path."
+            )
+        meta = schema.metadata or {}
+        if STORE_KEY in meta or FOLDED_KEY in meta:
+            return
+        if any(str(n).startswith(RESERVED_PREFIX) for n in schema.names):
+            return
+        shown = ", ".join(map(str, schema.names))[:200] or "none"
+        raise CorruptStoreError(
+            f"{self.path} is a Parquet file but not a stet store: it has no "
+            f"{RESERVED_PREFIX}* column (every stet store, 0.0.2's included, has "
+            f"{RESERVED_PREFIX}timestamp; its columns: {shown}). The file was left "
+            f"untouched; point the store at another path."
+        )
+
+    def _check_base(self) -> None:
+        """Refuse a foreign Parquet file before taking any lock (a lock file would be
+        created beside it): its footer alone is read, once per version of the file."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        snap = _snapshot(st)
+        if snap == self._checked_snap or st.st_size == 0:
+            return
+        pa = _pyarrow()
+        try:
+            schema = pa.parquet.read_schema(self.path)
+        except FileNotFoundError:
+            return
+        except (pa.ArrowException, OSError) as exc:
+            raise self._unreadable(exc) from None
+        self._refuse_foreign(schema)
+        self._checked_snap = snap
+
     def _poll(self, index: Index) -> None:
         if self._base_unchanged() and self._log.unchanged():
             return
+        self._check_base()
         # Both files under one shared lock: a fold (exclusive) cannot slip in between
         # reading the Parquet file and reading the sidecar.
         with self._lock.shared():
@@ -164,9 +219,32 @@ class ParquetBackend(IndexedBackend):
     def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
         with self._mutex:
             self._poll(self._index)
-            return self._index.contains(func, fields, texts) or self._side.contains(
+            if self._index.contains(func, fields, texts) or self._side.contains(
                 func, fields, texts
-            )
+            ):
+                return True
+        # Not done: the run is about to be made. Refuse now what could never be stored.
+        self._check_text(zip(fields, texts, strict=True))
+        return False
+
+    def _check_text(self, items: Any) -> None:
+        """Raise :class:`StoreError` for a field name or value Parquet cannot hold: text
+        with a lone surrogate (Parquet's text is UTF-8, which cannot encode one)."""
+        for name, value in items:
+            for what in (name, value):
+                if what.isascii():
+                    continue
+                try:
+                    what.encode("utf-8")
+                except UnicodeEncodeError:
+                    part = "name" if what is name else "value"
+                    raise StoreError(
+                        f"cannot record in Parquet store {self.path}: the {part} of "
+                        f"parameter {name!r:.80} holds a lone surrogate "
+                        f"({what[:40]!r:.80}), which Parquet's UTF-8 text cannot hold. "
+                        f"Nothing was recorded; pass text without lone surrogates "
+                        f"(or use a JSON or SQLite store, which keep them)."
+                    ) from None
 
     def contains_any(self, fields: Record) -> bool:
         names = tuple(sorted(fields))
@@ -183,6 +261,7 @@ class ParquetBackend(IndexedBackend):
             return self._index.count + self._side.count
 
     def _records(self) -> list[Record]:
+        self._check_base()
         with self._lock.shared():
             header, columns, folded = self._read_base()
             self._log.ignored_head = folded
@@ -192,6 +271,8 @@ class ParquetBackend(IndexedBackend):
 
     # ---------------------------------------------------------------- writing
     def _append(self, record: Record, index: Index) -> None:
+        self._check_text(record.items())
+        self._check_base()
         with self._lock.exclusive():
             self._poll_base(index)
             self._log.append(record, self._side)
@@ -207,6 +288,7 @@ class ParquetBackend(IndexedBackend):
 
     def fold(self) -> None:
         """Fold the sidecar into the Parquet file and delete it (atomic, locked)."""
+        self._check_base()
         with self._mutex, self._lock.exclusive():
             self._load_base(self._index)
             self._log.poll(self._side)
@@ -215,6 +297,7 @@ class ParquetBackend(IndexedBackend):
             _unfolded.discard(self.path)
 
     def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
+        self._check_base()
         with self._lock.exclusive():
             if not self.path.exists() and not self._log.path.exists():
                 return 0
@@ -236,8 +319,10 @@ class ParquetBackend(IndexedBackend):
             names = dict.fromkeys(_existing_columns(self.path, pa))
         columns = {n: pa.array([r.get(n) for r in kept], type=pa.string()) for n in names}
         table = pa.table(columns) if columns else pa.table({})
+        meta = {STORE_KEY: b"1"}
         if gen is not None:
-            table = table.replace_schema_metadata({FOLDED_KEY: str(gen).encode()})
+            meta[FOLDED_KEY] = str(gen).encode()
+        table = table.replace_schema_metadata(meta)
         sink = pa.BufferOutputStream()
         try:
             pa.parquet.write_table(table, sink)

@@ -14,6 +14,7 @@ from typing import Any
 
 from .._exit import at_exit, ensure_registered
 from .._fs import is_local_filesystem
+from .._identity import RESERVED_PREFIX
 from .._index import FUNC_FIELD, Index, bulk
 from .._pid import pid
 from .._sql import column_list, quote_ident
@@ -134,6 +135,10 @@ class SqliteBackend(IndexedBackend):
         self._field_of: dict[str, str] = {}  # column -> field, where they differ
         self._column_of: dict[str, str] = {}  # field -> column, where they differ
         self._insert_sql: dict[tuple[str, ...], str] = {}
+        # How the row id is named in SQL: "rowid" unless a column of that name (from a
+        # store written before such fields got columns of their own) hides it; None when
+        # every alias is hidden (then each change reloads the whole table).
+        self._rowid: str | None = "rowid"
         # Raw read-only descriptor for the header's file change counter (offset 24), which
         # every commit in rollback-journal mode changes (in WAL mode, of the -shm): reading
         # it costs one pread. Owned by _raw_files, never closed here.
@@ -158,24 +163,17 @@ class SqliteBackend(IndexedBackend):
             conn = sqlite3.connect(
                 self.path, timeout=600, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA synchronous=" + ("FULL" if self.fsync else "OFF"))
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            self._table_columns(conn)  # a foreign database raises here, untouched
-            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-            if mode in ("delete", "truncate", "persist"):
-                if is_local_filesystem(self.path):
-                    # WAL: a quarter of the cost per commit; needs memory shared between
-                    # processes, so only on a filesystem known to be local.
-                    mode = _switch_to_wal(conn, mode)
-                else:
-                    # A rollback journal (safe on NFS, unlike WAL), kept between commits:
-                    # half the cost per commit of creating and deleting it each time.
-                    conn.execute("PRAGMA journal_mode=PERSIST")
-            self._journal_wal = mode == "wal"
-        except sqlite3.DatabaseError as exc:
-            raise self._error(exc) from None
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
+        try:
+            self._prepare(conn)
+        except BaseException as exc:
+            conn.close()  # (a foreign database: nothing of ours stays open on it)
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self._error(exc) from None
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
+            raise
         try:
             st = os.stat(self.path)
         except OSError:
@@ -189,6 +187,23 @@ class SqliteBackend(IndexedBackend):
         ensure_registered()
         return conn
 
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Check that the database is a stet store (or empty), then choose its journal."""
+        conn.execute("PRAGMA synchronous=" + ("FULL" if self.fsync else "OFF"))
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        self._table_columns(conn)  # a foreign database raises here, untouched
+        mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        if mode in ("delete", "truncate", "persist"):
+            if is_local_filesystem(self.path):
+                # WAL: a quarter of the cost per commit; needs memory shared between
+                # processes, so only on a filesystem known to be local.
+                mode = _switch_to_wal(conn, mode)
+            else:
+                # A rollback journal (safe on NFS, unlike WAL), kept between commits:
+                # half the cost per commit of creating and deleting it each time.
+                conn.execute("PRAGMA journal_mode=PERSIST")
+        self._journal_wal = mode == "wal"
+
     def _load_field_map(self, conn: sqlite3.Connection) -> None:
         try:
             rows = conn.execute(
@@ -196,7 +211,7 @@ class SqliteBackend(IndexedBackend):
             ).fetchall()
         except sqlite3.OperationalError:
             rows = []
-        self._field_of = {str(k)[len("column:"):]: str(v) for k, v in rows}
+        self._field_of = {str(k)[len("column:"):]: _from_sql(v) for k, v in rows}
         self._column_of = {f: c for c, f in self._field_of.items()}
 
     def _fields(self, columns: list[str]) -> list[str]:
@@ -206,22 +221,66 @@ class SqliteBackend(IndexedBackend):
         return self._column_of.get(field, field)
 
     def _table_columns(self, conn: sqlite3.Connection) -> list[str] | None:
-        """Field names of the table's columns (``None``: no table)."""
-        self._load_field_map(conn)
-        rows = conn.execute(f"PRAGMA table_info({TABLE})").fetchall()
-        if not rows:
-            tables = conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table'"
-            ).fetchall()
-            foreign = [t[0] for t in tables if not str(t[0]).startswith(("stet_", "sqlite_"))]
-            if foreign:
-                raise CorruptStoreError(
-                    f"{self.path} is a SQLite database but not a stet store (it has tables "
-                    f"{', '.join(sorted(foreign))[:200]} and no {TABLE}). The file was left "
-                    f"untouched; point the store at another path."
-                )
+        """Field names of the table's columns (``None``: no table yet).
+
+        Raises :class:`CorruptStoreError` for a database that is not a stet store, before
+        anything is written to it: one whose ``stet_records`` is not a table of text
+        columns, lacks stet's marker (a ``_stet_`` column, or the ``stet_meta`` table
+        stet creates along with it), or, with no ``stet_records``, holds anything else.
+        """
+        objects = conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall()
+        kinds = {str(name).lower(): (str(kind), str(sql or "")) for kind, name, sql in objects}
+        meta = kinds.get(META)
+        if meta is not None:
+            self._check_meta(conn, meta[0])
+        table = kinds.get(TABLE)
+        if table is None:
+            others = sorted(f"{kind} {name}" for kind, name, _ in objects
+                            if not str(name).lower().startswith("sqlite_")
+                            and str(name).lower() != META)
+            if others:
+                raise self._foreign(f"it holds {', '.join(others)[:200]} and no "
+                                    f"{TABLE} table")
+            self._load_field_map(conn)
+            self._rowid = "rowid"
             return None
-        return self._fields([r[1] for r in rows])
+        kind, sql = table
+        if kind != "table" or not sql.upper().startswith("CREATE TABLE"):
+            raise self._foreign(f"its {TABLE} is a {'virtual table' if kind == 'table' else kind}"
+                                f", not a table")
+        self._load_field_map(conn)
+        rows = conn.execute(f"PRAGMA table_xinfo({TABLE})").fetchall()
+        for _cid, name, decl, notnull, default, pk, hidden in rows:
+            if _affinity(str(decl or "")) not in ("TEXT", "BLOB") or notnull or pk or hidden \
+                    or default is not None:
+                raise self._foreign(f"its {TABLE} column {name!r:.80} is {decl or 'untyped'}"
+                                    f"{' NOT NULL' if notnull else ''}"
+                                    f"{' PRIMARY KEY' if pk else ''}"
+                                    f"{' with a default' if default is not None else ''}"
+                                    f"{' hidden' if hidden else ''}, not plain TEXT as "
+                                    f"stet's columns are")
+        columns = [str(r[1]) for r in rows]
+        fields = self._fields(columns)
+        if meta is None and not any(f.startswith(RESERVED_PREFIX) for f in fields):
+            raise self._foreign(f"its {TABLE} table has no {RESERVED_PREFIX}* column (every "
+                                f"stet store, 0.0.2's included, has {RESERVED_PREFIX}timestamp)"
+                                f" and there is no {META} table")
+        # The row id, under a name no column shadows (a store written before field names
+        # such as "rowid" were given columns of their own may hold one named so).
+        taken = {c.lower() for c in columns}
+        self._rowid = next((a for a in _ROWID_ALIASES if a not in taken), None)
+        return fields
+
+    def _check_meta(self, conn: sqlite3.Connection, kind: str) -> None:
+        names = [str(r[1]).lower() for r in conn.execute(f"PRAGMA table_info({META})")]
+        if kind != "table" or names != ["key", "value"]:
+            raise self._foreign(f"its {META} is not stet's (a table of key and value)")
+
+    def _foreign(self, why: str) -> CorruptStoreError:
+        return CorruptStoreError(
+            f"{self.path} is a SQLite database but not a stet store: {why}. The file was "
+            f"left untouched; point the store at another path (or move the file aside)."
+        )
 
     # ---------------------------------------------------------------- reading
     def _poll(self, index: Index) -> None:
@@ -295,10 +354,15 @@ class SqliteBackend(IndexedBackend):
         if not wanted:
             wanted = self._columns[:1]
         select = column_list(self._column(c) for c in wanted)
-        cur = conn.execute(
-            f"SELECT rowid, {select} FROM {TABLE} WHERE rowid > ? ORDER BY rowid",
-            (self._last_rowid,),
-        )
+        rowid = self._rowid
+        if rowid is None:
+            index.clear()  # no way to ask for new rows only: read them all again
+            cur = conn.execute(f"SELECT 0, {select} FROM {TABLE}")
+        else:
+            cur = conn.execute(
+                f"SELECT {rowid}, {select} FROM {TABLE} WHERE {rowid} > ? ORDER BY {rowid}",
+                (self._last_rowid,),
+            )
         header = wanted
         with bulk():
             rows = cur.fetchall()
@@ -327,7 +391,8 @@ class SqliteBackend(IndexedBackend):
         try:
             if self._table_columns(conn) is None:
                 return []
-            cur = conn.execute(f"SELECT * FROM {TABLE} ORDER BY rowid")
+            order = f" ORDER BY {self._rowid}" if self._rowid is not None else ""
+            cur = conn.execute(f"SELECT * FROM {TABLE}{order}")
             header = self._fields([d[0] for d in cur.description])
             return [
                 {k: v if isinstance(v, str) else _text(v) for k, v in zip(header, row,
@@ -370,7 +435,10 @@ class SqliteBackend(IndexedBackend):
                     cols = column_list(self._column(f) for f in fields)
                     sql = f"INSERT INTO {TABLE} ({cols}) VALUES ({marks})"
                     self._insert_sql[fields] = sql
-                cur = conn.execute(sql, tuple(record.values()))
+                try:
+                    cur = conn.execute(sql, tuple(record.values()))
+                except UnicodeEncodeError:  # a lone surrogate: kept as a BLOB, see _to_sql
+                    cur = conn.execute(sql, tuple(map(_to_sql, record.values())))
         if not fresh:
             self._data_version = dv  # others' commits, all caught up (ours don't count)
         # Each write transaction adds one to the counter (rollback-journal mode).
@@ -387,26 +455,31 @@ class SqliteBackend(IndexedBackend):
             return
         if cols is None:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT)")
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {TABLE} "
-                f"({', '.join(quote_ident(k) + ' TEXT' for k in _case_distinct(record))})"
-            )
-            cols = self._table_columns(conn) or []
+            cols = self._table_columns(conn)
+        exists = cols is not None
+        cols = cols or []
         self._insert_sql.clear()
+        taken = {self._column(c).lower() for c in cols}
+        new: list[str] = []
         for k in record:
             if k in cols:
                 continue
-            taken = {self._column(c).lower() for c in cols}
-            column, n = k, 1
-            while column.lower() in taken:
-                n += 1
-                column = f"{k}__{n}"
+            column = _column_name(k, taken)
+            taken.add(column.lower())
             if column != k:
-                conn.execute(f"INSERT INTO {META} (key, value) VALUES (?, ?)",
-                             ("column:" + column, k))
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {META} "  # (0.0.2's stores)
+                             "(key TEXT PRIMARY KEY, value TEXT)")
+                conn.execute(f"INSERT OR REPLACE INTO {META} (key, value) VALUES (?, ?)",
+                             ("column:" + column, _to_sql(k)))
                 self._field_of[column], self._column_of[k] = k, column
-            conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote_ident(column)} TEXT")
+            new.append(column)
             cols.append(k)
+        if not exists:
+            conn.execute(f"CREATE TABLE {TABLE} "
+                         f"({', '.join(quote_ident(c) + ' TEXT' for c in new)})")
+        else:
+            for column in new:
+                conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote_ident(column)} TEXT")
         self._columns = cols
 
     def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
@@ -419,7 +492,7 @@ class SqliteBackend(IndexedBackend):
             if cols is None or any(k not in cols for k in fields):
                 return 0
             where = [f"{quote_ident(self._column(k))} = ?" for k in fields]
-            params: list[Any] = list(fields.values())
+            params: list[Any] = [_to_sql(v) for v in fields.values()]
             if func is not None and "_stet_func" in cols:
                 where.append("(_stet_func IS NULL OR _stet_func = '' OR _stet_func = ?)")
                 params.append(func)
@@ -462,18 +535,53 @@ class SqliteBackend(IndexedBackend):
         self._schema_version = -1
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
+        """The error to raise for ``exc``: corruption only when SQLite says the file is
+        damaged or not a database; a full disk, an I/O error, permissions and locks are
+        said as what they are (a write that fails is rolled back: the store is as it was).
+        """
         if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError)):
             return StoreError(f"SQLite store {self.path} refused a write ({exc}); the store "
                               f"was left as it was.")
-        if isinstance(exc, sqlite3.OperationalError) and (
-            "locked" in str(exc) or "busy" in str(exc)
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or (
+            not code and ("locked" in str(exc) or "busy" in str(exc))
         ):
             return StoreError(f"SQLite store {self.path} stayed locked by another process "
                               f"for too long ({exc}); try again.")
-        return CorruptStoreError(
-            f"{self.path} is not a readable SQLite store ({exc}). The file was left "
-            f"untouched; move it aside or point the store at another path."
-        )
+        if code == _SQLITE_FULL or (code == _SQLITE_IOERR and self._disk_full()):
+            # (An I/O error on a full disk: e.g. no room for the WAL's -shm file.)
+            return StoreError(f"cannot use SQLite store {self.path}: the disk is full "
+                              f"({exc}). A write in progress was rolled back and the store "
+                              f"left as it was; free some space and try again.")
+        if code in (_SQLITE_READONLY, _SQLITE_PERM, _SQLITE_CANTOPEN, _SQLITE_AUTH):
+            return StoreError(f"cannot write SQLite store {self.path} ({exc}); check the "
+                              f"permissions of the file and of its directory (SQLite writes "
+                              f"journal files beside it). The store was left as it was.")
+        if code in (_SQLITE_IOERR, _SQLITE_NOMEM):
+            return StoreError(f"SQLite store {self.path} failed: {exc} (an I/O error, or out "
+                              f"of memory). A write in progress was rolled back; check the "
+                              f"disk and try again.")
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB, _SQLITE_FORMAT) or not code:
+            return CorruptStoreError(
+                f"{self.path} is not a readable SQLite store ({exc}). The file was left "
+                f"untouched; move it aside or point the store at another path."
+            )
+        if "too many columns" in str(exc):
+            limit = _column_limit(self._conn)
+            return StoreError(f"SQLite store {self.path} cannot take a new field: SQLite "
+                              f"allows at most {limit} columns in a table, one per field "
+                              f"name ({exc}). The store was left as it was; record runs "
+                              f"with many distinct field names in another format.")
+        return StoreError(f"SQLite store {self.path} failed: {exc}. A write in progress "
+                          f"was rolled back; try again.")
+
+    def _disk_full(self) -> bool:
+        """Whether the store's filesystem has (next to) no room left."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < 65536
 
     def finish(self) -> None:
         """Fold the WAL into the database file (if no other process is using it)."""
@@ -520,18 +628,83 @@ def _next_counter(counter: bytes) -> bytes:
     return ((int.from_bytes(counter, "big") + 1) & 0xFFFFFFFF).to_bytes(4, "big")
 
 
-def _case_distinct(record: Record) -> list[str]:
-    """The record's fields whose names differ case-insensitively (first of each)."""
-    seen: set[str] = set()
-    out = []
-    for k in record:
-        if k.lower() not in seen:
-            seen.add(k.lower())
-            out.append(k)
-    return out
+# SQLite's primary result codes (https://sqlite.org/rescode.html)
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM, _SQLITE_READONLY = 3, 5, 6, 7, 8
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
+_SQLITE_AUTH, _SQLITE_FORMAT, _SQLITE_NOTADB = 23, 24, 26
+
+#: Names SQLite gives the row id; a column so named hides it.
+_ROWID_ALIASES = ("rowid", "_rowid_", "oid")
+#: Characters of a field name kept in its column's name (the name table keeps the rest).
+_NAME_CHARS = 200
 
 
-def _text(value: Any) -> str:
+def _column_name(field: str, taken: set[str]) -> str:
+    """A column name for ``field``: the name itself when SQLite can hold it as it is
+    (column names ignore case, the row id's aliases are hidden by a column, and text
+    must be UTF-8 without NUL), otherwise a safe name recorded in ``stet_meta``.
+
+    ``taken``: the lowercased names of the table's columns."""
+    base = field
+    if "\x00" in base or not _encodable(base) or len(base) > _NAME_CHARS:
+        base = "".join("?" if c == "\x00" or "\ud800" <= c <= "\udfff" else c
+                       for c in base[:_NAME_CHARS])
+    column, n = base, 1
+    while column.lower() in taken or column.lower() in _ROWID_ALIASES:
+        n += 1
+        column = f"{base}__{n}"
+    return column
+
+
+def _column_limit(conn: sqlite3.Connection | None) -> int:
+    try:
+        if conn is not None:
+            return int(conn.getlimit(sqlite3.SQLITE_LIMIT_COLUMN))
+        with contextlib.closing(sqlite3.connect(":memory:")) as mem:
+            return int(mem.getlimit(sqlite3.SQLITE_LIMIT_COLUMN))
+    except (sqlite3.Error, AttributeError):  # pragma: no cover - SQLite's default
+        return 2000
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _to_sql(text: str) -> str | bytes:
+    """``text`` as SQLite can hold it: text with a lone surrogate (which UTF-8 cannot
+    encode) as a BLOB of its bytes in Python's ``surrogatepass`` encoding."""
+    return text if _encodable(text) else text.encode("utf-8", "surrogatepass")
+
+
+def _from_sql(value: Any) -> str:
+    """The text a value read from SQLite stands for (see :func:`_to_sql`)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        with contextlib.suppress(UnicodeDecodeError):
+            return value.decode("utf-8", "surrogatepass")
     from .._identity import canonical
 
     return canonical(value)
+
+
+def _affinity(decl: str) -> str:
+    """The column affinity SQLite gives a declared type (its documented rules)."""
+    t = decl.upper()
+    if "INT" in t:
+        return "INTEGER"
+    if "CHAR" in t or "CLOB" in t or "TEXT" in t:
+        return "TEXT"
+    if "BLOB" in t or not t:
+        return "BLOB"
+    if "REAL" in t or "FLOA" in t or "DOUB" in t:
+        return "REAL"
+    return "NUMERIC"
+
+
+def _text(value: Any) -> str:
+    return _from_sql(value)
