@@ -656,12 +656,16 @@ def test_a_deeply_nested_json_element_is_corrupt_not_a_recursion_error(tmp_path:
 
 
 # ------------------------------------------------------------------ any names and values
-_NAMES = st.text(min_size=1, max_size=8).filter(
+_ANY_CHAR = st.characters(exclude_categories=[])  # (lone surrogates included)
+_NAMES = st.text(_ANY_CHAR, min_size=1, max_size=8).filter(
     lambda s: not s.startswith("_stet_") and "\0" not in s)
+_VALUES = st.one_of(st.text(_ANY_CHAR, max_size=12),
+                    st.sampled_from(["", "\ud800", "a\udcffb", '"', ",", "\r", "x\r\n",
+                                     "\n", "\ufeff", ' ]}"', "y" * 200_000]))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(records=st.lists(st.dictionaries(_NAMES, st.text(max_size=12), min_size=1,
+@given(records=st.lists(st.dictionaries(_NAMES, _VALUES, min_size=1,
                                         max_size=4), min_size=1, max_size=5),
        ext=st.sampled_from(["csv", "json"]))
 def test_any_names_and_values_round_trip(records: list[dict[str, str]], ext: str) -> None:
