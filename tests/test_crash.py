@@ -402,7 +402,15 @@ def test_torn_tail_is_discarded_and_repaired(tmp_path: Path, store_path: Path, f
             sidecar_path(path).write_bytes(data)
         else:
             path.write_bytes(data)
-        _check_torn_state(path, fmt, expected, f"{fmt}: cut at byte {t} of {len(full)}")
+        # A cut after a line break inside a quoted value, off a page boundary, is no cut
+        # write (writes are cut only on page boundaries): a quote opened and never closed,
+        # refused, not trimmed.
+        may_refuse = fmt == "csv" and b"\n" in data[len(prev):] and len(data) % 4096 != 0
+        try:
+            _check_torn_state(path, fmt, expected, f"{fmt}: cut at byte {t} of {len(full)}")
+        except stet.CorruptStoreError as exc:
+            assert may_refuse and "never closes" in str(exc), (t, exc)
+            assert path.read_bytes() == data
         count += 1
     assert count >= len(full) - len(prev)
 

@@ -7,7 +7,8 @@ in memory per function: a skip is a dictionary lookup, and the store is read aga
 when a run is done but its result is not known yet and the store grew since it was last
 read (another worker recorded runs meanwhile).
 
-A value that JSON cannot hold (an object, a tuple as a dict key, ...) is not stored: the
+A value that JSON cannot hold (an object, a tuple as a dict key, containers nested more
+than :data:`MAX_RESULT_DEPTH` deep, which not every reader could decode) is not stored: the
 run did complete, so it is still recorded as done (re-running it would waste the work),
 a :class:`ResultNotSavedWarning` says why, and a skipped call returns ``None`` for it.
 NumPy scalars and arrays are stored as the equal Python numbers and lists; tuples come
@@ -16,7 +17,9 @@ back as lists.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import threading
 import warnings
 from collections.abc import Mapping
@@ -28,6 +31,13 @@ __all__ = ["RESULT_FIELD", "ResultCache", "ResultNotSavedWarning", "encode_resul
 
 #: Bookkeeping field holding a run's return value as JSON text.
 RESULT_FIELD = "_stet_result"
+#: Deepest nesting of a saved result: any reader (a skip, ``load``, ``stet ls``) decodes
+#: it well within Python's recursion limit, whoever wrote it with whatever limit.
+MAX_RESULT_DEPTH = 200
+
+_STRINGS = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"')
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 class ResultNotSavedWarning(UserWarning):
@@ -42,11 +52,31 @@ def _default(value: Any) -> Any:
     raise TypeError(f"a {type(value).__qualname__} is not JSON-serialisable")
 
 
+def _too_deep(text: str) -> bool:
+    """Whether the JSON ``text`` nests containers more than :data:`MAX_RESULT_DEPTH` deep."""
+    if text.count("[") + text.count("{") <= MAX_RESULT_DEPTH:
+        return False  # (the usual case, found without a scan)
+    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", text))
+    return max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets))) > MAX_RESULT_DEPTH
+
+
 def encode_result(value: Any, call: str) -> str | None:
     """``value`` as JSON text, or ``None`` (with a warning) if JSON cannot hold it."""
     try:
-        return json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError, RecursionError) as exc:
+        try:
+            text = json.dumps(value, default=_default, ensure_ascii=False,
+                              separators=(",", ":"))
+        except RecursionError:
+            raise ValueError(f"it is nested too deeply (more than {MAX_RESULT_DEPTH} levels "
+                             f"of containers)") from None
+        if _too_deep(text):
+            raise ValueError(f"it is nested more than {MAX_RESULT_DEPTH} levels deep")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: escaped, as UTF-8 cannot hold it
+            text = json.dumps(value, default=_default, separators=(",", ":"))
+        return text
+    except (TypeError, ValueError) as exc:
         warnings.warn(
             f"stet: {call} completed and was recorded as done, but its return value (a "
             f"{type(value).__qualname__}) was not saved: {exc}. A skipped call of this run "
@@ -59,8 +89,18 @@ def encode_result(value: Any, call: str) -> str | None:
 
 
 def decode_result(text: str) -> Any:
-    """The value stored as ``text`` (plain JSON; nothing is evaluated)."""
-    return json.loads(text)
+    """The value stored as ``text`` (plain JSON; nothing is evaluated). ``None``, with a
+    warning, for a result too deeply nested to decode (saved by an older stet)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        warnings.warn(
+            f"stet: a saved result is nested too deeply to be decoded ({len(text)} "
+            f"characters of JSON); the skipped call returns None.",
+            ResultNotSavedWarning,
+            stacklevel=4,
+        )
+        return None
 
 
 class ResultCache:

@@ -6,9 +6,13 @@ share a byte). The kernel releases the lock when the holder dies, however it die
 (SIGKILL, OOM killer), so a dead worker never blocks a run, and no file is left per claim.
 On NFS the lock is held by the server, which releases it when the client's lease lapses.
 
-POSIX locks belong to a process, so threads of one process are told apart by an
-in-process table, and this module never opens a second descriptor of the claims file
-(closing one would release all of the process's locks on it). Each claim also appends
+POSIX locks belong to a process, not to a call: two calls of one run in one process
+(threads, or async tasks sharing a thread) would both "hold" the byte. So every call
+first takes the run in :data:`calls`, a table of the runs this process's calls are
+executing, owned by the call (not the thread) and released by the same call; only then
+does it take the file lock against other processes. This module never opens a second
+descriptor of the claims file (closing one would release all of the process's locks on
+it). Each claim also appends
 a one-line announcement (who, where, since when) to the same file, which ``status``
 reads to show what is running now; the locks, not the announcements, are what
 guarantees exclusion.
@@ -33,7 +37,7 @@ from ._log import read_from
 from ._pid import close_if_ours, pid
 from .errors import StoreError
 
-__all__ = ["ClaimFile", "Claims", "claim_offset"]
+__all__ = ["CallClaims", "ClaimFile", "Claims", "calls", "claim_offset"]
 
 _BASE = 1 << 40  # lock offsets live far beyond the announcements
 _SPAN = (1 << 62) - _BASE
@@ -50,6 +54,74 @@ def claim_offset(func: str, fields: Sequence[str], texts: Sequence[str]) -> int:
     digest = hashlib.blake2b(repr((func, tuple(fields), tuple(texts))).encode(),
                              digest_size=8).digest()
     return _BASE + int.from_bytes(digest, "little") % _SPAN
+
+
+class CallClaims:
+    """The runs this process's calls are executing: a claim belongs to the call.
+
+    A key is ``(claims object, offset)``: the store's claims and the run's byte. Each
+    entry holds an owner token (an object made per call) and the thread that took it,
+    which only serves to refuse a wait that could never end. Waiting is done by the
+    caller: blocking on :meth:`wait` (threads) or polling :meth:`try_take` between
+    ``await asyncio.sleep`` (async calls, which must never block their event loop).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held: dict[tuple[int, int], tuple[object, int]] = {}
+        self._pid = pid()
+
+    def _table(self) -> dict[tuple[int, int], tuple[object, int]]:
+        if self._pid != pid():  # forked: the parent's calls do not run here
+            self._held, self._pid = {}, pid()
+            self._cond = threading.Condition()
+        return self._held
+
+    def try_take(self, key: tuple[int, int], owner: object) -> bool:
+        """Take ``key`` for ``owner`` if no call of this process holds it."""
+        with self._cond:
+            held = self._table()
+            if key in held:
+                return False
+            held[key] = (owner, threading.get_ident())
+            return True
+
+    def wait(self, key: tuple[int, int], owner: object, what: str) -> None:
+        """Take ``key`` for ``owner``, blocking this thread until its holder releases it.
+
+        Raises :class:`RuntimeError` when the holder is this very thread (a call of the
+        run inside itself, or an async task suspended on this thread): it could never
+        release the run while this thread waits.
+        """
+        me = threading.get_ident()
+        with self._cond:
+            while True:
+                held = self._table()
+                current = held.get(key)
+                if current is None:
+                    held[key] = (owner, me)
+                    return
+                if current[1] == me:
+                    raise RuntimeError(
+                        f"{what} is already running in this thread (a call of the same "
+                        f"run inside itself, or an async task suspended in this thread), "
+                        f"so waiting for it (wait=True) would never end; call it with "
+                        f"other arguments, or await it from async code"
+                    )
+                self._cond.wait()
+
+    def release(self, key: tuple[int, int], owner: object) -> None:
+        """Give up ``key`` if ``owner`` holds it."""
+        with self._cond:
+            held = self._table()
+            current = held.get(key)
+            if current is not None and current[0] is owner:
+                del held[key]
+                self._cond.notify_all()
+
+
+#: The runs being executed by calls of this process (see :class:`CallClaims`).
+calls = CallClaims()
 
 
 class Claims(Protocol):
@@ -116,9 +188,8 @@ class ClaimFile:
         me = threading.get_ident()
         with self._mutex:
             fd = self._open()
-            holder = self._held.get(offset)
-            if holder is not None:
-                return "in another thread of this process" if holder != me else None
+            if offset in self._held:  # (the decorator's CallClaims normally stops this)
+                return "by another call in this process"
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset, os.SEEK_SET)
             except OSError as exc:

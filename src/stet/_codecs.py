@@ -14,6 +14,8 @@ import json
 import operator
 import os
 import re
+import sys
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +32,9 @@ Record = dict[str, str]
 
 #: CSV bookkeeping column listing (as a JSON array) the fields whose value is "".
 EMPTY_FIELD = "_stet_empty"
+#: CSV bookkeeping column listing (as a JSON array) the fields whose cell holds their
+#: value as a JSON string: text UTF-8 cannot hold (a lone surrogate such as "\ud800").
+ESCAPED_FIELD = "_stet_escaped"
 
 
 class Chunk:
@@ -92,10 +97,13 @@ class Chunk:
                 if drop:
                     del record[EMPTY_FIELD]
                 yield record
+            escaped = ESCAPED_FIELD in h
             for row in self.rows:
                 record = {k: v for k, v in zip(h, row, strict=True) if v is not None}
                 if drop:
                     record.pop(EMPTY_FIELD, None)
+                if escaped:
+                    record.pop(ESCAPED_FIELD, None)
                 yield record
         yield from self.dicts
 
@@ -108,14 +116,35 @@ class Chunk:
 class Parsed:
     """Result of parsing from some offset: records, and where the last one ended.
 
-    ``end`` is the offset just past the last complete record; ``tail`` is ``"clean"`` or
-    ``"torn"`` (bytes after ``end`` from an interrupted write, to be discarded).
+    ``end`` is the offset just past the last complete record; ``tail`` is ``"clean"``,
+    ``"torn"`` (bytes after ``end`` that can only be what an interrupted append left, to
+    be discarded) or ``"open"`` (the last record is whole but lacks its final newline, as
+    an editor may leave it; the next append writes the newline first).
     """
 
     __slots__ = ("chunk", "end", "tail")
 
     def __init__(self, chunk: Chunk, end: int, tail: str) -> None:
         self.chunk, self.end, self.tail = chunk, end, tail
+
+
+class Damage(Exception):
+    """Bytes at offset ``at`` of the parsed data that no stet write can have left.
+
+    Raised by codecs; the log turns it into a :class:`CorruptStoreError` naming the line.
+    """
+
+    def __init__(self, at: int, what: str) -> None:
+        super().__init__(what)
+        self.at, self.what = at, what
+
+
+#: Writes are cut (by SIGKILL, a full disk) only at page boundaries of the file: the
+#: kernel copies a write into the page cache page by page and checks for a fatal signal
+#: between pages. A whole-looking last CSV line lacking only its newline that ends
+#: elsewhere cannot be a cut append, so it is a record (an editor left it so); an
+#: unclosed quote running over line breaks that ends elsewhere is damage, not a cut.
+TEAR_ALIGN = 4096
 
 
 class Codec(ABC):
@@ -131,12 +160,16 @@ class Codec(ABC):
 
     @abstractmethod
     def parse(
-        self, data: bytes, head: Any, first: bool, path: Path, keys_only: bool = False
+        self, data: bytes, head: Any, first: bool, path: Path, keys_only: bool = False,
+        at: int = 0,
     ) -> Parsed:
         """Parse complete records from ``data`` (which starts where the last one ended).
 
         ``keys_only``: the records are for the index; a codec may leave out bookkeeping
-        fields other than the function name (a million records load faster).
+        fields other than the function name (a million records load faster). ``at``: the
+        offset of ``data`` in the file. Bytes after the last complete record are a torn
+        tail only if an interrupted append can have left them; anything else malformed
+        raises :class:`Damage`.
         """
 
     @abstractmethod
@@ -156,17 +189,95 @@ def _corrupt(path: Path, what: str, fmt: str) -> CorruptStoreError:
 
 
 # --------------------------------------------------------------------------------- CSV
-def _complete_lines_end(data: bytes) -> int:
-    """Offset just past the last newline that ends a CSV record (quotes balanced)."""
-    quotes = data.count(b'"')
-    if data.endswith(b"\n") and quotes % 2 == 0:
-        return len(data)
-    i = data.rfind(b"\n")
-    while i >= 0:
-        if (quotes - data.count(b'"', i + 1)) % 2 == 0:
-            return i + 1
-        i = data.rfind(b"\n", 0, i)
-    return 0
+# The grammar stet's CSV writer follows (RFC 4180): a field is quoted (``"`` ... ``"``
+# with ``""`` for a quote) or holds no quote, comma, CR or LF; a record ends with LF
+# (CRLF, from other tools, is read too). Possessive quantifiers: one pass, no backtracking,
+# so a 10 MB field or a million rows cost one scan in C.
+_QUOTED = rb'"[^"]*+(?:""[^"]*+)*+"'
+_FIELD = rb"(?:" + _QUOTED + rb'|[^",\r\n]*+)'
+_ROW = _FIELD + rb"(?:," + _FIELD + rb")*+"
+#: Whole records from the start of a chunk (the match ends where the first bad one starts).
+_RECORDS = re.compile(rb"(?:" + _ROW + rb"\r?\n)*+")
+_RECORD = re.compile(_ROW + rb"\r?\n")
+#: A record lacking only its newline (or the LF of its CRLF).
+_ROW_ONLY = re.compile(_ROW + rb"\r?")
+#: A prefix of one record: whole fields, then one field cut anywhere (a quoted one inside
+#: a doubled quote or just after its closing quote).
+_ROW_PREFIX = re.compile(rb"(?:" + _FIELD + rb",)*+(?:" + rb'"[^"]*+(?:""[^"]*+)*+"?'
+                         + rb'|[^",\r\n]*+)\r?')
+_ANY_QUOTED = re.compile(rb'"[^"]*+(?:""[^"]*+)*+"?')
+
+
+def _records_end(data: bytes) -> int:
+    """Offset just past the last of the whole, well-formed records that start ``data``."""
+    if b'"' not in data and b"\r" not in data:
+        return data.rfind(b"\n") + 1  # every line is a record (what stet writes for plain values)
+    m = _RECORDS.match(data)
+    assert m is not None  # (the pattern matches the empty string)
+    return m.end()
+
+
+def _csv_tail(data: bytes, end: int, width: int, file_end: int) -> str:
+    """What the bytes after the last whole record are: ``clean`` (none), ``torn`` (what an
+    interrupted append leaves: a prefix of one record) or ``open`` (a whole record without
+    its newline, not ending where a cut write can end); raises :class:`Damage` otherwise."""
+    if end == len(data):
+        return "clean"
+    tail = data[end:]
+    m = _ROW_PREFIX.match(tail)
+    if m is None or m.end() != len(tail):
+        bad = end + (m.end() if m is not None else 0)
+        raise Damage(bad, "a malformed row (a stray quote, or a line break outside quotes)"
+                          if bad < len(data) else "a malformed row")
+    cells = _ANY_QUOTED.sub(b"", tail).count(b",") + 1
+    if cells > width:
+        raise Damage(end, f"a row has {cells} cells where the header has {width}")
+    if cells == width and _ROW_ONLY.fullmatch(tail) and file_end % TEAR_ALIGN:
+        return "open"
+    if b"\n" in tail and file_end % TEAR_ALIGN:
+        # Line breaks inside a quote opened and never closed. A cut write of a value with
+        # line breaks would end on a page boundary; this is a stray quote (the rows after
+        # it are whole records, not to be dropped).
+        raise Damage(end, "a quote opens a cell and never closes")
+    try:
+        tail.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason != "unexpected end of data":  # (a character cut by the tear is fine)
+            raise Damage(end + exc.start, "bytes that are not UTF-8 text") from None
+    return "torn"
+
+
+def _row_offset(data: bytes, row: int) -> int:
+    """Offset of the ``row``-th record (0-based) of well-formed ``data`` (for messages)."""
+    pos = 0
+    for _ in range(row):
+        m = _RECORD.match(data, pos)
+        if m is None:
+            break
+        pos = m.end()
+    return pos
+
+
+#: ``csv.field_size_limit`` is process-wide; stet raises it only while it reads a store
+#: that needs it, under this lock, and puts back the caller's limit unless someone else
+#: changed it meanwhile.
+_limit_lock = threading.Lock()
+
+
+def _csv_rows(text: str) -> list[list[str]]:
+    """``csv.reader`` rows of ``text``, fields of any size (a 10 MB value included)."""
+    try:
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        if "field limit" not in str(exc):
+            raise
+    with _limit_lock:
+        old = csv.field_size_limit(sys.maxsize)
+        try:
+            return list(csv.reader(io.StringIO(text, newline="")))
+        finally:
+            if csv.field_size_limit() == sys.maxsize:
+                csv.field_size_limit(old)
 
 
 def _plain_columns(text: str, width: int) -> list[list[str]] | None:
@@ -226,18 +337,22 @@ class CsvCodec(Codec):
         return self._buf.getvalue()
 
     def parse_head(self, data: bytes, path: Path) -> tuple[Any, int]:
-        end = _first_record_end(data)
-        if end == 0:
+        start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+        m = _RECORD.match(data, start)
+        if m is None:
+            if _first_record_end(data) or (b"\n" in data and b'"' not in data):
+                raise _corrupt(path, "its first line is not a header of distinct field "
+                                     "names", "CSV")
             # no complete header line yet (empty file, or a torn first write)
             if data.strip() and (b"\0" in data or not _is_text(data)):
                 raise _corrupt(path, "it is not UTF-8 text", "CSV")
             return None, 0
-        start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+        end = m.end()
         try:
             text = data[start:end].decode("utf-8")
         except UnicodeDecodeError:
             raise _corrupt(path, "its header is not UTF-8 text", "CSV") from None
-        rows = list(csv.reader(io.StringIO(text, newline="")))
+        rows = _csv_rows(text)
         if len(rows) != 1 or not rows[0] or "" in rows[0] or len(set(rows[0])) != len(rows[0]):
             raise _corrupt(path, "its first line is not a header of distinct field names", "CSV")
         if not any(name.startswith(RESERVED_PREFIX) for name in rows[0]):
@@ -247,42 +362,53 @@ class CsvCodec(Codec):
         return list(rows[0]), end
 
     def parse(
-        self, data: bytes, head: Any, first: bool, path: Path, keys_only: bool = False
+        self, data: bytes, head: Any, first: bool, path: Path, keys_only: bool = False,
+        at: int = 0,
     ) -> Parsed:
         header: list[str] = head
-        end = _complete_lines_end(data)
-        try:
-            text = data[:end].decode("utf-8")
-        except UnicodeDecodeError:
-            raise _corrupt(path, "it holds bytes that are not UTF-8 text", "CSV") from None
         width = len(header)
-        tail = "clean" if end == len(data) else "torn"
+        end = _records_end(data)
+        tail = _csv_tail(data, end, width, at + len(data))
+        body = data[:end] if tail != "open" else data + b"\n"
+        if tail == "open":
+            end = len(data)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Damage(exc.start, "bytes that are not UTF-8 text") from None
+        escaped_col = header.index(ESCAPED_FIELD) if ESCAPED_FIELD in header else -1
         with bulk():
-            plain = _plain_columns(text, width)
+            plain = _plain_columns(text, width) if escaped_col < 0 else None
             if plain is not None and not any("" in col for col in plain):
                 return Parsed(Chunk(header=header, columns=plain), end, tail)
-            parsed = list(csv.reader(io.StringIO(text, newline="")))
-            if parsed and set(map(len, parsed)) == {width}:
+            parsed = _csv_rows(text)
+            if escaped_col < 0 and parsed and set(map(len, parsed)) == {width}:
                 columns = list(zip(*parsed, strict=True))
                 if not any("" in col for col in columns):  # no absent fields: fast path
                     return Parsed(Chunk(header=header, columns=columns),
                                   end, tail)
         rows: list[Sequence[str | None]] = []
         empty_col = header.index(EMPTY_FIELD) if EMPTY_FIELD in header else -1
-        for row in parsed:
+        for k, row in enumerate(parsed):
             if len(row) != width:
                 if not row:
                     continue
-                raise _corrupt(path, f"a row has {len(row)} cells where the header has "
-                                     f"{width}: {row!r:.200}", "CSV")
+                raise Damage(_row_offset(body, k), f"a row has {len(row)} cells where the "
+                                                   f"header has {width}: {row!r:.200}")
+            if escaped_col >= 0 and row[escaped_col]:
+                decoded = _unescape(row, row[escaped_col], header)
+                if decoded is None:
+                    raise Damage(_row_offset(body, k), f"bad {ESCAPED_FIELD} cell "
+                                                       f"{row[escaped_col]!r:.200}")
+                row = decoded
             if "" in row:
                 empties: set[str] = set()
                 if empty_col >= 0 and row[empty_col]:
                     try:
                         empties = set(json.loads(row[empty_col]))
-                    except (ValueError, TypeError):
-                        raise _corrupt(path, f"bad {EMPTY_FIELD} cell {row[empty_col]!r}",
-                                       "CSV") from None
+                    except (ValueError, TypeError, RecursionError):
+                        raise Damage(_row_offset(body, k), f"bad {EMPTY_FIELD} cell "
+                                                           f"{row[empty_col]!r:.200}") from None
                 rows.append([v if v or h in empties else None
                              for h, v in zip(header, row, strict=True)])
             else:
@@ -304,9 +430,21 @@ class CsvCodec(Codec):
 
     def frame(self, record: Mapping[str, str], head: Any, first: bool) -> bytes | None:
         cells = self._cells(record, head)
-        return None if cells is None else self._line(cells).encode("utf-8")
+        if cells is None:
+            return None
+        try:
+            return self._line(cells).encode("utf-8")
+        except UnicodeEncodeError:
+            escaped = self._cells(_escape(record), head)
+            return None if escaped is None else self._line(escaped).encode("utf-8")
 
     def render(self, records: Sequence[Mapping[str, str]], head: Any) -> tuple[bytes, Any]:
+        try:
+            return self._render(records, head)
+        except UnicodeEncodeError:  # (rare: checked only when needed)
+            return self._render([_escape(r) for r in records], head)
+
+    def _render(self, records: Sequence[Mapping[str, str]], head: Any) -> tuple[bytes, Any]:
         header: list[str] = list(head or [])
         seen = set(header)
         new_keys: list[str] = []
@@ -328,6 +466,49 @@ class CsvCodec(Codec):
         return "".join(out).encode("utf-8"), header
 
 
+def _escape(record: Mapping[str, str]) -> Mapping[str, str]:
+    """``record`` with the values UTF-8 cannot hold as JSON strings, listed in
+    ``_stet_escaped`` (the record itself when there are none)."""
+    for k in record:
+        if not _utf8(k):
+            raise StoreError(
+                f"the field name {k!r} holds a lone surrogate, which a CSV store (UTF-8 "
+                f"text) cannot hold. Give it another name, or use a .json store."
+            )
+    bad = [k for k, v in record.items() if not _utf8(v)]
+    if not bad:
+        return record
+    out = dict(record)
+    for k in bad:
+        out[k] = json.dumps(out[k])
+    out[ESCAPED_FIELD] = json.dumps(bad)
+    return out
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unescape(row: list[str], cell: str, header: Sequence[str]) -> list[str] | None:
+    """``row`` with the cells ``cell`` lists decoded (``None`` if they are not JSON text)."""
+    try:
+        names = json.loads(cell)
+        out = list(row)
+        for name in names:
+            k = header.index(name)
+            value = json.loads(out[k])
+            if not isinstance(value, str):
+                return None
+            out[k] = value
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return out
+
+
 def _is_text(data: bytes) -> bool:
     try:
         data[:4096].decode("utf-8")
@@ -338,9 +519,34 @@ def _is_text(data: bytes) -> bool:
 
 # -------------------------------------------------------------------------------- JSON
 _WS = re.compile(rb"[ \t\r\n]*")
-# What an interrupted append may leave after the last complete object.
-_JSON_TORN = re.compile(rb"\s*(,\s*(\{[^\n]*)?)?\]?\s*")
+_JSON_CLEAN = re.compile(rb"[ \t\r\n]*\][ \t\r\n]*")
+# What an interrupted append may leave after the last complete object: an append writes
+# ``,\n{...}\n]\n`` (``\n{...}\n]\n`` for the first object) in one write over the
+# closing ``\n]\n``, so a cut leaves the comma over the old bracket (``,]``), or the start
+# of the object line and nothing after it (or the old final newline, after ``\n{``).
+_JSON_TORN = re.compile(rb"[ \t\r\n]*(?:(,)?[ \t\r\n]*(?:\][ \t\r\n]*|(\{[^\n]*)(\n?))?)?")
 _decoder = json.JSONDecoder()
+#: Ends that complete any prefix of a one-line JSON object json.dumps writes.
+_CLOSERS = ('"}', "}", '":0}', ":0}", "0}", '"":0}', "ue}", "rue}", "e}", "l}", "ll}",
+            "ull}", "se}", "lse}", "alse}")
+_OPEN_ESCAPE = re.compile(rb"(\\+)(u[0-9a-fA-F]{0,3})?$")
+
+
+def _is_object_prefix(data: bytes) -> bool:
+    """Whether ``data`` is the start of a one-line JSON object (as cut by a torn write)."""
+    if not data.startswith(b"{") or b"\n" in data or not data.isascii():
+        return False  # (stet writes its objects as ASCII, on one line)
+    escape = b""
+    m = _OPEN_ESCAPE.search(data)
+    if m and len(m.group(1)) % 2:  # cut inside an escape sequence
+        escape = b"n" if m.group(2) is None else b"0" * (5 - len(m.group(2)))
+    for close in _CLOSERS:
+        try:
+            if isinstance(json.loads(data + escape + close.encode()), dict):
+                return True
+        except (ValueError, RecursionError):
+            continue
+    return False
 
 
 def _all_text(column: Sequence[Any]) -> bool:
@@ -448,7 +654,8 @@ class JsonCodec(Codec):
         _require_marker(obj, path)
 
     def parse(
-        self, data: bytes, head: Any, first: bool, path: Path, keys_only: bool = False
+        self, data: bytes, head: Any, first: bool, path: Path, keys_only: bool = False,
+        at: int = 0,
     ) -> Parsed:
         if first:
             with bulk():
@@ -478,24 +685,39 @@ class JsonCodec(Codec):
                 pos += 1
                 while pos < n and text[pos] in " \t\r\n":
                     pos += 1
+            start = pos
             try:
                 obj, pos = _decoder.raw_decode(text, pos)
             except json.JSONDecodeError:
                 break
+            except RecursionError:
+                at = start if ascii_only else len(text[:start].encode("utf-8"))
+                raise Damage(at, "an element is nested too deeply to be a record") from None
             if first:
                 _require_marker(obj, path)
-            dicts.append(_check_object(obj, path, "JSON"))
+            try:
+                dicts.append(_check_object(obj, path, "JSON"))
+            except CorruptStoreError:
+                at = start if ascii_only else len(text[:start].encode("utf-8"))
+                kind = type(obj).__name__
+                raise Damage(at, f"an element is not an object of text fields ({kind}: "
+                                 f"{text[start:pos][:80]!r})") from None
             end_chars = pos
             first = False
         end = end_chars if ascii_only else len(text[:end_chars].encode("utf-8"))
         rest = data[end:]
-        if re.fullmatch(rb"\s*\]\s*", rest):
+        if _JSON_CLEAN.fullmatch(rest):
             tail = "clean"
-        elif _JSON_TORN.fullmatch(rest):
-            tail = "torn"
         else:
-            raise _corrupt(path, f"unexpected text after record {len(dicts)} of this chunk: "
-                                 f"{rest[:80]!r}", "JSON")
+            m = _JSON_TORN.fullmatch(rest)
+            comma, obj = (m.group(1), m.group(2)) if m is not None else (None, None)
+            if m is None or (comma is not None and first) or (
+                obj is not None and ((comma is None) != first or not _is_object_prefix(obj)
+                                     or (m.group(3) and obj != b"{"))):
+                bad = end + _WS.match(rest).end()  # type: ignore[union-attr]
+                raise Damage(bad, f"unexpected text after the last whole record: "
+                                  f"{data[bad:bad + 80]!r}")
+            tail = "torn"
         return Parsed(Chunk(dicts=dicts), end, tail)
 
     def _parse_whole(self, data: bytes, path: Path, keys_only: bool) -> Parsed | None:
@@ -508,7 +730,7 @@ class JsonCodec(Codec):
         text += memoryview(data)[:close]
         try:
             items = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         del text
         if not isinstance(items, list):
@@ -566,23 +788,39 @@ class JsonLinesCodec(Codec):
         try:
             head = json.loads(data[:nl])
             gen = head["_stet_generation"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise _corrupt(path, "its first line is not a stet sidecar header", "sidecar") from None
         return str(gen), nl + 1
 
     def parse(
-        self, data: bytes, head: Any, first: bool, path: Path, keys_only: bool = False
+        self, data: bytes, head: Any, first: bool, path: Path, keys_only: bool = False,
+        at: int = 0,
     ) -> Parsed:
         end = data.rfind(b"\n") + 1
+        tail = "clean"
+        if end < len(data):
+            last = data[end:]
+            try:
+                whole = isinstance(json.loads(last), dict)
+            except (ValueError, RecursionError):
+                whole = False
+            if whole:
+                tail, end = "open", len(data)  # a whole record, only its newline missing
+            elif _is_object_prefix(last):
+                tail = "torn"  # a cut append
+            else:
+                raise Damage(end, f"a line is not a JSON object: {last[:80]!r}")
         dicts = []
-        for line in data[:end].splitlines():
+        pos = 0
+        for line in data[:end].split(b"\n"):
             if line.strip():
                 try:
                     obj = json.loads(line)
-                except ValueError:
-                    raise _corrupt(path, f"a line is not JSON: {line[:80]!r}", "sidecar") from None
+                except (ValueError, RecursionError):
+                    raise Damage(pos, f"a line is not JSON: {line[:80]!r}") from None
                 dicts.append(_check_object(obj, path, "sidecar"))
-        return Parsed(Chunk(dicts=dicts), end, "clean" if end == len(data) else "torn")
+            pos += len(line) + 1
+        return Parsed(Chunk(dicts=dicts), end, tail)
 
     def frame(self, record: Mapping[str, str], head: Any, first: bool) -> bytes | None:
         return json.dumps(record, ensure_ascii=True).encode("ascii") + b"\n"

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ._claims import claim_offset
+from ._claims import calls, claim_offset
 from ._config import settings
 from ._exit import at_exit
 from ._identity import Binder, format_call
@@ -90,14 +90,10 @@ class _Run:
             call = format_call(self.func.__name__, fields, texts)
             print(f"[stet] Skipping {call}{why}", flush=True)
 
-    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any],
-              skipped: list[str] | None = None) -> _Ticket | None:
-        """Decide whether this call runs: ``None`` (skipped, message printed) or a
-        ticket holding the run's claim.
-
-        With a ``skipped`` list, a skip prints nothing and appends why instead:
-        ``"done"``, ``"running"`` (elsewhere) or ``"failed"`` (before, ``skip_failed``).
-        """
+    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 skipped: list[str] | None) -> _Attempt | None:
+        """Bind a call and skip it if its run is done (or failed, with ``skip_failed``);
+        else the attempt to claim it, not yet claimed."""
         fields, texts = self.binder.bind(args, kwargs)
         names, sorted_texts = self.binder.sorted_view(fields, texts)
         backend = self.get_backend()
@@ -112,26 +108,63 @@ class _Run:
             self._say(fields, texts, ": it failed before (skip_failed=True; "
                       "f.forget(...) clears its failure)", "failed", skipped)
             return None
-        claims = backend.claims()
-        offset = claim_offset(self.name, names, sorted_texts)
-        info = {"func": self.name, "fields": dict(zip(fields, texts, strict=True))}
-        holder = claims.try_claim(offset, info)
-        if holder is not None:
+        return _Attempt(self, backend, fields, texts, names, sorted_texts, skipped)
+
+    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+              skipped: list[str] | None = None) -> _Ticket | None:
+        """Decide whether this call runs: ``None`` (skipped, message printed) or a
+        ticket holding the run's claim.
+
+        With a ``skipped`` list, a skip prints nothing and appends why instead:
+        ``"done"``, ``"running"`` (elsewhere) or ``"failed"`` (before, ``skip_failed``).
+        """
+        attempt = self._prepare(args, kwargs, skipped)
+        if attempt is None:
+            return None
+        if not calls.try_take(attempt.key, attempt):
             if not self.wait:
-                self._say(fields, texts, f": running elsewhere ({holder})", "running",
-                          skipped)
+                attempt.skip_running("by another call in this process")
                 return None
-            claims.wait_claim(offset, info)
-        # Claimed. Another worker may have finished it just before: look again.
+            calls.wait(attempt.key, attempt, attempt.call_text())
         try:
-            if backend.contains_run(self.name, names, sorted_texts):
-                claims.release(offset)
-                self._say(fields, texts, skipped=skipped)
-                return None
+            holder = attempt.claims.try_claim(attempt.offset, attempt.info)
+            if holder is not None:
+                if not self.wait:
+                    attempt.skip_running(holder)
+                    return None
+                attempt.claims.wait_claim(attempt.offset, attempt.info)
+            return attempt.confirm()
         except BaseException:
-            claims.release(offset)
+            calls.release(attempt.key, attempt)
             raise
-        return _Ticket(self, backend, claims, offset, fields, texts)
+
+    async def abegin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Ticket | None:
+        """:meth:`begin` for an ``async def`` function: waiting (``wait=True``) awaits
+        instead of blocking the event loop, which other calls of the run may need."""
+        import asyncio
+
+        attempt = self._prepare(args, kwargs, None)
+        if attempt is None:
+            return None
+        pause = _FIRST_PAUSE
+        while not calls.try_take(attempt.key, attempt):
+            if not self.wait:
+                attempt.skip_running("by another call in this process")
+                return None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _LAST_PAUSE)
+        try:
+            pause = _FIRST_PAUSE
+            while (holder := attempt.claims.try_claim(attempt.offset, attempt.info)):
+                if not self.wait:
+                    attempt.skip_running(holder)
+                    return None
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _LAST_PAUSE)
+            return attempt.confirm()
+        except BaseException:
+            calls.release(attempt.key, attempt)
+            raise
 
     def stored_result(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The saved return value of a done run (``save_result=True``), else ``None``."""
@@ -142,16 +175,72 @@ class _Run:
         return self.results.get(self.get_backend(), names, sorted_texts)
 
 
+# An async call waiting for a run held by another call polls: first after 1 ms, then
+# twice as long each time, at most every 0.1 s (a run held elsewhere usually lasts long).
+_FIRST_PAUSE = 0.001
+_LAST_PAUSE = 0.1
+
+
+class _Attempt:
+    """One call's attempt to claim its run; the owner of its in-process claim."""
+
+    __slots__ = ("backend", "claims", "fields", "info", "key", "names", "offset", "run",
+                 "skipped", "sorted_texts", "texts")
+
+    def __init__(self, run: _Run, backend: BaseBackend, fields: tuple[str, ...],
+                 texts: tuple[str, ...], names: tuple[str, ...],
+                 sorted_texts: tuple[str, ...], skipped: list[str] | None) -> None:
+        self.run, self.backend, self.skipped = run, backend, skipped
+        self.fields, self.texts = fields, texts
+        self.names, self.sorted_texts = names, sorted_texts
+        self.claims = backend.claims()
+        self.offset = claim_offset(run.name, names, sorted_texts)
+        # Keyed by the claims object: one per store file (or database table) here.
+        self.key = (id(self.claims), self.offset)
+        self.info = {"func": run.name, "fields": dict(zip(fields, texts, strict=True))}
+
+    def call_text(self) -> str:
+        return format_call(self.run.func.__name__, self.fields, self.texts)
+
+    def skip_running(self, holder: str) -> None:
+        """Skip the call: its run is being executed by ``holder``."""
+        calls.release(self.key, self)
+        self.run._say(self.fields, self.texts, f": running elsewhere ({holder})", "running",
+                      self.skipped)
+
+    def confirm(self) -> _Ticket | None:
+        """Claimed. Another worker may have finished the run just before: look again."""
+        try:
+            done = self.backend.contains_run(self.run.name, self.names, self.sorted_texts)
+        except BaseException:
+            self.claims.release(self.offset)
+            raise
+        if done:
+            self.claims.release(self.offset)
+            calls.release(self.key, self)
+            self.run._say(self.fields, self.texts, skipped=self.skipped)
+            return None
+        return _Ticket(self)
+
+
 class _Ticket:
     """A claimed run: finish it with :meth:`done` or :meth:`failed`, exactly once."""
 
-    __slots__ = ("backend", "claims", "fields", "offset", "run", "started", "t0", "texts")
+    __slots__ = ("attempt", "backend", "claims", "fields", "offset", "run", "started", "t0",
+                 "texts")
 
-    def __init__(self, run: _Run, backend: BaseBackend, claims: Any, offset: int,
-                 fields: tuple[str, ...], texts: tuple[str, ...]) -> None:
-        self.run, self.backend, self.claims, self.offset = run, backend, claims, offset
-        self.fields, self.texts = fields, texts
+    def __init__(self, attempt: _Attempt) -> None:
+        self.attempt = attempt
+        self.run, self.backend = attempt.run, attempt.backend
+        self.claims, self.offset = attempt.claims, attempt.offset
+        self.fields, self.texts = attempt.fields, attempt.texts
         self.started, self.t0 = time.time(), time.perf_counter()
+
+    def _release(self) -> None:
+        try:
+            self.claims.release(self.offset)
+        finally:
+            calls.release(self.attempt.key, self.attempt)
 
     def _record(self) -> Record:
         rec: Record = dict(zip(self.fields, self.texts, strict=True))
@@ -177,7 +266,7 @@ class _Ticket:
                     rec[RESULT_FIELD] = text
             self.backend.append_record(rec)
         finally:
-            self.claims.release(self.offset)
+            self._release()
         if run.results is not None:
             run.results.put(rec)
 
@@ -191,7 +280,7 @@ class _Ticket:
                 rec["_stet_error"] = _error_text(exc)
                 self.backend.append_failure(rec)
         finally:
-            self.claims.release(self.offset)
+            self._release()
 
 
 def _error_text(exc: BaseException) -> str:
@@ -324,7 +413,7 @@ def once(
 
             @functools.wraps(f)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                ticket = run.begin(args, kwargs)
+                ticket = await run.abegin(args, kwargs)
                 if ticket is None:
                     return run.stored_result(args, kwargs) if run.save_result else None
                 try:

@@ -41,7 +41,14 @@ def canonical(value: Any) -> str:
         return value  # type: ignore[no-any-return]
     if t is bool or t is float or value is None:
         return repr(value)
-    return _canonical_slow(value, nested=False)
+    try:
+        return _canonical_slow(value, nested=False)
+    except RecursionError:
+        raise UnstableValueError(_TOO_DEEP) from None
+
+
+#: Why a container nested deeper than Python's recursion limit has no canonical text.
+_TOO_DEEP = "it is nested too deeply (containers within containers) to have a canonical text"
 
 
 def _canonical_slow(value: Any, *, nested: bool) -> str:
@@ -316,7 +323,10 @@ class Binder:
                 texts.append(repr(v))
             else:
                 try:
-                    texts.append(_canonical_slow(v, nested=False))
+                    try:
+                        texts.append(_canonical_slow(v, nested=False))
+                    except RecursionError:
+                        raise UnstableValueError(_TOO_DEEP) from None
                 except UnstableValueError as exc:
                     raise UnstableValueError(
                         f"{self._func_name}: parameter {f!r} = {_short(v)} has no stable text "

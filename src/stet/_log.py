@@ -6,8 +6,10 @@ One discipline for every file format (the format is a :class:`~stet._codecs.Code
   after catching up with what other writers appended;
 * readers remember the offset just past the last complete record and the file's
   ``stat``; when the ``stat`` is unchanged nothing is read, otherwise only the new tail;
-* a torn tail (an append interrupted by SIGKILL) is ignored by readers and cut off by the
-  next writer;
+* a torn tail (what an append interrupted by SIGKILL or a full disk leaves: a prefix of
+  one record after the last whole one) is ignored by readers and cut off by the next
+  writer, with a :class:`StoreWarning`; anything else malformed, anywhere, is a
+  :class:`~stet.errors.CorruptStoreError` naming the line, and the file is left as it is;
 * whole-file changes (remove, clear, a widened CSV header) write a temporary file,
   ``fsync`` it and ``os.replace`` it over the store, so the store is always whole.
 """
@@ -17,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import stat
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._codecs import Codec, Parsed, Record
+from ._codecs import Codec, Damage, Parsed, Record
 from ._index import Index
 from ._locking import StoreLock
 from ._pid import close_if_ours, pid
@@ -38,21 +41,32 @@ class StoreWarning(UserWarning):
 def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Replace ``path`` by a file holding ``data``; readers see the old or the new file.
 
+    The new file keeps the old one's identity as far as a rename allows: its permission
+    bits and group (and owner, when stet may set it), and when ``path`` is a symlink, the
+    file it points to is replaced and the symlink stays.
+
     The caller holds the store's exclusive lock, so no other writer is using a temporary
     file of this store: those left by writers killed mid-write are removed. A write that
     fails (a full disk) removes its own and leaves ``path`` as it was.
     """
+    path = _target(path)
     tmp = path.with_name(f".{path.name}.stet-tmp-{pid()}")
     for leftover in glob.glob(glob.escape(str(path.with_name(f".{path.name}.stet-tmp-")))
                               + "*"):
         with contextlib.suppress(OSError):
             os.unlink(leftover)
     try:
+        old = os.stat(path)
+    except FileNotFoundError:
+        old = None
+    try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            if old is not None:
+                _same_identity(fd, old)
             if fsync:
                 os.fsync(fd)
         finally:
@@ -68,6 +82,31 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
         raise
     if fsync:
         _fsync_dir(path.parent)
+
+
+def _target(path: Path) -> Path:
+    """The file a rewrite replaces: ``path``, or the file its symlinks lead to."""
+    if not os.path.islink(path):
+        return path
+    return Path(os.path.realpath(path))
+
+
+def _same_identity(fd: int, old: os.stat_result) -> None:
+    """Give the new file ``fd`` the old file's owner, group and permission bits.
+
+    A group-shared store (0664, group ``lab``) stays shared, a 0444 store stays read-only.
+    The owner can be kept only by root, the group only by a member of it: otherwise the
+    new file is the writer's, as any file it creates (the permission bits still hold).
+    """
+    st = os.fstat(fd)
+    if (st.st_uid, st.st_gid) != (old.st_uid, old.st_gid):
+        for uid in (old.st_uid, -1):
+            try:
+                os.fchown(fd, uid, old.st_gid)
+                break
+            except OSError:
+                continue
+    os.fchmod(fd, stat.S_IMODE(old.st_mode))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -123,6 +162,7 @@ class LogFile:
         self._pos = 0  # offset just past the last complete record
         self._count = 0  # records in the file
         self._tail = "clean"
+        self._discarded = b""  # the torn tail the last whole-file parse left out
         #: A head (file generation) whose records are stale and must be ignored.
         self.ignored_head: Any = None
 
@@ -215,8 +255,27 @@ class LogFile:
             offset += start
             data = data[start:]
             self._pos = offset
-        parsed = self.codec.parse(data, self._head, self._count == 0, self.path, keys_only=True)
-        return parsed
+        try:
+            return self.codec.parse(data, self._head, self._count == 0, self.path,
+                                    keys_only=True, at=offset)
+        except Damage as exc:
+            raise self._damaged(exc, offset) from None
+
+    def _damaged(self, exc: Damage, offset: int) -> CorruptStoreError:
+        """The error for malformed bytes at ``offset + exc.at``, naming their line."""
+        at = offset + exc.at
+        try:
+            with open(self.path, "rb") as f:
+                line = f.read(at).count(b"\n") + 1
+        except OSError:
+            line = 0
+        where = f"line {line}" if line else f"byte {at}"
+        return CorruptStoreError(
+            f"{self.path} is not a readable stet {self.codec.label} store: {where}: "
+            f"{exc.what}. That is not what an interrupted write leaves, so stet refuses "
+            f"the file rather than cut it; it was left untouched. Fix {where} (or move "
+            f"the file aside) and run again."
+        )
 
     def records(self) -> list[Record]:
         """Every record in the file, read afresh (shared lock held while reading)."""
@@ -229,15 +288,45 @@ class LogFile:
         return self._count
 
     def _iter_all(self) -> Iterator[Record]:
+        parsed = self._parse_all()
+        if parsed is not None:
+            yield from parsed.chunk.records()
+
+    def _parse_all(self) -> Parsed | None:
+        """The whole file parsed afresh (``None``: no file, no header, or stale)."""
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
-            return
+            return None
         head, start = self.codec.parse_head(data, self.path)
         if head is None or (self.ignored_head is not None and head == self.ignored_head):
-            return
-        yield from self.codec.parse(data[start:], head, True, self.path).chunk.records()
+            return None
+        try:
+            parsed = self.codec.parse(data[start:], head, True, self.path, at=start)
+        except Damage as exc:
+            raise self._damaged(exc, start) from None
+        parsed.end += start
+        self._discarded = data[parsed.end:] if parsed.tail == "torn" else b""
+        return parsed
+
+    def _all_for_rewrite(self) -> list[Record]:
+        """Every record, for a rewrite; a torn tail the rewrite drops is warned about."""
+        records = list(self._iter_all())
+        self._warn_if_discarded()
+        return records
+
+    def _warn_if_discarded(self) -> None:
+        if self._discarded.strip(b" \t\r\n],"):
+            self._warn_discarded(self._discarded)
+
+    def _warn_discarded(self, discarded: bytes) -> None:
+        warnings.warn(
+            f"{self.path}: discarded an interrupted write at its end "
+            f"({len(discarded)} bytes: {discarded[:80]!r})",
+            StoreWarning,
+            stacklevel=5,
+        )
 
     # ------------------------------------------------------------------ writing
     def append(self, record: Record, index: Index) -> None:
@@ -255,9 +344,11 @@ class LogFile:
                 return
             frame = self.codec.frame(record, self._head, self._count == 0)
             if frame is None:  # the format needs a wider header: rewrite the file
-                self._rewrite([*self._iter_all(), record], index)
+                self._rewrite([*self._all_for_rewrite(), record], index)
                 return
-            if self._tail != "clean":
+            if self._tail == "open":  # the last record lacks its newline: write it first
+                frame = b"\n" + frame
+            elif self._tail != "clean":
                 self._repair()
             data = frame + self.codec.terminator
             written = os.pwrite(self._fd, data, self._pos)
@@ -267,6 +358,7 @@ class LogFile:
                 os.fsync(self._fd)
             self._pos += len(frame)
             self._count += 1
+            self._tail = "clean"
             self._snap = _snapshot(os.fstat(self._fd))
             index.add(record)
 
@@ -275,12 +367,7 @@ class LogFile:
         if size > self._pos:
             discarded = read_from(self._fd, self._pos)
             if discarded.strip(b" \t\r\n],"):
-                warnings.warn(
-                    f"{self.path}: discarded an interrupted write at its end "
-                    f"({len(discarded)} bytes: {discarded[:80]!r})",
-                    StoreWarning,
-                    stacklevel=4,
-                )
+                self._warn_discarded(discarded)
             os.ftruncate(self._fd, self._pos)
         self._tail = "clean"
 
@@ -302,6 +389,7 @@ class LogFile:
             records = list(self._iter_all())
             kept = [r for r in records if keep(r)]
             if len(kept) != len(records):
+                self._warn_if_discarded()
                 self._rewrite(kept, index)
             return len(records) - len(kept)
 

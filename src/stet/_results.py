@@ -106,11 +106,14 @@ def _convert(kind: str, v: str | None) -> Any:
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, dict) and value:
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}", v, out)
-    else:
-        out[prefix] = value
+    # (iterative, in the order of the keys: a result may nest dicts deeply)
+    stack = [(prefix, value)]
+    while stack:
+        name, v = stack.pop()
+        if isinstance(v, dict) and v:
+            stack.extend(reversed([(f"{name}.{k}", x) for k, x in v.items()]))
+        else:
+            out[name] = v
 
 
 class Table:
@@ -164,7 +167,7 @@ def tabulate(records: Sequence[Mapping[str, Any]]) -> Table:
             if text is not None:
                 try:
                     value = json.loads(text)
-                except ValueError:
+                except (ValueError, RecursionError):  # (too deep: saved by an older stet)
                     value = text
                 _flatten("result", value, out)
             flat.append(out)
