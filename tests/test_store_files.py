@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -657,6 +658,7 @@ def test_a_deeply_nested_json_element_is_corrupt_not_a_recursion_error(tmp_path:
 
 # ------------------------------------------------------------------ any names and values
 _ANY_CHAR = st.characters(exclude_categories=[])  # (lone surrogates included)
+_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 _NAMES = st.text(_ANY_CHAR, min_size=1, max_size=8).filter(
     lambda s: not s.startswith("_stet_") and "\0" not in s)
 _VALUES = st.one_of(st.text(_ANY_CHAR, max_size=12),
@@ -673,6 +675,9 @@ def test_any_names_and_values_round_trip(records: list[dict[str, str]], ext: str
     mark, lone surrogates in values) is stored, matched and read back as it was."""
     if ext == "csv" and not all(_utf8(k) for r in records for k in r):
         return  # (a CSV header cannot hold a lone surrogate: refused, tested above)
+    if ext == "json" and any(_PAIR.search(t) for r in records for t in (*r, *r.values())):
+        return  # (JSON reads a surrogate pair back as one character: refused, see
+        # tests/test_field_names.py)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / f"runs.{ext}"
         with get_backend(path) as b:
