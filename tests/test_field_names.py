@@ -244,13 +244,13 @@ def test_a_lone_surrogate_in_a_name_round_trips(tmp_path: Path, fmt: str) -> Non
         assert [_user(r) for r in b.load()] == [{SURROGATE: "v", "y": "a" + SURROGATE}]
 
 
-@pytest.mark.parametrize("fmt", ["json", "parquet", "sqlite"])
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet", "sqlite"])
 def test_a_surrogate_pair_as_two_characters_is_kept_or_refused_before_the_run(
     tmp_path: Path, fmt: str
 ) -> None:
-    """JSON (a JSON store, Parquet's sidecar) reads ``"\\ud800\\udc00"`` back as one
-    character: such a value would re-run forever, so it is refused before the function
-    runs, naming the parameter. SQLite keeps it apart."""
+    """JSON's escape (a JSON store, CSV's escaped cells, Parquet's sidecar) reads
+    ``"\\ud800\\udc00"`` back as one character: such a value would re-run forever, so it is
+    refused before the function runs, naming the parameter. SQLite keeps it apart."""
     store = tmp_path / f"runs.{fmt}"
     calls: list[Any] = []
 
@@ -273,6 +273,7 @@ def test_a_surrogate_pair_as_two_characters_is_kept_or_refused_before_the_run(
     assert str(store) in str(info.value)
     with pytest.raises(StoreError, match=r"name of parameter '\\ud800\\udc00'"):
         f(**{PAIR: 1})
+    assert calls == [{"x": 1}, {"x": "\U00010000"}]
     with get_backend(store) as b, pytest.raises(StoreError, match="surrogate pair"):
         b.record({"y": PAIR})
     assert calls == [{"x": 1}, {"x": "\U00010000"}]
@@ -282,13 +283,14 @@ def test_a_surrogate_pair_as_two_characters_is_kept_or_refused_before_the_run(
                                                               {"x": "\U00010000"}])
 
 
-def test_parquet_refuses_a_lone_surrogate_in_a_name_before_the_function_runs(
-    tmp_path: Path,
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_lone_surrogate_in_a_name_is_refused_before_the_function_runs(
+    tmp_path: Path, fmt: str
 ) -> None:
-    """A Parquet column's name is UTF-8 text: a parameter name with a lone surrogate is
-    refused up front, naming it, and the store stays usable (it used to fail at every
-    later fold)."""
-    store = tmp_path / "runs.parquet"
+    """A CSV header and a Parquet column's name are UTF-8 text: a parameter name with a
+    lone surrogate is refused up front, naming it and the store, and the store stays
+    usable (Parquet used to fail at every later fold; CSV ran the function first)."""
+    store = tmp_path / f"runs.{fmt}"
     calls: list[Any] = []
 
     @stet.once(store=store, verbose=False)
@@ -321,15 +323,15 @@ def _texts(surrogates: bool) -> st.SearchStrategy[str]:
 
 def _record_lists(fmt: str) -> st.SearchStrategy[list[dict[str, Any]]]:
     """Lists of records with nasty and arbitrary names and values (with lone surrogates
-    where the format keeps them: JSON escapes them, SQLite holds them as BLOBs, Parquet
-    as a binary column; CSV and Parquet names are UTF-8 text)."""
+    where the format keeps them: JSON and CSV escape them, SQLite holds them as BLOBs,
+    Parquet as a binary column; CSV and Parquet names are UTF-8 text)."""
     names = st.one_of(
         st.sampled_from(NASTY_NAMES),
         st.text(alphabet="aAbBiIdDrRoOwW_.\"'` []", min_size=1, max_size=6),
         _texts(surrogates=fmt in ("json", "sqlite")).filter(bool),
     ).filter(lambda n: not n.startswith("_stet_"))
     values = st.one_of(
-        _texts(surrogates=fmt in ("json", "sqlite", "parquet")),
+        _texts(surrogates=True),
         st.sampled_from(["", " ", "None", "1", "01", "1.0", '"', "\n", "a,b", "\u200b"]),
         st.integers(),
         st.floats(allow_nan=False),
@@ -341,11 +343,11 @@ def _record_lists(fmt: str) -> st.SearchStrategy[list[dict[str, Any]]]:
 
 
 def _refused(fmt: str, record: dict[str, Any]) -> bool:
-    """Whether ``fmt`` refuses the record up front: JSON text (a JSON store, Parquet's
-    sidecar) cannot keep a surrogate pair as two characters; Parquet's column names
-    cannot hold a lone surrogate."""
+    """Whether ``fmt`` refuses the record up front: JSON's escapes (a JSON store, CSV's
+    escaped cells, Parquet's sidecar) cannot keep a surrogate pair as two characters;
+    Parquet's column names cannot hold a lone surrogate."""
     texts = [*record, *(stet.canonical(v) for v in record.values())]
-    if fmt in ("json", "parquet") and any(re.search("[\ud800-\udbff][\udc00-\udfff]", t)
+    if fmt in ("json", "csv", "parquet") and any(re.search("[\ud800-\udbff][\udc00-\udfff]", t)
                                           for t in texts):
         return True
     return fmt == "parquet" and any(re.search("[\ud800-\udfff]", k) for k in record)

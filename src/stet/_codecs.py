@@ -586,9 +586,10 @@ _PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 def refuse_surrogate_pairs(path: Path, fmt: str, items: Iterator[tuple[str, str]]) -> None:
     """Raise :class:`StoreError` for a key field whose name or value holds a surrogate
-    pair as two characters (``"\\ud800\\udc00"``): JSON (``\\ud800\\udc00``) cannot keep it
-    apart from the one character it encodes (``"\\U00010000"``), so the run would never be
-    found again. Lone surrogates are fine: JSON escapes them and reads them back."""
+    pair as two characters (``"\\ud800\\udc00"``): JSON's escape (``\\ud800\\udc00``), which
+    JSON stores, CSV's escaped cells and Parquet's sidecar use for text UTF-8 cannot hold,
+    cannot keep it apart from the one character it encodes (``"\\U00010000"``), so the run
+    would never be found again. Lone surrogates are fine: escaped and read back."""
     for name, value in items:
         for what in (name, value):
             pair = None if what.isascii() else _PAIR.search(what)
@@ -597,9 +598,10 @@ def refuse_surrogate_pairs(path: Path, fmt: str, items: Iterator[tuple[str, str]
                 raise StoreError(
                     f"cannot record in {fmt} store {path}: the {part} of parameter "
                     f"{name!r:.80} holds a surrogate pair as two characters "
-                    f"({pair.group()!r}), which JSON reads back as the one character it "
-                    f"encodes, so the run could never be found again. Nothing was "
-                    f"recorded; pass the character itself (or use a SQLite store)."
+                    f"({pair.group()!r}), which the store's text escapes (JSON's) read back "
+                    f"as the one character it encodes, so the run could never be found "
+                    f"again. Nothing was recorded; pass the character itself (or use a "
+                    f"SQLite store)."
                 )
 
 

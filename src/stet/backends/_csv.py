@@ -26,3 +26,4 @@ class CsvBackend(FileBackend):
     """
 
     codec_type = CsvCodec
+    utf8_names = True

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from .._codecs import JsonCodec, refuse_surrogate_pairs
-from .._identity import RESERVED_PREFIX
+from .._codecs import JsonCodec
 from .._index import Index
 from ._base import Record
 from ._file import FileBackend
@@ -52,17 +51,6 @@ class JsonBackend(FileBackend):
         self._check_start()
         return super()._remove_where(func, fields, index)
 
-    def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
-        with self._mutex:  # (IndexedBackend's, inlined: a skip costs no more)
-            self._poll(self._index)
-            if self._index.contains(func, fields, texts):
-                return True
-        # Not done: the run is about to be made. Refuse now what could never be found.
-        refuse_surrogate_pairs(self.path, "JSON", zip(fields, texts, strict=True))
-        return False
-
     def _append(self, record: Record, index: Index) -> None:
-        refuse_surrogate_pairs(self.path, "JSON", (
-            (k, v) for k, v in record.items() if not k.startswith(RESERVED_PREFIX)))
         self._check_start()
         super()._append(record, index)
