@@ -59,12 +59,15 @@ class SweepSummary:
         skipped_running: settings another worker was running, so this sweep left them.
         skipped_failed: settings that failed before, skipped with ``skip_failed=True``.
         failed: runs that raised (``failures`` has each setting with its error).
-        not_run: settings not attempted because the sweep was stopped (Ctrl-C,
-            ``stop_on_error``).
+        not_run: settings not run because the sweep was stopped (Ctrl-C,
+            ``stop_on_error``), including runs stopped midway (nothing recorded).
         results: ``(setting, return value)`` of every run executed in this sweep (empty
             with ``keep_results=False``).
         elapsed: seconds the sweep took.
         interrupted: whether Ctrl-C stopped it.
+
+    Each run is counted once: ``ran`` are the runs this sweep recorded as done, even when
+    Ctrl-C came while they finished.
     """
 
     def __init__(self, func: str) -> None:
@@ -461,11 +464,11 @@ class _Runner:
         looked = time.monotonic()
         while in_flight:
             if watch.count >= 2:
-                return self._abandon(executor, in_flight, stop, "Ctrl-C again")
+                return self._abandon(executor, in_flight, stop)
             if _is_dask(executor) and time.monotonic() - looked > 1:
                 looked = time.monotonic()
                 if not _workers(executor):  # Ctrl-C reached a LocalCluster's workers too
-                    return self._abandon(executor, in_flight, stop, "no workers left")
+                    return self._abandon(executor, in_flight, stop, workers_gone=True)
             try:
                 finished, _ = wait(list(in_flight), timeout=watch.poll,
                                    return_when=FIRST_COMPLETED)
@@ -477,8 +480,9 @@ class _Runner:
         return False
 
     def _abandon(self, executor: Executor, in_flight: dict[Future[Outcome], Setting],
-                 stop: StopFlag, why: str) -> bool:
-        """The second Ctrl-C: stop the runs in progress without recording them."""
+                 stop: StopFlag, workers_gone: bool = False) -> bool:
+        """The second Ctrl-C: stop the runs in progress without recording them (or, with
+        ``workers_gone``, account for those the executor lost with its workers)."""
         from concurrent.futures import ThreadPoolExecutor
 
         stop.set(ABANDON)  # from now on no run of this sweep is recorded (in this process)
@@ -494,7 +498,7 @@ class _Runner:
             else:  # killed, cancelled or still going: the store says if it was recorded
                 self.settle_lost(setting)
         in_flight.clear()
-        if why == "no workers left":
+        if workers_gone:
             text = ("[stet] the executor has no workers left (Ctrl-C reached them too): its "
                     "runs in progress were stopped, unrecorded; they will run again next time.")
         elif killed:
@@ -581,10 +585,16 @@ def sweep(
 
     A run that raises is recorded as failed and the sweep goes on, unless
     ``stop_on_error=True``: then no new run starts, runs already started finish, and the
-    first error is raised (with the summary as a note). Ctrl-C stops the sweep: claims
-    are released, nothing half-done is recorded, runs not yet started are cancelled, and
-    :class:`SweepInterrupted` (a ``KeyboardInterrupt``) is raised with the ``summary`` of
-    what was done.
+    first error is raised (with the summary as a note).
+
+    Ctrl-C stops the sweep; no run starts after it. In this process, it stops the run in
+    progress (which records nothing). Through an executor, the runs in progress finish and
+    are recorded (a line on stderr says so), unless Ctrl-C is pressed again: then the
+    sweep stops at once (a process pool's workers are killed; a thread pool's threads go
+    on, but what they finish is not recorded). Either way, claims are released, nothing
+    half-done is recorded, and :class:`SweepInterrupted` (a ``KeyboardInterrupt``) is
+    raised with the ``summary``: ``ran`` counts the runs recorded, ``not_run`` the rest,
+    which run when the sweep is run again.
 
     Args:
         func: A function decorated with :func:`stet.once`. For a process pool or Dask it
@@ -598,8 +608,7 @@ def sweep(
             ``"lines"``, or ``False`` for nothing.
         stop_on_error: Stop at the first run that raises, and raise its exception.
         max_in_flight: Runs submitted to the executor at once (default: twice its
-            workers, plus two). Fewer pending submissions make Ctrl-C and
-            ``stop_on_error`` quicker.
+            workers, plus two).
         keep_results: Keep each run's return value in ``summary.results``. ``False``
             keeps none (workers do not even send them back): for sweeps of millions of
             runs, or of large return values that ``save_result`` or the function itself
