@@ -34,6 +34,7 @@ import stet
 
 MARKS = os.environ["STET_TEST_MARKS"]
 DURATIONS = [float(d) for d in os.environ["STET_TEST_DURATIONS"].split(",")]
+FAIL = int(os.environ.get("STET_TEST_FAIL", "-1"))
 
 
 def mark(kind, x):
@@ -48,6 +49,8 @@ def work(x):
     mark("start", x)
     time.sleep(DURATIONS[x % len(DURATIONS)])
     mark("end", x)
+    if x == FAIL:
+        raise ValueError(f"x={x} fails")
     return x
 '''
 
@@ -65,12 +68,15 @@ if __name__ == "__main__":
     # Ctrl-C raises KeyboardInterrupt even if started where SIGINT is ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     mode, progress = sys.argv[1], sys.argv[2]
+    stop_on_error = mode.endswith("-stop")
+    mode = mode.removesuffix("-stop")
     settings = [{"x": x} for x in range(8)]
     out = {}
 
     def go(executor=None):
         try:
-            return stet.sweep(work.work, settings, executor=executor, progress=progress)
+            return stet.sweep(work.work, settings, executor=executor, progress=progress,
+                              stop_on_error=stop_on_error)
         finally:
             out["t_return"] = time.time()  # before the pool's shutdown
 
@@ -89,6 +95,9 @@ if __name__ == "__main__":
                 s = go(client.get_executor())
         else:
             s = go()
+    except ValueError as exc:
+        print(json.dumps({"error": str(exc), **out}), flush=True)
+        sys.exit(4)
     except stet.SweepInterrupted as exc:
         s = exc.summary
         out.update(interrupted=s.interrupted, ran=s.ran, not_run=s.not_run,
@@ -116,11 +125,11 @@ class Sweep:
     its process group: ``press(group=True)``)."""
 
     def __init__(self, lab: dict[str, Any], mode: str, durations: str, progress: str = "lines",
-                 store: str = "runs.sqlite") -> None:
+                 store: str = "runs.sqlite", **env: str) -> None:
         self.lab = lab
         self.store = lab["dir"] / store
         env = {**lab["env"], "STET_TEST_DURATIONS": durations,
-               "STET_TEST_STORE": str(self.store)}
+               "STET_TEST_STORE": str(self.store), **env}
         self.err_path = lab["dir"] / f"stderr-{mode}.txt"
         self.err_file = self.err_path.open("w")
         self.p = subprocess.Popen([PY, "driver.py", mode, progress], cwd=lab["dir"], env=env,
@@ -208,6 +217,7 @@ def test_after_ctrl_c_no_run_starts_and_the_runs_in_progress_are_recorded(
     assert "waiting for 2 runs in progress to finish" in sweep.stderr()
     assert f"{out['ran']} ran" in sweep.stderr().splitlines()[-1]  # the summary is true
     assert out["t_return"] - t_int < 2.0 + 15  # the runs in progress, not the rest
+    assert not Path(str(sweep.store) + "-wal").exists()  # SQLite finished at exit
     again = Sweep(lab, "here", "0.01").finish()
     assert again == (0, {"interrupted": False, "ran": 8 - len(recorded),
                          "done": len(recorded)})
@@ -274,14 +284,34 @@ def test_ctrl_c_in_this_process_stops_the_run_in_progress_unrecorded(
 
 
 @pytest.mark.slow
-def test_ctrl_c_on_a_dask_sweep_counts_what_ran(lab: dict[str, Any]) -> None:
+@pytest.mark.parametrize("group", [False, True], ids=["main-process", "process-group"])
+def test_ctrl_c_on_a_dask_sweep_counts_what_ran(lab: dict[str, Any], group: bool) -> None:
     pytest.importorskip("dask.distributed")
     sweep = Sweep(lab, "dask", _durations(3.0))
     sweep.wait_started(2, 3, timeout=180)
-    t_int = sweep.press()
+    t_int = sweep.press(group)
     rc, out = sweep.finish(timeout=180)
     assert rc == 3, sweep.stderr()
     started, recorded = sweep.marks("start"), sweep.recorded()
     assert not [x for x, (t, _) in started.items() if t > t_int]
-    assert {2, 3} <= recorded == set(started)
     assert out["ran"] == len(recorded) and out["ran"] + out["not_run"] == 8
+    if group:  # Dask's workers got Ctrl-C too and died with the runs in progress
+        assert recorded == {0, 1}
+        assert "no workers left" in sweep.stderr()
+    else:
+        assert {2, 3} <= recorded == set(started)
+
+
+def test_stop_on_error_starts_no_run_a_process_pool_had_queued(lab: dict[str, Any]) -> None:
+    # Run 1 fails at once while run 0 takes 2 s; its worker takes run 2 (queued before the
+    # failure was known), and the worker of run 0 then takes a queued call that must not
+    # start.
+    sweep = Sweep(lab, "process-stop", "2,0.05,3,3,3,3,3,3",
+                  STET_TEST_FAIL="1")
+    rc, out = sweep.finish()
+    assert rc == 4 and out["error"] == "x=1 fails", sweep.stderr()
+    started = sweep.marks("start")
+    t_fail = sweep.marks("end")[1][0]
+    late = {x: t - t_fail for x, (t, _) in started.items() if t > t_fail + 1.0}
+    assert not late, f"runs started after the failure: {late}"
+    assert sweep.recorded() == set(started) - {1}
