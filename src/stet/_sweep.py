@@ -62,7 +62,8 @@ class SweepSummary:
         not_run: settings not run because the sweep was stopped (Ctrl-C,
             ``stop_on_error``), including runs stopped midway (nothing recorded).
         results: ``(setting, return value)`` of every run executed in this sweep (empty
-            with ``keep_results=False``).
+            with ``keep_results=False``; without the few runs counted in ``ran`` from
+            the store because Ctrl-C stopped their worker just after their record).
         elapsed: seconds the sweep took.
         interrupted: whether Ctrl-C stopped it.
 
