@@ -295,10 +295,9 @@ def test_ctrl_c_on_a_dask_sweep_counts_what_ran(lab: dict[str, Any], group: bool
     started, recorded = sweep.marks("start"), sweep.recorded()
     assert not [x for x, (t, _) in started.items() if t > t_int]
     assert out["ran"] == len(recorded) and out["ran"] + out["not_run"] == 8
-    if group:  # Dask's workers got Ctrl-C too and died with the runs in progress
-        assert recorded == {0, 1}
-        assert "no workers left" in sweep.stderr()
-    else:
+    if group:  # Dask's workers got Ctrl-C too and died with the runs in progress (the
+        assert recorded == {0, 1}  # sweep sees no workers left, or their restarted
+    else:  # successors refuse the runs)
         assert {2, 3} <= recorded == set(started)
 
 
