@@ -500,8 +500,9 @@ class _Runner:
                 self.settle_lost(setting)
         in_flight.clear()
         if workers_gone:
-            text = ("[stet] the executor has no workers left (Ctrl-C reached them too): its "
-                    "runs in progress were stopped, unrecorded; they will run again next time.")
+            text = ("[stet] the executor has no workers left (Ctrl-C reached them too): the "
+                    "runs they had in progress will not be recorded; they will run again "
+                    "next time.")
         elif killed:
             text = (f"[stet] Ctrl-C again: stopped at once; killed the worker processes "
                     f"({_runs(n)} in progress, unrecorded: they will run again next time).")
@@ -514,7 +515,10 @@ class _Runner:
                     f"({_runs(n)} in progress will not be recorded: they will run again "
                     f"next time).")
         self.reporter.note(text)
-        return not killed and not isinstance(executor, ThreadPoolExecutor)
+        # Tasks Dask cancelled, or whose worker left the cluster, may still be running in
+        # their worker's process: they must go on seeing the stop, so its files stay (two
+        # empty files in the temporary directory).
+        return not (killed or isinstance(executor, ThreadPoolExecutor))
 
 
 def _runs(n: int) -> str:
