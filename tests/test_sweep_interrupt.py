@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +319,54 @@ def test_stop_on_error_starts_no_run_a_process_pool_had_queued(lab: dict[str, An
     late = {x: t - t_fail for x, (t, _) in started.items() if t > t_fail + 1.0}
     assert not late, f"runs started after the failure: {late}"
     assert sweep.recorded() == set(started) - {1}
+
+
+# ------------------------------------------------------------------- in this process
+@stet.once(store="pickled.csv", key=["x"])
+def pickled_work(x: int) -> int:
+    return x
+
+
+class PicklingExecutor(Executor):
+    """Runs each call here, after a round trip through pickle (as a worker's would be)."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        fn, args, kwargs = pickle.loads(pickle.dumps((fn, args, kwargs)))
+        fut: Future[Any] = Future()
+        fut.set_result(fn(*args, **kwargs))
+        return fut
+
+
+def test_the_sweeps_own_process_keeps_its_ctrl_c(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pool workers ignore Ctrl-C (the sweep's process handles it); a call that comes back
+    # pickled to the sweep's own process must not make it ignore Ctrl-C too.
+    monkeypatch.chdir(tmp_path)
+    presses: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:  # the user's own (not watched by stet)
+        presses.append(signum)
+
+    before = signal.signal(signal.SIGINT, handler)
+    try:
+        s = stet.sweep(pickled_work, [{"x": x} for x in range(3)],
+                       executor=PicklingExecutor(), progress=False)
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert s.ran == 3 and sorted(r for _, r in s.results) == [0, 1, 2]
+
+
+def test_a_stop_flag_sent_elsewhere_reads_the_stop_from_its_files() -> None:
+    from stet._interrupt import ABANDON, STOP, StopFlag
+
+    flag = StopFlag()
+    copy = pickle.loads(pickle.dumps(flag))
+    assert copy.remote and not flag.remote
+    assert not copy.stopped() and copy.begin_record()
+    flag.set(STOP)
+    assert flag.written and copy.stopped() and copy.begin_record()
+    flag.set(ABANDON)
+    assert not copy.begin_record() and not flag.begin_record()
+    flag.remove()
+    assert not copy.stopped() and not Path(flag.base + ".stop").exists()

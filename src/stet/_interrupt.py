@@ -42,6 +42,7 @@ class StopFlag:
     def __init__(self, files: bool = True) -> None:
         base = os.path.join(tempfile.gettempdir(), f"stet-sweep-{os.getpid()}-{uuid.uuid4().hex}")
         self.base = base
+        self.owner = os.getpid()  # the sweep's process
         self.files = files  # copies may go to other processes: write the files
         self.remote = False  # a copy in another process: read the files
         self.state = RUNNING
@@ -50,7 +51,7 @@ class StopFlag:
         self._recording = 0
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_remote_flag, (self.base,))
+        return (_remote_flag, (self.base, self.owner))
 
     # -- read by the runs ----------------------------------------------------------
     def stopped(self) -> bool:
@@ -99,9 +100,9 @@ class StopFlag:
                 os.unlink(self.base + name)
 
 
-def _remote_flag(base: str) -> StopFlag:
+def _remote_flag(base: str, owner: int) -> StopFlag:
     flag = StopFlag.__new__(StopFlag)
-    flag.base, flag.files, flag.remote, flag.state = base, False, True, RUNNING
+    flag.base, flag.owner, flag.files, flag.remote, flag.state = base, owner, False, True, RUNNING
     flag.written = False
     flag._cond = threading.Condition()
     flag._recording = 0
@@ -122,12 +123,14 @@ def _create(path: str) -> bool:
 _ignoring_sigint = False
 
 
-def ignore_sigint_in_worker() -> None:
+def ignore_sigint_in_worker(owner: int) -> None:
     """In a worker process (its main thread runs our calls, as in a process pool): ignore
     Ctrl-C, which the terminal sends to the whole process group. The sweep's process
-    handles it: a run in progress finishes, or the worker is killed by the second one."""
+    (``owner``, never affected) handles it: a run in progress finishes, or the worker is
+    killed by the second one."""
     global _ignoring_sigint
-    if _ignoring_sigint or threading.current_thread() is not threading.main_thread():
+    if (_ignoring_sigint or os.getpid() == owner
+            or threading.current_thread() is not threading.main_thread()):
         return
     with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGINT, signal.SIG_IGN)

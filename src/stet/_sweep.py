@@ -210,7 +210,7 @@ def _execute(func: Any, setting: Setting, remote: bool = False, keep: bool = Tru
     run = func if not callable(func) else _run_of(func)
     if stop is not None:
         if stop.remote:
-            ignore_sigint_in_worker()
+            ignore_sigint_in_worker(stop.owner)
         if stop.stopped():
             return "not-run", None, 0.0
     skipped: list[str] = []
