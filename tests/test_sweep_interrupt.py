@@ -370,3 +370,28 @@ def test_a_stop_flag_sent_elsewhere_reads_the_stop_from_its_files() -> None:
     assert not copy.begin_record() and not flag.begin_record()
     flag.remove()
     assert not copy.stopped() and not Path(flag.base + ".stop").exists()
+
+
+def test_ctrl_c_during_a_thread_pool_sweep_in_this_process(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    started: list[int] = []
+
+    @stet.once(store=str(tmp_path / "runs.csv"), key=["x"])
+    def f(x: int) -> int:
+        started.append(x)
+        if x == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while runs 2 and 3 are going
+            time.sleep(0.5)  # ... and this one still finishes, and is recorded
+        time.sleep(0.05)
+        return x
+
+    with ThreadPoolExecutor(2) as pool, pytest.raises(stet.SweepInterrupted) as info:
+        stet.sweep(f, [{"x": x} for x in range(20)], executor=pool, progress=False)
+    s = info.value.summary
+    with get_backend(tmp_path / "runs.csv") as b:
+        recorded = {int(r["x"]) for r in b.load()}
+    assert 2 in recorded and recorded == set(started)
+    assert len(started) <= 6  # the pool's queue was cancelled, not run
+    assert (s.ran, s.not_run) == (len(recorded), 20 - len(recorded)) and s.interrupted
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
