@@ -329,8 +329,8 @@ class _Runner:
 
     def recorded(self, setting: Setting) -> bool:
         """Whether the store holds the run of ``setting`` (for a run whose outcome was
-        lost: its worker was killed, or Ctrl-C came as it ended). This sweep held its
-        claim, so a record there is this sweep's."""
+        lost: its worker was killed, or Ctrl-C came as it ended). Such a run may have
+        started, and then it held its claim: a record there is this sweep's."""
         try:
             fields, texts = self.run.binder.bind((), setting)
             names, sorted_texts = self.run.binder.sorted_view(fields, texts)
@@ -494,9 +494,9 @@ class _Runner:
         n = min(len(in_flight), _workers(executor) or len(in_flight))
         for fut, setting in list(in_flight.items()):
             outcome = self._outcome(fut) if fut.done() else None
-            if isinstance(outcome, tuple) and outcome[0] != "not-run":
+            if isinstance(outcome, tuple) and not (fut.cancelled() and _is_dask(executor)):
                 self.settle(setting, outcome)
-            else:  # killed, cancelled or still going: the store says if it was recorded
+            else:  # killed, or cancelled by Dask even if running: the store says
                 self.settle_lost(setting)
         in_flight.clear()
         if workers_gone:
