@@ -150,8 +150,10 @@ def lab(tmp_path: Path) -> dict[str, Any]:
     (tmp_path / "sweep_dask.py").write_text(DASK_SCRIPT)
     (tmp_path / "sweep_script.py").write_text(SWEEP_SCRIPT)
     env = dict(os.environ)
+    src = str(Path(stet.__file__).parent.parent)  # the stet under test, in the subprocesses too
     env.update(STET_TEST_STORE=str(tmp_path / "runs.sqlite"), STET_TEST_LOG=str(
-        tmp_path / "executions.log"), PYTHONPATH=str(tmp_path), STET_QUIET="1")
+        tmp_path / "executions.log"), PYTHONPATH=f"{tmp_path}{os.pathsep}{src}",
+        STET_QUIET="1")
     env.pop("STET_TEST_SLEEP", None)
     return {"dir": tmp_path, "env": env, "log": tmp_path / "executions.log",
             "store": tmp_path / "runs.sqlite"}

@@ -34,6 +34,11 @@ class Reporter:
     def close(self, summary: SweepSummary) -> None:
         pass
 
+    def note(self, text: str) -> None:
+        """A message the user must see whatever the display (e.g. what Ctrl-C does)."""
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            print(text, file=sys.stderr, flush=True)
+
 
 def _counts(s: SweepSummary) -> str:
     parts = [f"{s.ran} ran"]
@@ -132,6 +137,13 @@ class BarReporter(Reporter):
             self.bar.set_postfix_str(postfix, refresh=False)
             self.bar.update(finished - self._shown)
             self._shown = finished
+
+    def note(self, text: str) -> None:
+        if self.bar is None:
+            super().note(text)
+            return
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            self.tqdm.write(text, file=self.stream)  # above the bar, which stays whole
 
     def close(self, summary: SweepSummary) -> None:
         if self.bar is not None:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._identity import UnstableValueError, format_call
+from ._interrupt import ABANDON, STOP, SigintWatch, StopFlag, ignore_sigint_in_worker, kill_workers
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor, Future
@@ -58,12 +59,16 @@ class SweepSummary:
         skipped_running: settings another worker was running, so this sweep left them.
         skipped_failed: settings that failed before, skipped with ``skip_failed=True``.
         failed: runs that raised (``failures`` has each setting with its error).
-        not_run: settings not attempted because the sweep was stopped (Ctrl-C,
-            ``stop_on_error``).
+        not_run: settings not run because the sweep was stopped (Ctrl-C,
+            ``stop_on_error``), including runs stopped midway (nothing recorded).
         results: ``(setting, return value)`` of every run executed in this sweep (empty
-            with ``keep_results=False``).
+            with ``keep_results=False``; without the few runs counted in ``ran`` from
+            the store because Ctrl-C stopped their worker just after their record).
         elapsed: seconds the sweep took.
         interrupted: whether Ctrl-C stopped it.
+
+    Each run is counted once: ``ran`` are the runs this sweep recorded as done, even when
+    Ctrl-C came while they finished.
     """
 
     def __init__(self, func: str) -> None:
@@ -197,15 +202,25 @@ def pending_settings(run: _Run, settings: Iterable[Mapping[str, Any]]) -> list[S
 Outcome = tuple[str, Any, float]
 
 
-def _execute(func: Any, setting: Setting, remote: bool = False, keep: bool = True) -> Outcome:
+def _execute(func: Any, setting: Setting, remote: bool = False, keep: bool = True,
+             stop: StopFlag | None = None) -> Outcome:
     """Run one setting through the decorated function's claim (in a worker, or here);
-    without ``keep``, its return value is not sent back."""
+    without ``keep``, its return value is not sent back. Once ``stop`` says the sweep
+    stopped, the run does not start ("not-run"), or, if it had, is not recorded."""
     run = func if not callable(func) else _run_of(func)
+    if stop is not None:
+        if stop.remote:
+            ignore_sigint_in_worker(stop.owner)
+        if stop.stopped():
+            return "not-run", None, 0.0
     skipped: list[str] = []
     ticket = run.begin((), setting, skipped)
     if ticket is None:
         why = skipped[0] if skipped else "done"
         return ("failed-before" if why == "failed" else why), None, 0.0
+    if stop is not None and stop.stopped():  # stopped while this run was being claimed
+        ticket.failed(KeyboardInterrupt())  # releases the claim, records nothing
+        return "not-run", None, 0.0
     t0 = time.perf_counter()
     try:
         result = run.func(**setting)
@@ -216,7 +231,16 @@ def _execute(func: Any, setting: Setting, remote: bool = False, keep: bool = Tru
         if not isinstance(exc, Exception):
             raise  # Ctrl-C, SystemExit: the claim is released, nothing recorded
         return "failed", _failure_payload(exc, remote), time.perf_counter() - t0
-    ticket.done(result)
+    if stop is None:
+        ticket.done(result)
+    elif not stop.begin_record():  # the sweep was stopped at once: run it next time
+        ticket.failed(KeyboardInterrupt())
+        return "not-run", None, time.perf_counter() - t0
+    else:
+        try:
+            ticket.done(result)
+        finally:
+            stop.end_record()
     return "ran", result if keep else None, time.perf_counter() - t0
 
 
@@ -290,6 +314,8 @@ class _Runner:
             s.skipped_running += 1
         elif kind == "failed-before":
             s.skipped_failed += 1
+        elif kind == "not-run":  # cancelled, refused once stopped, or stopped midway
+            s.not_run += 1
         else:
             exc, error_type, message, text = payload
             s.failures.append(Failure(setting, exc, error_type, message, text))
@@ -301,62 +327,202 @@ class _Runner:
     def stopping(self) -> bool:
         return self.stop_on_error and self.first_error is not None
 
+    def recorded(self, setting: Setting) -> bool:
+        """Whether the store holds the run of ``setting`` (for a run whose outcome was
+        lost: its worker was killed, or Ctrl-C came as it ended). Such a run may have
+        started, and then it held its claim: a record there is this sweep's."""
+        try:
+            fields, texts = self.run.binder.bind((), setting)
+            names, sorted_texts = self.run.binder.sorted_view(fields, texts)
+            return self.run.get_backend().contains_run(self.run.name, names, sorted_texts)
+        except Exception:
+            return False
+
+    def settle_lost(self, setting: Setting) -> None:
+        self.settle(setting, ("ran" if self.recorded(setting) else "not-run", None, 0.0))
+
     # -- in this process -------------------------------------------------------
     def here(self, pending: list[Setting]) -> None:
         s = self.summary
         for setting in pending:
             s.not_run -= 1
             s.in_flight += 1
-            outcome = _execute(self.run, setting, keep=self.keep_results)
+            try:
+                outcome = _execute(self.run, setting, keep=self.keep_results)
+            except KeyboardInterrupt:
+                # Ctrl-C lands in the run (nothing recorded), or just after its record.
+                self.settle_lost(setting)
+                raise
             self.settle(setting, outcome)
             if self.stopping():
                 return
 
     # -- through an executor ---------------------------------------------------
     def pool(self, executor: Executor, pending: list[Setting], window: int) -> None:
-        from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, CancelledError, wait
+        """Run ``pending`` through ``executor``, at most ``window`` submitted at once.
+
+        Raises KeyboardInterrupt once Ctrl-C stopped it (see :mod:`stet._interrupt`).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        in_flight: dict[Future[Outcome], Setting] = {}
+        stop = StopFlag(files=not isinstance(executor, ThreadPoolExecutor))
+        keep_files = False
+        with SigintWatch() as watch:
+            try:
+                try:
+                    self._submit_all(executor, iter(pending), window, in_flight, stop, watch)
+                except KeyboardInterrupt:  # not through the watch (another thread's
+                    watch.count = max(watch.count, 1)  # sweep, a handler of the user's)
+                if watch.count:
+                    keep_files = self._wind_down(executor, in_flight, stop, watch)
+                    raise KeyboardInterrupt
+            except BaseException:
+                stop.set(STOP)
+                _cancel(executor, in_flight, stop)
+                raise
+            finally:
+                if not keep_files:
+                    stop.remove()
+
+    def _outcome(self, fut: Future[Outcome]) -> Outcome | BaseException:
+        """A finished future's outcome, or the exception that lost it."""
+        if fut.cancelled():
+            return "not-run", None, 0.0
+        exc = fut.exception()
+        if exc is None:
+            return fut.result()
+        return exc
+
+    def _settle_future(self, fut: Future[Outcome], setting: Setting,
+                       watch: SigintWatch) -> BaseException | None:
+        """Account for a finished future; returns a broken executor's error."""
+        from concurrent.futures import BrokenExecutor
+
+        outcome = self._outcome(fut)
+        if not isinstance(outcome, BaseException):
+            self.settle(setting, outcome)
+            return None
+        if isinstance(outcome, KeyboardInterrupt):  # Ctrl-C reached the worker's run
+            watch.count = max(watch.count, 1)
+            self.settle_lost(setting)
+            return None
+        if watch.count:  # stopping: the worker may have been stopped by Ctrl-C too
+            self.settle_lost(setting)
+            return None
+        self.settle(setting, ("failed", _worker_lost(outcome), 0.0))  # e.g. Dask's
+        return outcome if isinstance(outcome, BrokenExecutor) else None  # KilledWorker
+
+    def _submit_all(self, executor: Executor, todo: Any, window: int,
+                    in_flight: dict[Future[Outcome], Setting], stop: StopFlag,
+                    watch: SigintWatch) -> None:
+        from concurrent.futures import FIRST_COMPLETED, wait
 
         s = self.summary
-        todo = iter(pending)
-        in_flight: dict[Future[Outcome], Setting] = {}
 
         def fill() -> None:
-            while len(in_flight) < window and not self.stopping():
+            while len(in_flight) < window and not self.stopping() and not watch.count:
                 setting = next(todo, None)
                 if setting is None:
                     return
-                fut = executor.submit(_execute, self.func, setting, True, self.keep_results)
+                fut = executor.submit(_execute, self.func, setting, True, self.keep_results,
+                                      stop)
                 in_flight[fut] = setting
                 s.not_run -= 1
                 s.in_flight += 1
 
-        try:
+        fill()
+        while in_flight and not watch.count:
+            finished, _ = wait(list(in_flight), timeout=watch.poll,
+                               return_when=FIRST_COMPLETED)
+            broken: BaseException | None = None
+            for fut in finished:
+                broken = self._settle_future(fut, in_flight.pop(fut), watch) or broken
+            if broken is not None:
+                raise broken
+            if self.stopping():
+                stop.set(STOP)
+                _cancel(executor, in_flight, stop)
             fill()
-            while in_flight:
-                finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-                broken: BaseException | None = None
-                for fut in finished:
-                    setting = in_flight.pop(fut)
-                    try:
-                        outcome = fut.result()
-                    except CancelledError:
-                        s.in_flight -= 1
-                        s.not_run += 1
-                        continue
-                    except BrokenExecutor as exc:
-                        broken = exc
-                        outcome = ("failed", _worker_lost(exc), 0.0)
-                    except Exception as exc:  # e.g. Dask's KilledWorker, unpicklable result
-                        outcome = ("failed", _worker_lost(exc), 0.0)
-                    self.settle(setting, outcome)
-                if broken is not None:
-                    raise broken
-                if self.stopping():
-                    _cancel(in_flight)
-                fill()
-        except BaseException:
-            _cancel(in_flight)
-            raise
+
+    def _wind_down(self, executor: Executor, in_flight: dict[Future[Outcome], Setting],
+                   stop: StopFlag, watch: SigintWatch) -> bool:
+        """After Ctrl-C: no run starts any more; wait for the runs in progress, or, at a
+        second Ctrl-C, stop at once. Returns whether runs of the sweep may still be
+        going on elsewhere (so the stop files must stay)."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        stop.set(STOP)
+        _cancel(executor, in_flight, stop)
+        for fut in [f for f in in_flight if f.done()]:
+            self._settle_future(fut, in_flight.pop(fut), watch)
+        if in_flight:
+            n = min(len(in_flight), _workers(executor) or len(in_flight))
+            self.reporter.note(
+                f"[stet] Ctrl-C: no new run starts; waiting for {_runs(n)} in progress to "
+                f"finish and be recorded (press Ctrl-C again to stop them at once: they "
+                f"will run again next time)")
+        looked = time.monotonic()
+        while in_flight:
+            if watch.count >= 2:
+                return self._abandon(executor, in_flight, stop)
+            if _is_dask(executor) and time.monotonic() - looked > 1:
+                looked = time.monotonic()
+                if not _workers(executor):  # Ctrl-C reached a LocalCluster's workers too
+                    return self._abandon(executor, in_flight, stop, workers_gone=True)
+            try:
+                finished, _ = wait(list(in_flight), timeout=watch.poll,
+                                   return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                watch.count = max(watch.count, 2)
+                continue
+            for fut in finished:
+                self._settle_future(fut, in_flight.pop(fut), watch)
+        return False
+
+    def _abandon(self, executor: Executor, in_flight: dict[Future[Outcome], Setting],
+                 stop: StopFlag, workers_gone: bool = False) -> bool:
+        """The second Ctrl-C: stop the runs in progress without recording them (or, with
+        ``workers_gone``, account for those the executor lost with its workers)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        stop.set(ABANDON)  # from now on no run of this sweep is recorded (in this process)
+        killed = kill_workers(executor)
+        if not killed:
+            for fut in in_flight:
+                fut.cancel()  # Dask: the scheduler forgets the task
+        n = min(len(in_flight), _workers(executor) or len(in_flight))
+        for fut, setting in list(in_flight.items()):
+            outcome = self._outcome(fut) if fut.done() else None
+            if isinstance(outcome, tuple) and not (fut.cancelled() and _is_dask(executor)):
+                self.settle(setting, outcome)
+            else:  # killed, or cancelled by Dask even if running: the store says
+                self.settle_lost(setting)
+        in_flight.clear()
+        if workers_gone:
+            text = ("[stet] the executor has no workers left (Ctrl-C reached them too): the "
+                    "runs they had in progress will not be recorded; they will run again "
+                    "next time.")
+        elif killed:
+            text = (f"[stet] Ctrl-C again: stopped at once; killed the worker processes "
+                    f"({_runs(n)} in progress, unrecorded: they will run again next time).")
+        elif isinstance(executor, ThreadPoolExecutor):
+            text = (f"[stet] Ctrl-C again: stopped at once; {_runs(n)} in progress go on in "
+                    f"their threads (a thread cannot be stopped; the pool's shutdown waits "
+                    f"for them) but will not be recorded: they will run again next time.")
+        else:
+            text = (f"[stet] Ctrl-C again: stopped at once; cancelled the runs submitted "
+                    f"({_runs(n)} in progress will not be recorded: they will run again "
+                    f"next time).")
+        self.reporter.note(text)
+        # Tasks Dask cancelled, or whose worker left the cluster, may still be running in
+        # their worker's process: they must go on seeing the stop, so its files stay (two
+        # empty files in the temporary directory).
+        return not (killed or isinstance(executor, ThreadPoolExecutor))
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
 
 
 def _worker_lost(exc: BaseException) -> tuple[Any, ...]:
@@ -364,16 +530,30 @@ def _worker_lost(exc: BaseException) -> tuple[Any, ...]:
     return exc, type(exc).__qualname__, message, message
 
 
-def _cancel(in_flight: dict[Any, Setting]) -> None:
-    """Cancel what has not started (a running run finishes, or stops with its worker)."""
+def _cancel(executor: Any, in_flight: dict[Any, Setting], stop: StopFlag) -> None:
+    """Cancel the futures that have not started (a run in progress finishes).
+
+    Dask's futures say "cancelled" even for a task its worker is running (the task goes
+    on, and may be recorded): they are left to the stop flag, which keeps a queued task
+    from starting and lets the sweep learn each one's outcome. So are a process pool's,
+    when the flag's files exist: Python 3.11's pool breaks down (a traceback, its
+    manager thread gone) if its workers are killed while it holds cancelled futures.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    if _is_dask(executor):
+        return
+    if isinstance(executor, ProcessPoolExecutor) and stop.written:
+        return
     for fut in in_flight:
-        dask_future = getattr(fut, "dask_future", None)
-        if fut.cancel() and dask_future is not None:
-            with contextlib.suppress(Exception):
-                dask_future.cancel()
+        fut.cancel()
 
 
-def _window(executor: Any) -> int:
+def _is_dask(executor: Any) -> bool:
+    return type(executor).__module__.startswith("distributed")
+
+
+def _workers(executor: Any) -> int | None:
     workers = getattr(executor, "_max_workers", None)
     if not workers:
         client = getattr(executor, "_client", None)  # Dask's ClientExecutor
@@ -381,7 +561,11 @@ def _window(executor: Any) -> int:
             workers = sum(client.nthreads().values()) if client is not None else None
         except Exception:
             workers = None
-    return 2 * max(int(workers or os.cpu_count() or 4), 1) + 2
+    return int(workers) if workers else None
+
+
+def _window(executor: Any) -> int:
+    return 2 * max(_workers(executor) or os.cpu_count() or 4, 1) + 2
 
 
 # ------------------------------------------------------------------------------ the API
@@ -406,10 +590,16 @@ def sweep(
 
     A run that raises is recorded as failed and the sweep goes on, unless
     ``stop_on_error=True``: then no new run starts, runs already started finish, and the
-    first error is raised (with the summary as a note). Ctrl-C stops the sweep: claims
-    are released, nothing half-done is recorded, runs not yet started are cancelled, and
-    :class:`SweepInterrupted` (a ``KeyboardInterrupt``) is raised with the ``summary`` of
-    what was done.
+    first error is raised (with the summary as a note).
+
+    Ctrl-C stops the sweep; no run starts after it. In this process, it stops the run in
+    progress (which records nothing). Through an executor, the runs in progress finish and
+    are recorded (a line on stderr says so), unless Ctrl-C is pressed again: then the
+    sweep stops at once (a process pool's workers are killed; a thread pool's threads go
+    on, but what they finish is not recorded). Either way, claims are released, nothing
+    half-done is recorded, and :class:`SweepInterrupted` (a ``KeyboardInterrupt``) is
+    raised with the ``summary``: ``ran`` counts the runs recorded, ``not_run`` the rest,
+    which run when the sweep is run again.
 
     Args:
         func: A function decorated with :func:`stet.once`. For a process pool or Dask it
@@ -423,8 +613,7 @@ def sweep(
             ``"lines"``, or ``False`` for nothing.
         stop_on_error: Stop at the first run that raises, and raise its exception.
         max_in_flight: Runs submitted to the executor at once (default: twice its
-            workers, plus two). Fewer pending submissions make Ctrl-C and
-            ``stop_on_error`` quicker.
+            workers, plus two).
         keep_results: Keep each run's return value in ``summary.results``. ``False``
             keeps none (workers do not even send them back): for sweeps of millions of
             runs, or of large return values that ``save_result`` or the function itself
