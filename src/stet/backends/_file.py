@@ -9,6 +9,7 @@ from .._codecs import Codec
 from .._index import Index
 from .._locking import StoreLock
 from .._log import LogFile
+from .._sidecar import sidecar
 from ._base import IndexedBackend, Record, record_matches
 
 __all__ = ["FileBackend", "lock_path"]
@@ -16,7 +17,7 @@ __all__ = ["FileBackend", "lock_path"]
 
 def lock_path(path: Path) -> Path:
     """The lock file kept beside a store (never deleted: see :mod:`stet._locking`)."""
-    return path.with_name(path.name + ".lock")
+    return sidecar(path, ".lock")
 
 
 class FileBackend(IndexedBackend):

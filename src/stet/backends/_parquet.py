@@ -14,6 +14,7 @@ from .._index import Index, bulk
 from .._locking import StoreLock
 from .._log import LogFile, _snapshot, atomic_write
 from .._pid import pid
+from .._sidecar import sidecar
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record, record_matches
 from ._file import lock_path
@@ -28,7 +29,7 @@ FOLD_MIN = 10_000
 
 def sidecar_path(path: Path) -> Path:
     """Where appended records wait until they are folded into the Parquet file."""
-    return path.with_name(path.name + ".stet-log")
+    return sidecar(path, ".stet-log")
 
 
 _warm = False

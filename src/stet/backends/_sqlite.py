@@ -7,6 +7,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from .._exit import at_exit, ensure_registered
 from .._fs import is_local_filesystem
 from .._index import FUNC_FIELD, Index, bulk
 from .._pid import pid
+from .._sidecar import refuse_links
 from .._sql import column_list, quote_ident
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record
@@ -142,11 +144,14 @@ class SqliteBackend(IndexedBackend):
         self._file_key: tuple[int, int] | None = None  # entered in _raw_files
         self._counter: bytes | None = None
         self._journal_wal = False
+        self._read_only = False  # the connection only reads (see _connect_read_only)
 
     # ------------------------------------------------------------ connection
     def _connect(self, create: bool) -> sqlite3.Connection | None:
         if self._conn is not None and self._pid == pid():
-            return self._conn
+            if not (create and self._read_only):
+                return self._conn
+            self.close()  # opened read-only, and now to be written: open it again
         if self._pid != pid():
             self._conn = None  # never reuse a connection across fork
             self._raw_fd = -1
@@ -154,6 +159,10 @@ class SqliteBackend(IndexedBackend):
             self._counter = None
         if not create and not self.path.exists():
             return None
+        refuse_links(self.path, ("-wal", "-shm", "-journal"))  # SQLite would follow them
+        if not create and not _writable(self.path):
+            return self._connect_read_only()
+        self._read_only = False
         try:
             conn = sqlite3.connect(
                 self.path, timeout=600, isolation_level=None, check_same_thread=False
@@ -187,6 +196,42 @@ class SqliteBackend(IndexedBackend):
         self._data_version = -1
         _open_backends.add(self)
         ensure_registered()
+        return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A connection that only reads, for a store this process cannot write (a shared
+        directory, a read-only mount): ``stet status``, ``stet.load`` and skipping done
+        runs work there. A WAL database needs its ``-shm`` to be read in place; where
+        there is none and none can be made, and no ``-wal`` holds commits the file does
+        not, the file alone is the whole store and is read as it is (``immutable``)."""
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path))
+        conn = None
+        try:
+            for options in ("?mode=ro", "?mode=ro&immutable=1"):
+                if options.endswith("immutable=1") and os.path.exists(f"{self.path}-wal"):
+                    break
+                try:
+                    conn = sqlite3.connect(uri + options, uri=True, timeout=600,
+                                           isolation_level=None, check_same_thread=False)
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                    break
+                except sqlite3.OperationalError:
+                    if conn is not None:
+                        conn.close()
+                        conn = None
+            if conn is None:
+                raise StoreError(
+                    f"cannot read SQLite store {self.path}: it is in WAL mode with commits "
+                    f"in {self.path}-wal, which this process cannot open. Read it as a user "
+                    f"who can write its directory, or ask its owner to finish the sweep.")
+            self._table_columns(conn)  # a foreign database raises here, untouched
+            self._journal_wal = False
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+        self._conn, self._pid, self._file_key = conn, pid(), None
+        self._read_only = True
+        self._data_version = -1
+        _open_backends.add(self)
         return conn
 
     def _load_field_map(self, conn: sqlite3.Connection) -> None:
@@ -470,6 +515,10 @@ class SqliteBackend(IndexedBackend):
         ):
             return StoreError(f"SQLite store {self.path} stayed locked by another process "
                               f"for too long ({exc}); try again.")
+        advice = _NOT_CORRUPT.get(getattr(exc, "sqlite_errorcode", 0) & 0xFF)
+        if advice is not None:  # the file is fine; the disk or the permissions are not
+            return StoreError(f"SQLite store {self.path}: {exc}; {advice}. The store was "
+                              f"left as it was.")
         return CorruptStoreError(
             f"{self.path} is not a readable SQLite store ({exc}). The file was left "
             f"untouched; move it aside or point the store at another path."
@@ -500,6 +549,24 @@ class SqliteBackend(IndexedBackend):
             self._raw_fd = -1
             self._reset(self._index)
             self._data_version = -1
+
+
+#: SQLite's primary result codes for failures of the disk or of permissions, not of the
+#: file's contents (https://sqlite.org/rescode.html), and what to do about each.
+_NOT_CORRUPT = {
+    3: "check the permissions of the store and of its directory",  # SQLITE_PERM
+    8: "the store or its directory cannot be written: check their permissions, or "
+       "remount the filesystem read-write",  # SQLITE_READONLY
+    10: "the disk reported an error: check it, then try again",  # SQLITE_IOERR
+    13: "the disk is full: free some space and try again",  # SQLITE_FULL
+    14: "check the store's directory exists and can be written",  # SQLITE_CANTOPEN
+}
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the database and create its journal beside it."""
+    return (os.access(path, os.W_OK, effective_ids=True)
+            and os.access(path.parent, os.W_OK | os.X_OK, effective_ids=True))
 
 
 def _switch_to_wal(conn: sqlite3.Connection, mode: str) -> str:
