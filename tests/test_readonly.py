@@ -176,7 +176,7 @@ def read_only_mount(source: Path, where: Path) -> Iterator[Path]:
         yield where
     finally:
         gc.collect()  # backends of the test: their descriptors of files in the mount
-        if subprocess.run(["umount", str(where)]).returncode != 0:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(where)], check=True)  # detached when free
 
 
