@@ -231,5 +231,6 @@ def os_error(path: object, doing: str, exc: OSError) -> StoreError:
         errno.EPERM: "check the permissions (and attributes, lsattr) of the store",
         errno.EBADF: "the store cannot be written: check its permissions",
         errno.EIO: "the disk reported an input/output error: check it, then try again",
+        errno.EISDIR: "it is a directory, not a store file: point the store at a file",
     }.get(exc.errno or 0, "check the store's file and directory, then try again")
     return StoreError(f"{doing} {name} failed: {what}; {advice}.")

@@ -14,7 +14,7 @@ from .._index import Index, bulk
 from .._locking import StoreLock
 from .._log import LogFile, _snapshot, atomic_write
 from .._pid import pid
-from .._sidecar import sidecar
+from .._sidecar import os_error, sidecar
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record, record_matches
 from ._file import lock_path
@@ -102,6 +102,8 @@ class ParquetBackend(IndexedBackend):
             table = pa.parquet.ParquetFile(self.path).read()
         except FileNotFoundError:
             return [], [], None
+        except (PermissionError, IsADirectoryError) as exc:  # not the file's fault
+            raise os_error(self.path, "reading", exc) from None
         except (pa.ArrowException, OSError) as exc:
             raise CorruptStoreError(
                 f"{self.path} is not a readable Parquet store ({exc}). The file was left "

@@ -17,7 +17,7 @@ from .._exit import at_exit, ensure_registered
 from .._fs import is_local_filesystem
 from .._index import FUNC_FIELD, Index, bulk
 from .._pid import pid
-from .._sidecar import refuse_links
+from .._sidecar import os_error, refuse_links
 from .._sql import column_list, quote_ident
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record
@@ -205,6 +205,8 @@ class SqliteBackend(IndexedBackend):
         there is none and none can be made, and no ``-wal`` holds commits the file does
         not, the file alone is the whole store and is read as it is (``immutable``)."""
         uri = "file:" + urllib.parse.quote(os.path.abspath(self.path))
+        if not os.access(self.path, os.R_OK, effective_ids=True):
+            raise os_error(self.path, "reading", PermissionError(13, "Permission denied"))
         conn = None
         try:
             for options in ("?mode=ro", "?mode=ro&immutable=1"):
@@ -215,10 +217,12 @@ class SqliteBackend(IndexedBackend):
                                            isolation_level=None, check_same_thread=False)
                     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
                     break
-                except sqlite3.OperationalError:
+                except sqlite3.OperationalError as exc:
                     if conn is not None:
                         conn.close()
                         conn = None
+                    if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (8, 14):
+                        raise  # not about the -shm that cannot be made here
             if conn is None:
                 raise StoreError(
                     f"cannot read SQLite store {self.path}: it is in WAL mode with commits "
