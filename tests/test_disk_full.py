@@ -84,6 +84,8 @@ def test_a_full_disk_is_a_store_error_naming_the_file(tiny_disk: Path, fmt: str)
     for x in range(3):
         f(x)
     filler = fill(tiny_disk)
+    # one block left: the run is not refused beforehand, and its record does not fit
+    os.truncate(filler, filler.stat().st_size - 4096)
     errors = []
     for x in range(3, 40):  # until the last free bytes of a page are gone too
         try:
@@ -138,3 +140,21 @@ def test_the_command_says_the_disk_is_full_in_one_line(
         assert "No space left on device" in err or "disk is full" in err, err
     assert sorted(p.name for p in tiny_disk.iterdir() if p.name != "filler") in (
         [], ["copy.csv.claims", "copy.csv.lock"], ["copy.csv.lock"])
+
+
+@pytest.mark.parametrize("fmt", FILES)
+def test_a_disk_with_no_block_left_is_refused_before_the_function_runs(
+    tiny_disk: Path, fmt: str
+) -> None:
+    store = tiny_disk / f"runs.{fmt}"
+    ran: list[int] = []
+    f = once(store, ran)
+    f(0)
+    filler = fill(tiny_disk)
+    with pytest.raises(StoreError, match="the disk is full") as info:
+        f(1)
+    assert ran == [0] and "not started" in str(info.value)
+    f(0)  # a done run is still skipped
+    filler.unlink()
+    f(1)
+    assert ran == [0, 1]

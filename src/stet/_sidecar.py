@@ -173,6 +173,13 @@ def _check_writable(store: Path) -> None:
             raise _unwritable(store, directory, _why(where))
     if os.path.exists(store) and not os.access(store, os.W_OK, effective_ids=True):
         raise _unwritable(store, store, _why(str(store)))
+    try:
+        fs = os.statvfs(real.parent)
+    except OSError:
+        pass
+    else:  # not one block left (for this user: root may use the reserved ones)
+        if (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) == 0 and fs.f_blocks:
+            raise _unwritable(store, store, "the disk is full")
     for suffix in SIDECAR_SUFFIXES:
         side = sidecar(store, suffix)
         try:
@@ -200,11 +207,13 @@ def _unwritable(store: Path, culprit: Path, why: str) -> StoreError:
     what = "the store" if culprit == store else (
         "the store's directory" if culprit in (store.parent, Path(os.path.realpath(store)).parent)
         else "a file the store keeps beside it")
+    todo = ("free some space" if why == "the disk is full" else
+            "make it writable (chmod u+w; chattr -i if lsattr shows it immutable; or "
+            "remount read-write)")
     return StoreError(
         f"cannot write {what} {culprit} ({why}), so a run could not be recorded; it was "
         f"not started. Reading the store (stet status, stet ls, stet.load) still works. "
-        f"To run, make it writable (chmod u+w; chattr -i if lsattr shows it immutable; "
-        f"or remount read-write) or point the store at a writable path."
+        f"To run, {todo} or point the store at a writable path."
     )
 
 
