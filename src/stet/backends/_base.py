@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from .._config import settings
 from .._identity import RESERVED_PREFIX, canonical
 from .._index import FUNC_FIELD, Index
 from .._pid import pid
-from .._sidecar import check_writable, reraise_as_store_error, sidecar
+from .._sidecar import check_writable, os_error, reraise_as_store_error, sidecar
 
 __all__ = ["BaseBackend", "FailureLog", "IndexedBackend", "Record", "record_matches", "utc_now"]
 
@@ -202,8 +201,11 @@ class FailureLog:
             self._log.append(record, self._index)
 
     def contains(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
-        with self._mutex, reraise_as_store_error(self.path, "reading"):
-            self._log.poll(self._index)
+        with self._mutex:
+            try:
+                self._log.poll(self._index)
+            except OSError as exc:
+                raise os_error(self.path, "reading", exc) from exc
             return self._index.contains(func, fields, texts)
 
     def records(self) -> list[Record]:
@@ -253,28 +255,32 @@ class IndexedBackend(BaseBackend):
         if isinstance(self.path, Path):  # (a PostgreSQL store is a URL)
             check_writable(self.path)
 
-    @contextlib.contextmanager
-    def _guarded(self, doing: str) -> Iterator[None]:
-        """The backend's mutex, with an ``OSError`` (a full disk, a vanished mount)
-        turned into a :class:`~stet.errors.StoreError` naming the store."""
-        with self._mutex, reraise_as_store_error(self.path, doing):
-            yield
-
+    # An OSError (a full disk, a vanished mount) becomes a StoreError naming the store;
+    # try/except costs nothing when nothing is raised (these are the hot paths).
     def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
-        with self._guarded("reading"):
-            self._poll(self._index)
+        with self._mutex:
+            try:
+                self._poll(self._index)
+            except OSError as exc:
+                raise os_error(self.path, "reading", exc) from exc
             return self._index.contains(func, fields, texts)
 
     def contains_any(self, fields: Record) -> bool:
         """Whether any record (of any function) holds these field texts."""
         names = tuple(sorted(fields))
-        with self._guarded("reading"):
-            self._poll(self._index)
+        with self._mutex:
+            try:
+                self._poll(self._index)
+            except OSError as exc:
+                raise os_error(self.path, "reading", exc) from exc
             return self._index.contains_any(names, tuple(fields[n] for n in names))
 
     def append_record(self, record: Record) -> None:
-        with self._guarded("recording a run in"):
-            self._append(record, self._index)
+        with self._mutex:
+            try:
+                self._append(record, self._index)
+            except OSError as exc:
+                raise os_error(self.path, "recording a run in", exc) from exc
 
     def has(self, key_dict: dict[str, Any]) -> bool:
         """Check if key combination exists in the store (recorded by any function).
@@ -303,7 +309,7 @@ class IndexedBackend(BaseBackend):
         Returns:
             List of dicts, each representing one recorded experiment run.
         """
-        with self._guarded("reading"):
+        with self._mutex, reraise_as_store_error(self.path, "reading"):
             return list(self._records())
 
     def remove(self, key_dict: dict[str, Any]) -> int:
@@ -319,7 +325,7 @@ class IndexedBackend(BaseBackend):
 
     def remove_where(self, func: str | None, fields: Record) -> int:
         """Remove records of ``func`` (``None``: any) holding these field texts."""
-        with self._guarded("removing records from"):
+        with self._mutex, reraise_as_store_error(self.path, "removing records from"):
             return self._remove_where(func, fields, self._index)
 
     def clear(self) -> None:
@@ -327,7 +333,7 @@ class IndexedBackend(BaseBackend):
         self.remove_where(None, {})
 
     def __len__(self) -> int:
-        with self._guarded("reading"):
+        with self._mutex, reraise_as_store_error(self.path, "reading"):
             self._poll(self._index)
             return self._index.count
 
