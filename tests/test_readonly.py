@@ -235,3 +235,19 @@ def test_an_immutable_store_is_refused_before_the_function_runs(tmp_path: Path,
         assert len(stet.load(store)) == 3
     finally:
         subprocess.run(["chattr", "-i", str(store)], check=True)
+
+
+@pytest.mark.parametrize("fmt", FILES)
+def test_reading_a_store_creates_no_file_even_where_it_could(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    store = tmp_path / f"runs.{fmt}"
+    populate(store)
+    Path(f"{store}.lock").unlink()
+    before = sorted(os.listdir(tmp_path))
+    assert len(stet.load(store)) == 3 and len(stet.load(store, failures=True)) == 1
+    assert stet.status(store).completed == 3
+    assert main(["ls", str(store)]) == 0 and main(["status", str(store)]) == 0
+    capsys.readouterr()
+    gc.collect()
+    assert sorted(os.listdir(tmp_path)) == before
