@@ -17,7 +17,7 @@ from .._exit import at_exit, ensure_registered
 from .._fs import is_local_filesystem
 from .._index import FUNC_FIELD, Index, bulk
 from .._pid import pid
-from .._sidecar import os_error, refuse_links
+from .._sidecar import open_file, os_error, refuse_links
 from .._sql import column_list, quote_ident
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record
@@ -70,7 +70,7 @@ class _RawFiles:
             fds = self._fds.setdefault(key, {})
             fd = fds.get(path)
             if fd is None:
-                fd = fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = fds[path] = open_file(Path(path), os.O_RDONLY)  # -shm: not via a link
             return fd
 
     def leave(self, key: tuple[int, int]) -> None:
