@@ -4,6 +4,7 @@ it points to is left as it was (or not created). The store itself may be a link.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -189,3 +190,19 @@ def get_records(store: Path) -> list[dict[str, str]]:
 
     with get_backend(store) as b:
         return b.load()
+
+
+@pytest.mark.parametrize("suffix", [".claims", ".failures.jsonl"])
+def test_a_sidecar_hard_linked_to_another_file_is_not_written(tmp_path: Path,
+                                                              suffix: str) -> None:
+    store = tmp_path / "runs.csv"
+    counted(store, [])(0)
+    side = Path(f"{store}{suffix}")
+    with contextlib.suppress(FileNotFoundError):
+        side.unlink()
+    v, data, _ = victim(tmp_path)
+    os.link(v, side)
+    ran: list[object] = []
+    with pytest.raises(StoreError, match="hard link"):
+        counted(store, ran, fail=True)(1)
+    assert ran == [] and v.read_bytes() == data

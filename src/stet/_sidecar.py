@@ -73,9 +73,18 @@ def _refuse_link(path: Path) -> StoreError:
     )
 
 
+def _refuse_hard_link(path: Path, nlink: int) -> StoreError:
+    return StoreError(
+        f"{path} has {nlink - 1} other name(s) (a hard link), and stet keeps this file "
+        f"beside the store for itself: writing it would change the file under its other "
+        f"names too. Remove it (rm {path}) and try again."
+    )
+
+
 def open_file(path: Path, flags: int, mode: int = 0o666) -> int:
     """``os.open`` for a file stet keeps: close-on-exec, and for a sidecar
-    (:func:`is_sidecar`) without following a symbolic link and only a regular file.
+    (:func:`is_sidecar`) without following a symbolic link, only a regular file, and
+    for writing only a file with no other name (no hard link).
 
     Raises:
         StoreError: ``path`` is a sidecar that is a symbolic link or not a regular file.
@@ -97,6 +106,8 @@ def open_file(path: Path, flags: int, mode: int = 0o666) -> int:
                 f"{path} is not a regular file, and stet keeps this file beside the store "
                 f"for itself. Move it aside and try again."
             )
+        if st.st_nlink > 1 and flags & (os.O_WRONLY | os.O_RDWR):
+            raise _refuse_hard_link(path, st.st_nlink)
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     except BaseException:
         os.close(fd)
@@ -190,6 +201,8 @@ def _check_writable(store: Path) -> None:
             raise _unwritable(store, side, exc.strerror or str(exc)) from None
         if stat.S_ISLNK(st.st_mode):
             raise _refuse_link(side)
+        if st.st_nlink > 1 and suffix in (*_WRITTEN, ".claims"):
+            raise _refuse_hard_link(side, st.st_nlink)
         if suffix in _WRITTEN and not os.access(side, os.W_OK, effective_ids=True):
             raise _unwritable(store, side, _why(str(side)))
 
