@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from ._log import read_from
 from ._pid import close_if_ours, pid
+from ._sidecar import open_file
 from .errors import StoreError
 
 __all__ = ["CallClaims", "ClaimFile", "Claims", "calls", "claim_offset"]
@@ -150,6 +151,7 @@ class ClaimFile:
         self._mutex = threading.Condition()
         self._held: dict[int, int] = {}  # offset -> thread ident holding it here
         self._appended = 0
+        self._writable = False  # _fd was opened for writing (claims can be locked)
 
     def __del__(self) -> None:
         # Nobody uses these claims any more (the registry holds them weakly); closing the
@@ -167,19 +169,32 @@ class ClaimFile:
                 claims = _registry[key] = cls(Path(os.path.abspath(path)))
             return claims
 
-    def _open(self) -> int:
-        if self._fd < 0 or self._pid != pid():
-            try:
-                self._fd = os.open(
-                    self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666
-                )
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot open claims file {self.path}: {exc.strerror}. stet keeps it "
-                    f"beside the store; check the directory is writable."
-                ) from None
-            self._pid = pid()
+    def _open(self, write: bool = True) -> int:
+        """Our one descriptor of the file; opened read-only where it cannot be written
+        if ``write`` is false (for ``running``, on a store in a read-only place)."""
+        if self._fd >= 0 and self._pid == pid() and (self._writable or not write):
+            return self._fd
+        if self._fd >= 0 and self._pid == pid():
+            # Read-only so far, so no claim is locked through it: closing it drops none.
+            os.close(self._fd)
+        else:
             self._held.clear()
+        self._fd, self._pid = -1, pid()
+        try:
+            try:
+                self._fd = open_file(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+                self._writable = True
+            except OSError as exc:
+                if write or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                # only to read announcements and ask who holds a lock
+                self._fd = open_file(self.path, os.O_RDONLY)
+                self._writable = False
+        except OSError as exc:
+            raise StoreError(
+                f"cannot open claims file {self.path}: {exc.strerror}. stet keeps it "
+                f"beside the store; check the directory is writable."
+            ) from None
         return self._fd
 
     # ------------------------------------------------------------------ claims
@@ -254,7 +269,7 @@ class ClaimFile:
         with self._mutex:
             if not self.path.exists() and self._fd < 0:
                 return []
-            fd = self._open()
+            fd = self._open(write=False)
             data = read_from(fd, 0)
         latest: dict[int, dict[str, Any]] = {}
         for line in data.splitlines():
@@ -264,7 +279,7 @@ class ClaimFile:
             except (ValueError, KeyError, TypeError):
                 continue  # a torn or foreign line: announcements are best effort
         with self._mutex:
-            fd = self._open()
+            fd = self._open(write=False)
             out = []
             for offset, entry in latest.items():
                 if offset in self._held and entry.get("pid") == pid():

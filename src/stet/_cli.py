@@ -4,7 +4,7 @@
     stet ls STORE [--where FIELD=VALUE ...] [--failed] [--func NAME] [--limit N] [--all]
     stet reset STORE [--where FIELD=VALUE ...] [--func NAME] [--failed] [--yes]
     stet copy SRC DST
-    stet export STORE OUT.{csv,json,parquet} [--where ...] [--failed] [--func NAME]
+    stet export STORE OUT.{csv,json,parquet} [--where ...] [--failed] [--func NAME] [--force]
 
 Exit codes: 0 success, 1 an error with a store (missing, corrupt, unreadable), 2 a
 mistake in the command line, 130 interrupted.
@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import math
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
 
 from ._identity import RESERVED_PREFIX
 from ._index import FUNC_FIELD
 from ._results import EMPTY_FIELD, Table, display, open_store, select, tabulate
+from ._sidecar import is_sidecar, same_file, sidecars
 from .backends._base import Record
 from .errors import StoreError
 
@@ -253,10 +256,23 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return 0
 
 
-def _same_store(a: str, b: str) -> bool:
-    if "://" in a or "://" in b:  # URLs (PostgreSQL)
-        return a == b
-    return os.path.realpath(a) == os.path.realpath(b)
+def _clash(store: str, out: str) -> str | None:
+    """How writing ``out`` would write onto ``store`` (the store itself by any spelling:
+    a symbolic or hard link, ``./``; or a file stet keeps beside it), else ``None``."""
+    if "://" in store or "://" in out:  # URLs (PostgreSQL)
+        return "the same store" if store == out else None
+    path = Path(store)
+    real_out = os.path.realpath(out)
+    # sidecars beside the path given and beside the file it names (if it is a link)
+    targets = [path, *sidecars(path), *sidecars(Path(os.path.realpath(path)))]
+    for i, target in enumerate(targets):
+        what = (f"the store {display(store)} itself" if i == 0 else
+                f"{target}, a file stet keeps beside the store {display(store)}")
+        if real_out == os.path.realpath(target) or same_file(out, target):
+            return what
+    if is_sidecar(Path(out)):
+        return f"named like a file stet keeps beside a store ({os.path.basename(out)})"
+    return None
 
 
 def _identity(record: Record) -> tuple[Any, ...]:
@@ -271,8 +287,10 @@ def _clean(record: Record) -> Record:
 def cmd_copy(args: argparse.Namespace) -> int:
     from .backends import get_backend
 
-    if _same_store(args.src, args.dst):
-        raise UsageError("SRC and DST are the same store")
+    clash = _clash(args.src, args.dst)
+    if clash is not None:
+        raise UsageError(f"DST {display(args.dst)} is {clash}: copying a store onto itself "
+                         f"(or its own files) would only damage it. Give another DST.")
     src = open_store(args.src)
     dst = get_backend(args.dst)
     records = [_clean(r) for r in src.load()]
@@ -323,31 +341,88 @@ def cmd_export(args: argparse.Namespace) -> int:
     if ext not in writers:
         raise UsageError(f"cannot export to {args.out!r}: the extension {ext or '(none)'} is "
                          f"not one of {', '.join(writers)}")
+    _check_export_target(args.store, args.out, args.force)
     _, rows, _ = _selected(args)
     table = tabulate(rows)
-    tmp = f"{args.out}.tmp-{os.getpid()}"
-    try:
-        writers[ext](table, tmp)
-        os.replace(tmp, args.out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    _write_new(args.out, args.force, lambda fh: writers[ext](table, fh))
     print(f"Exported {len(table)} {'failure' if args.failed else 'run'}"
           f"{'s' if len(table) != 1 else ''} ({len(table.columns)} columns) to {args.out}.")
     return 0
 
 
-def _export_csv(table: Table, path: str) -> None:
+def _check_export_target(store: str, out: str, force: bool) -> None:
+    """Refuse to export onto the store, a file beside it, a store, or (without
+    ``--force``) any existing file."""
+    clash = _clash(store, out)
+    if clash is not None:
+        raise UsageError(f"OUT {out} is {clash}; export writes a new file for other tools "
+                         f"and never onto a store. Give another OUT.")
+    if os.path.isdir(out):
+        raise UsageError(f"OUT {out} is a directory; give the path of a file to write.")
+    if not os.path.lexists(out):
+        return
+    if not force:
+        raise UsageError(f"OUT {out} exists; export does not replace files unless told: "
+                         f"give another OUT, or pass --force to replace it.")
+    beside = [p for p in sidecars(Path(out))[:4] if os.path.lexists(p)]
+    if beside:
+        raise UsageError(f"OUT {out} is a stet store (it has {beside[0].name} beside it); "
+                         f"export never writes onto a store, even with --force. Give "
+                         f"another OUT.")
+
+
+def _write_new(out: str, force: bool, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``out`` whole or not at all: into a new temporary file beside it (never
+    through a link), then put in place; without ``force`` only if ``out`` still does
+    not exist. A symbolic link at ``out`` is replaced, not written through."""
+    directory, name = os.path.split(os.path.abspath(out))
+    tmp = os.path.join(directory, f".{name}.stet-export-{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise StoreError(f"cannot write {out}: {exc.strerror} (creating {tmp}); check that "
+                         f"its directory exists and is writable.") from None
+    try:
+        with open(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if force:
+            os.replace(tmp, out)
+        else:
+            try:
+                os.link(tmp, out)  # fails if out appeared meanwhile: never replaced
+            except FileExistsError:
+                raise UsageError(f"OUT {out} exists; export does not replace files unless "
+                                 f"told: give another OUT, or pass --force.") from None
+            except OSError:  # a filesystem without hard links
+                if os.path.lexists(out):
+                    raise UsageError(f"OUT {out} exists; give another OUT, or pass "
+                                     f"--force.") from None
+                os.replace(tmp, out)
+    except OSError as exc:
+        raise StoreError(f"cannot write {out}: {exc.strerror or exc}; nothing was "
+                         f"written (free some space, or check the directory's "
+                         f"permissions).") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _export_csv(table: Table, out: IO[bytes]) -> None:
     import csv
 
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(list(table.columns))
-        for i in range(len(table)):
-            w.writerow([_cell(table.columns[c][i], table.kinds[c]) for c in table.columns])
+    fh = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    w = csv.writer(fh)
+    w.writerow(list(table.columns))
+    for i in range(len(table)):
+        w.writerow([_cell(table.columns[c][i], table.kinds[c]) for c in table.columns])
+    fh.flush()
+    fh.detach()
 
 
-def _export_json(table: Table, path: str) -> None:
+def _export_json(table: Table, out: IO[bytes]) -> None:
     rows = []
     for i in range(len(table)):
         row: dict[str, Any] = {}
@@ -355,12 +430,14 @@ def _export_json(table: Table, path: str) -> None:
             if values[i] is not None:
                 row[c] = _json_value(values[i])
         rows.append(row)
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(rows, fh, ensure_ascii=False, indent=1, allow_nan=False)
-        fh.write("\n")
+    fh = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+    json.dump(rows, fh, ensure_ascii=False, indent=1, allow_nan=False)
+    fh.write("\n")
+    fh.flush()
+    fh.detach()
 
 
-def _export_parquet(table: Table, path: str) -> None:
+def _export_parquet(table: Table, out: IO[bytes]) -> None:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -380,7 +457,7 @@ def _export_parquet(table: Table, path: str) -> None:
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
             arrays[c] = pa.array([None if v is None else json.dumps(v) for v in values],
                                  type=pa.string())
-    pq.write_table(pa.table(arrays) if arrays else pa.table({}), path)
+    pq.write_table(pa.table(arrays) if arrays else pa.table({}), out)
 
 
 # ------------------------------------------------------------------------- parser
@@ -465,6 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", metavar="OUT")
     where_arg(s, "runs")
     s.add_argument("--failed", action="store_true", help="export failures instead")
+    s.add_argument("-f", "--force", action="store_true",
+                   help="replace OUT if it exists (never a store, nor a file beside one)")
     s.set_defaults(handler=cmd_export)
     return p
 
@@ -481,11 +560,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
         return 0
-    except (OSError, StoreError, ValueError, ImportError) as exc:
-        print(f"stet {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"stet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # one line, never a traceback (SPEC §8)
+        print(f"stet {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     return 0
+
+
+def _one_line(exc: Exception) -> str:
+    """What went wrong, on one line: stet's own errors say it all; others get their kind,
+    and those that are not about files or values are marked as stet's fault."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename is not None else ""
+        text = f"{exc.strerror}{where}"
+    else:
+        text = str(exc) or type(exc).__name__
+    if not isinstance(exc, (StoreError, OSError, ValueError, ImportError)):
+        kind = type(exc).__name__
+        text = f"{kind}: {text}" if not text.startswith(kind) else text
+        if not isinstance(exc, (TypeError, RecursionError, MemoryError)):
+            text += " (unexpected: please report this as a bug in stet)"
+    return " ".join(text.split())
 

@@ -15,6 +15,7 @@ from ._config import settings
 from ._exit import at_exit
 from ._identity import Binder, format_call
 from ._index import FUNC_FIELD
+from ._sidecar import sidecar
 from .backends import shared_backend
 from .backends._base import TIMESTAMP_FIELD, BaseBackend, Record, utc_now
 
@@ -108,6 +109,7 @@ class _Run:
             self._say(fields, texts, ": it failed before (skip_failed=True; "
                       "f.forget(...) clears its failure)", "failed", skipped)
             return None
+        backend.check_writable()  # before the claim, so before the function runs
         return _Attempt(self, backend, fields, texts, names, sorted_texts, skipped)
 
     def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -304,7 +306,8 @@ def _declare(store: str | os.PathLike[str], options: dict[str, Any]) -> None:
 
 def _finish_declared() -> None:
     for store, options in list(_declared):
-        if not (Path(store + ".stet-log").exists() or Path(store + "-wal").exists()):
+        if not (sidecar(Path(store), ".stet-log").exists()
+                or sidecar(Path(store), "-wal").exists()):
             continue
         backend = shared_backend(store, create=False, **dict(options))
         if backend is not None:

@@ -4,6 +4,12 @@ One :class:`StoreLock` per lock path per process (threads share it; a forked chi
 fresh one). Exclusion between processes uses ``flock`` on a lock file that is never
 unlinked, so every process locks the same inode; exclusion between threads uses a
 ``threading.RLock`` held for as long as the file lock.
+
+Readers never create the lock file, and need not be able to write it: ``flock`` works on
+a read-only descriptor, and where there is no lock file and none can be made (a shared
+directory the user cannot write, a read-only mount), reading goes on without it. That is
+safe because readers never depend on the lock for whole records: appends are single
+writes whose torn tail readers ignore, and rewrites replace the file atomically.
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ._pid import close_if_ours, pid
+from ._sidecar import open_file
 from .errors import StoreError
 
 __all__ = ["StoreLock"]
+
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 _registry: weakref.WeakValueDictionary[str, StoreLock] = weakref.WeakValueDictionary()
 _registry_lock = threading.Lock()
@@ -28,7 +37,7 @@ _registry_pid = pid()
 
 
 class StoreLock:
-    """Shared/exclusive lock backed by ``flock`` on ``path`` (created if missing)."""
+    """Shared/exclusive lock backed by ``flock`` on ``path`` (created by writers)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -37,6 +46,7 @@ class StoreLock:
         self._pid = pid()
         self._depth = 0
         self._mode = 0
+        self._locked = False  # a file lock is held (readers may go on without one)
 
     def __del__(self) -> None:
         # The last user is gone (the registry holds locks weakly): release the descriptor.
@@ -56,16 +66,36 @@ class StoreLock:
                 lock = _registry[key] = cls(Path(key))
             return lock
 
-    def _open(self) -> int:
-        if self._fd < 0:
-            try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot open lock file {self.path}: {exc.strerror}. stet needs to create "
-                    f"this file beside the store; check the directory exists and is writable."
-                ) from None
+    def _open(self, create: bool) -> int:
+        """The lock file's descriptor; ``-1`` if it does not exist and ``create`` is
+        false, or if it cannot be made but need not be (see the module docstring)."""
+        if self._fd >= 0:
+            return self._fd
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        try:
+            self._fd = open_file(self.path, flags)
+            return self._fd
+        except FileNotFoundError:
+            if not create:
+                return -1  # no writer has made it yet: nothing to lock against
+            raise self._open_error("no such directory") from None
+        except OSError as exc:
+            if exc.errno not in _READ_ONLY:
+                raise self._open_error(exc.strerror or str(exc)) from None
+            refused = exc
+        try:  # flock needs no write access: a read-only lock file locks as well
+            self._fd = open_file(self.path, os.O_RDONLY)
+        except OSError:
+            if create:  # a writer must lock
+                raise self._open_error(refused.strerror or str(refused)) from None
+            return -1  # none, and none can be made here: readers go on without it
         return self._fd
+
+    def _open_error(self, why: str) -> StoreError:
+        return StoreError(
+            f"cannot open lock file {self.path}: {why}. stet needs to create this file "
+            f"beside the store to change it; check the directory exists and is writable."
+        )
 
     def _after_fork(self) -> None:
         """In a forked child: the inherited descriptor shares the parent's lock, so open
@@ -75,6 +105,7 @@ class StoreLock:
             self._fd = -1
             self._depth = 0
             self._mode = 0
+            self._locked = False
             self._thread_lock = threading.RLock()
 
     @contextmanager
@@ -105,22 +136,26 @@ class StoreLock:
                 raise RuntimeError("stet internal error: lock upgrade while held shared")
             self._depth += 1
             return
-        fd = self._open()
-        try:
-            fcntl.flock(fd, mode)
-        except OSError as exc:
-            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise StoreError(
-                    f"the filesystem holding {self.path} refuses file locks "
-                    f"({exc.strerror}); stet will not share a store without locking. Put the "
-                    f"store on a filesystem with locking (a local disk, or NFS with lockd), "
-                    f"or use a SQLite or PostgreSQL store."
-                ) from None
-            raise
+        fd = self._open(create=mode == fcntl.LOCK_EX)
+        if fd >= 0:
+            try:
+                fcntl.flock(fd, mode)
+            except OSError as exc:
+                if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise StoreError(
+                        f"the filesystem holding {self.path} refuses file locks "
+                        f"({exc.strerror}); stet will not share a store without locking. "
+                        f"Put the store on a filesystem with locking (a local disk, or NFS "
+                        f"with lockd), or use a SQLite or PostgreSQL store."
+                    ) from None
+                raise
+        self._locked = fd >= 0
         self._depth, self._mode = 1, mode
 
     def _release(self) -> None:
         self._depth -= 1
         if self._depth == 0:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if self._locked:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._locked = False
             self._mode = 0

@@ -17,6 +17,7 @@ One discipline for every file format (the format is a :class:`~stet._codecs.Code
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import stat
@@ -29,6 +30,7 @@ from ._codecs import Codec, Damage, Parsed, Record
 from ._index import Index
 from ._locking import StoreLock
 from ._pid import close_if_ours, pid
+from ._sidecar import open_file
 from .errors import CorruptStoreError, StoreError
 
 __all__ = ["LogFile", "StoreWarning", "atomic_write"]
@@ -60,7 +62,7 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
     except FileNotFoundError:
         old = None
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        fd = open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)  # never through a link
         try:
             view = memoryview(data)
             while view:
@@ -221,9 +223,12 @@ class LogFile:
             self._reset(index)  # replaced (remove, clear, rewrite): read the new file
         if self._fd < 0:
             try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-            except PermissionError:
-                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    self._fd = open_file(self.path, os.O_RDWR)
+                except OSError as exc:
+                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                        raise
+                    self._fd = open_file(self.path, os.O_RDONLY)  # to read; see check_writable
             except FileNotFoundError:
                 self._reset(index)
                 return False
@@ -295,10 +300,13 @@ class LogFile:
     def _parse_all(self) -> Parsed | None:
         """The whole file parsed afresh (``None``: no file, no header, or stale)."""
         try:
-            with open(self.path, "rb") as f:
-                data = f.read()
+            fd = open_file(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        try:
+            data = read_from(fd, 0)
+        finally:
+            os.close(fd)
         head, start = self.codec.parse_head(data, self.path)
         if head is None or (self.ignored_head is not None and head == self.ignored_head):
             return None

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 from ._capture import RESULT_FIELD
 from ._identity import RESERVED_PREFIX
 from ._index import FUNC_FIELD
+from ._sidecar import sidecar
 from .backends._base import TIMESTAMP_FIELD, BaseBackend
+from .errors import StoreError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,12 +60,14 @@ def open_store(store: str | os.PathLike[str]) -> BaseBackend:
     from .backends import get_backend
 
     backend = get_backend(store)
+    path = getattr(backend, "path", None)
+    if isinstance(path, Path) and path.is_dir():
+        raise StoreError(f"{display(store)} is a directory, not a store file; give the "
+                         f"path of a store (a file such as runs.csv), or a URL")
     if not backend.exists():
         # A sweep whose every run failed so far has failure records but no store file,
         # and one whose first runs are still running has only claims.
-        path = getattr(backend, "path", None)
-        companions = ([path.with_name(path.name + ".failures.jsonl"),
-                       path.with_name(path.name + ".claims")]
+        companions = ([sidecar(path, ".failures.jsonl"), sidecar(path, ".claims")]
                       if isinstance(path, Path) else [])  # (a URL store has no files)
         if not any(c.exists() for c in companions):
             raise FileNotFoundError(f"no stet store at {display(store)!r}")

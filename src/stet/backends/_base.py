@@ -14,6 +14,7 @@ from .._config import settings
 from .._identity import RESERVED_PREFIX, canonical
 from .._index import FUNC_FIELD, Index
 from .._pid import pid
+from .._sidecar import check_writable, os_error, reraise_as_store_error, sidecar
 
 __all__ = ["BaseBackend", "FailureLog", "IndexedBackend", "Record", "record_matches", "utc_now"]
 
@@ -127,20 +128,25 @@ class BaseBackend(ABC):
         """Whether the store exists yet (a store is created by its first record)."""
         return self.path.exists()
 
+    def check_writable(self) -> None:  # noqa: B027 - optional for custom backends
+        """Raise :class:`~stet.errors.StoreError` if a run's record could not be written;
+        asked before a run starts, so that a function never runs only for its record to
+        be lost. The default checks nothing."""
+
     # -- claims and failures: beside the store file unless a backend does better ----
     def claims(self) -> Claims:
         """The claims of this store (see :mod:`stet._claims`)."""
         cached: tuple[int, Claims] | None = getattr(self, "_stet_claims", None)
         if cached is None or cached[0] != pid():
-            cached = (pid(), ClaimFile.for_path(self.path.with_name(self.path.name + ".claims")))
+            cached = (pid(), ClaimFile.for_path(sidecar(self.path, ".claims")))
             self._stet_claims = cached
         return cached[1]
 
     def _failure_log(self) -> FailureLog:
         log: FailureLog | None = getattr(self, "_stet_failures", None)
         if log is None:
-            log = FailureLog(self.path.with_name(self.path.name + ".failures.jsonl"),
-                             self.path.with_name(self.path.name + ".lock"))
+            log = FailureLog(sidecar(self.path, ".failures.jsonl"),
+                             sidecar(self.path, ".lock"))
             self._stet_failures = log
         return log
 
@@ -191,19 +197,23 @@ class FailureLog:
                             fsync=settings.fsync)
 
     def append(self, record: Record) -> None:
-        with self._mutex:
+        with self._mutex, reraise_as_store_error(self.path, "recording a failure in"):
             self._log.append(record, self._index)
 
     def contains(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
         with self._mutex:
-            self._log.poll(self._index)
+            try:
+                self._log.poll(self._index)
+            except OSError as exc:
+                raise os_error(self.path, "reading", exc) from exc
             return self._index.contains(func, fields, texts)
 
     def records(self) -> list[Record]:
-        return self._log.records()
+        with reraise_as_store_error(self.path, "reading"):
+            return self._log.records()
 
     def remove(self, func: str | None, fields: Record) -> int:
-        with self._mutex:
+        with self._mutex, reraise_as_store_error(self.path, "removing failures from"):
             return self._log.rewrite(lambda r: not record_matches(r, func, fields),
                                      self._index)
 
@@ -238,21 +248,39 @@ class IndexedBackend(BaseBackend):
         """Every record, read afresh from the store."""
 
     # -- the interface -----------------------------------------------------------
+    def check_writable(self) -> None:
+        """Raise :class:`~stet.errors.StoreError` unless the store file (or its directory,
+        if it does not exist yet), its directory and the sidecars a run writes can be
+        written by this process (see :func:`stet._sidecar.check_writable`)."""
+        if isinstance(self.path, Path):  # (a PostgreSQL store is a URL)
+            check_writable(self.path)
+
+    # An OSError (a full disk, a vanished mount) becomes a StoreError naming the store;
+    # try/except costs nothing when nothing is raised (these are the hot paths).
     def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
         with self._mutex:
-            self._poll(self._index)
+            try:
+                self._poll(self._index)
+            except OSError as exc:
+                raise os_error(self.path, "reading", exc) from exc
             return self._index.contains(func, fields, texts)
 
     def contains_any(self, fields: Record) -> bool:
         """Whether any record (of any function) holds these field texts."""
         names = tuple(sorted(fields))
         with self._mutex:
-            self._poll(self._index)
+            try:
+                self._poll(self._index)
+            except OSError as exc:
+                raise os_error(self.path, "reading", exc) from exc
             return self._index.contains_any(names, tuple(fields[n] for n in names))
 
     def append_record(self, record: Record) -> None:
         with self._mutex:
-            self._append(record, self._index)
+            try:
+                self._append(record, self._index)
+            except OSError as exc:
+                raise os_error(self.path, "recording a run in", exc) from exc
 
     def has(self, key_dict: dict[str, Any]) -> bool:
         """Check if key combination exists in the store (recorded by any function).
@@ -281,7 +309,7 @@ class IndexedBackend(BaseBackend):
         Returns:
             List of dicts, each representing one recorded experiment run.
         """
-        with self._mutex:
+        with self._mutex, reraise_as_store_error(self.path, "reading"):
             return list(self._records())
 
     def remove(self, key_dict: dict[str, Any]) -> int:
@@ -297,7 +325,7 @@ class IndexedBackend(BaseBackend):
 
     def remove_where(self, func: str | None, fields: Record) -> int:
         """Remove records of ``func`` (``None``: any) holding these field texts."""
-        with self._mutex:
+        with self._mutex, reraise_as_store_error(self.path, "removing records from"):
             return self._remove_where(func, fields, self._index)
 
     def clear(self) -> None:
@@ -305,7 +333,7 @@ class IndexedBackend(BaseBackend):
         self.remove_where(None, {})
 
     def __len__(self) -> int:
-        with self._mutex:
+        with self._mutex, reraise_as_store_error(self.path, "reading"):
             self._poll(self._index)
             return self._index.count
 

@@ -11,6 +11,7 @@ from .._identity import RESERVED_PREFIX
 from .._index import Index
 from .._locking import StoreLock
 from .._log import LogFile
+from .._sidecar import sidecar
 from ..errors import StoreError
 from ._base import IndexedBackend, Record, record_matches
 
@@ -21,7 +22,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def lock_path(path: Path) -> Path:
     """The lock file kept beside a store (never deleted: see :mod:`stet._locking`)."""
-    return path.with_name(path.name + ".lock")
+    return sidecar(path, ".lock")
 
 
 class FileBackend(IndexedBackend):

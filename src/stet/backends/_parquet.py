@@ -14,6 +14,7 @@ from .._index import Index, bulk
 from .._locking import StoreLock
 from .._log import LogFile, _snapshot, atomic_write
 from .._pid import pid
+from .._sidecar import os_error, sidecar
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record, record_matches
 from ._file import lock_path
@@ -30,7 +31,7 @@ FOLD_MIN = 10_000
 
 def sidecar_path(path: Path) -> Path:
     """Where appended records wait until they are folded into the Parquet file."""
-    return path.with_name(path.name + ".stet-log")
+    return sidecar(path, ".stet-log")
 
 
 _warm = False
@@ -107,6 +108,8 @@ class ParquetBackend(IndexedBackend):
             table = pa.parquet.ParquetFile(self.path).read()
         except FileNotFoundError:
             return [], [], None
+        except (PermissionError, IsADirectoryError) as exc:  # not the file's fault
+            raise os_error(self.path, "reading", exc) from None
         except (pa.ArrowException, OSError) as exc:
             raise self._unreadable(exc) from None
         self._refuse_foreign(table.schema)

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from .._fs import is_local_filesystem
 from .._identity import RESERVED_PREFIX
 from .._index import FUNC_FIELD, Index, bulk
 from .._pid import pid
+from .._sidecar import open_file, os_error, refuse_links
 from .._sql import column_list, quote_ident
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record
@@ -69,7 +71,7 @@ class _RawFiles:
             fds = self._fds.setdefault(key, {})
             fd = fds.get(path)
             if fd is None:
-                fd = fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = fds[path] = open_file(Path(path), os.O_RDONLY)  # -shm: not via a link
             return fd
 
     def leave(self, key: tuple[int, int]) -> None:
@@ -147,11 +149,14 @@ class SqliteBackend(IndexedBackend):
         self._file_key: tuple[int, int] | None = None  # entered in _raw_files
         self._counter: bytes | None = None
         self._journal_wal = False
+        self._read_only = False  # the connection only reads (see _connect_read_only)
 
     # ------------------------------------------------------------ connection
     def _connect(self, create: bool) -> sqlite3.Connection | None:
         if self._conn is not None and self._pid == pid():
-            return self._conn
+            if not (create and self._read_only):
+                return self._conn
+            self.close()  # opened read-only, and now to be written: open it again
         if self._pid != pid():
             self._conn = None  # never reuse a connection across fork
             self._raw_fd = -1
@@ -159,6 +164,10 @@ class SqliteBackend(IndexedBackend):
             self._counter = None
         if not create and not self.path.exists():
             return None
+        refuse_links(self.path, ("-wal", "-shm", "-journal"))  # SQLite would follow them
+        if not create and not _writable(self.path):
+            return self._connect_read_only()
+        self._read_only = False
         try:
             conn = sqlite3.connect(
                 self.path, timeout=600, isolation_level=None, check_same_thread=False
@@ -203,6 +212,46 @@ class SqliteBackend(IndexedBackend):
                 # half the cost per commit of creating and deleting it each time.
                 conn.execute("PRAGMA journal_mode=PERSIST")
         self._journal_wal = mode == "wal"
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A connection that only reads, for a store this process cannot write (a shared
+        directory, a read-only mount): ``stet status``, ``stet.load`` and skipping done
+        runs work there. A WAL database needs its ``-shm`` to be read in place; where
+        there is none and none can be made, and no ``-wal`` holds commits the file does
+        not, the file alone is the whole store and is read as it is (``immutable``)."""
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path))
+        if not os.access(self.path, os.R_OK, effective_ids=True):
+            raise os_error(self.path, "reading", PermissionError(13, "Permission denied"))
+        conn = None
+        try:
+            for options in ("?mode=ro", "?mode=ro&immutable=1"):
+                if options.endswith("immutable=1") and os.path.exists(f"{self.path}-wal"):
+                    break
+                try:
+                    conn = sqlite3.connect(uri + options, uri=True, timeout=600,
+                                           isolation_level=None, check_same_thread=False)
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if conn is not None:
+                        conn.close()
+                        conn = None
+                    if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (8, 14):
+                        raise  # not about the -shm that cannot be made here
+            if conn is None:
+                raise StoreError(
+                    f"cannot read SQLite store {self.path}: it is in WAL mode with commits "
+                    f"in {self.path}-wal, which this process cannot open. Read it as a user "
+                    f"who can write its directory, or ask its owner to finish the sweep.")
+            self._table_columns(conn)  # a foreign database raises here, untouched
+            self._journal_wal = False
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+        self._conn, self._pid, self._file_key = conn, pid(), None
+        self._read_only = True
+        self._data_version = -1
+        _open_backends.add(self)
+        return conn
 
     def _load_field_map(self, conn: sqlite3.Connection) -> None:
         try:
@@ -608,6 +657,12 @@ class SqliteBackend(IndexedBackend):
             self._raw_fd = -1
             self._reset(self._index)
             self._data_version = -1
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the database and create its journal beside it."""
+    return (os.access(path, os.W_OK, effective_ids=True)
+            and os.access(path.parent, os.W_OK | os.X_OK, effective_ids=True))
 
 
 def _switch_to_wal(conn: sqlite3.Connection, mode: str) -> str:

@@ -1,0 +1,258 @@
+"""The files stet keeps beside a store, opened without following symbolic links.
+
+A store ``runs.csv`` has sidecars: ``runs.csv.lock``, ``runs.csv.claims``,
+``runs.csv.failures.jsonl``, ``runs.csv.stet-log`` (Parquet), temporary files
+``.runs.csv.stet-tmp-*`` while it is rewritten, and SQLite's own ``-wal``, ``-shm`` and
+``-journal``. stet makes these files itself, so a symbolic link in their place was put
+there by someone else: following it would append to, truncate or create whatever file it
+points at. Every sidecar is therefore opened through :func:`open_file`, with
+``O_NOFOLLOW``, and a link is refused with a :class:`~stet.errors.StoreError`. The store
+file itself may be a symbolic link (to a store kept elsewhere).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import StoreError
+
+__all__ = [
+    "SIDECAR_SUFFIXES",
+    "check_writable",
+    "is_sidecar",
+    "open_file",
+    "refuse_links",
+    "reraise_as_store_error",
+    "same_file",
+    "sidecar",
+    "sidecars",
+]
+
+#: What stet (or SQLite) appends to a store's name for the files it keeps beside it.
+SIDECAR_SUFFIXES = (".lock", ".claims", ".failures.jsonl", ".stet-log",
+                    "-wal", "-shm", "-journal")
+#: Sidecars a run writes to (``.lock`` is only locked, which a read-only descriptor can;
+#: ``.claims`` is opened for writing when claiming, before the function runs).
+_WRITTEN = (".failures.jsonl", ".stet-log", "-wal", "-shm", "-journal")
+_TMP_INFIX = ".stet-tmp-"
+
+
+def sidecar(store: Path, suffix: str) -> Path:
+    """The sidecar ``suffix`` of ``store``: beside the store's file, so that a store
+    reached through a symbolic link has its sidecars beside the file the link names,
+    and every spelling of the store shares one lock, one claims file, one failure log."""
+    if os.path.islink(store):
+        store = Path(os.path.realpath(store))
+    return store.with_name(store.name + suffix)
+
+
+def sidecars(store: Path) -> list[Path]:
+    """Every sidecar a store may have (existing or not), temporary files excepted."""
+    return [sidecar(store, s) for s in SIDECAR_SUFFIXES]
+
+
+def is_sidecar(path: Path) -> bool:
+    """Whether ``path`` is named as a sidecar (no store has such a name: stores are
+    chosen by extension, and no sidecar suffix is a store extension)."""
+    name = path.name
+    return name.endswith(SIDECAR_SUFFIXES) or (name.startswith(".") and _TMP_INFIX in name)
+
+
+def _refuse_link(path: Path) -> StoreError:
+    return StoreError(
+        f"{path} is a symbolic link, and stet keeps this file beside the store for itself: "
+        f"it does not write through links it did not make (that would change the file "
+        f"the link points to). Remove the link (rm {path}) and try again."
+    )
+
+
+def _refuse_hard_link(path: Path, nlink: int) -> StoreError:
+    return StoreError(
+        f"{path} has {nlink - 1} other name(s) (a hard link), and stet keeps this file "
+        f"beside the store for itself: writing it would change the file under its other "
+        f"names too. Remove it (rm {path}) and try again."
+    )
+
+
+def open_file(path: Path, flags: int, mode: int = 0o666) -> int:
+    """``os.open`` for a file stet keeps: close-on-exec, and for a sidecar
+    (:func:`is_sidecar`) without following a symbolic link, only a regular file, and
+    for writing only a file with no other name (no hard link).
+
+    Raises:
+        StoreError: ``path`` is a sidecar that is a symbolic link or not a regular file.
+        OSError: The file cannot be opened (callers say what that means for them).
+    """
+    if not is_sidecar(path):
+        return os.open(path, flags | os.O_CLOEXEC, mode)
+    # O_NONBLOCK: a FIFO put in a sidecar's place must not hang the open (dropped below)
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise _refuse_link(path) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError(
+                f"{path} is not a regular file, and stet keeps this file beside the store "
+                f"for itself. Move it aside and try again."
+            )
+        if st.st_nlink > 1 and flags & (os.O_WRONLY | os.O_RDWR):
+            raise _refuse_hard_link(path, st.st_nlink)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def refuse_links(store: Path, suffixes: tuple[str, ...] = SIDECAR_SUFFIXES) -> None:
+    """Raise :class:`StoreError` if a sidecar of ``store`` is a symbolic link (for files
+    opened by others, such as SQLite's journals)."""
+    for suffix in suffixes:
+        side = sidecar(store, suffix)
+        if os.path.islink(side):
+            raise _refuse_link(side)
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one existing file (links followed, hard links included)."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except (OSError, ValueError):
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+# ------------------------------------------------------------------ writability
+#: store -> (what its directory and file looked like, when) when last found writable
+_checked: dict[Path, tuple[tuple[int, ...], float]] = {}
+_RECHECK = 2.0  # seconds between full checks of a store whose directory did not change
+
+
+def _look(store: Path) -> tuple[int, ...]:
+    """Two ``stat`` calls that change when an entry is added to or removed from the
+    store's directory (a link planted), or the directory or store changes mode, owner or
+    file (not for appends to the store, which keep them)."""
+    d = os.stat(store.parent)
+    look = (d.st_ino, d.st_mode, d.st_uid, d.st_gid, d.st_mtime_ns, d.st_ctime_ns)
+    try:
+        st = os.stat(store)
+    except FileNotFoundError:
+        return look
+    return (*look, st.st_ino, st.st_mode, st.st_uid, st.st_gid)
+
+
+def check_writable(store: Path) -> None:
+    """Raise :class:`StoreError` unless this process can write ``store``: the store file
+    (or, if it does not exist yet, its directory), the directory (rewrites replace the
+    file, SQLite keeps its journal there), and the sidecars a run writes to. Sidecars
+    that are symbolic links are refused too. Called before a run starts, so that the
+    function does not run only for its record to be lost.
+
+    A full check costs a dozen system calls; it is repeated when the directory or the
+    store changes as :func:`_look` sees it, and every couple of seconds otherwise (a
+    remount, ``chattr``). A write that fails anyway is still a :class:`StoreError`."""
+    try:
+        look = _look(store)
+    except OSError:
+        look = ()
+    seen = _checked.get(store)
+    now = time.monotonic()
+    if seen is not None and look and seen[0] == look and now - seen[1] < _RECHECK:
+        return
+    _check_writable(store)
+    if len(_checked) > 1000:
+        _checked.clear()
+    _checked[store] = (look, now)
+
+
+def _check_writable(store: Path) -> None:
+    real = Path(os.path.realpath(store))
+    for directory in dict.fromkeys((store.parent, real.parent)):
+        where = str(directory) or "."
+        if not os.access(where, os.W_OK | os.X_OK, effective_ids=True):
+            raise _unwritable(store, directory, _why(where))
+    if os.path.exists(store) and not os.access(store, os.W_OK, effective_ids=True):
+        raise _unwritable(store, store, _why(str(store)))
+    try:
+        fs = os.statvfs(real.parent)
+    except OSError:
+        pass
+    else:  # not one block left (for this user: root may use the reserved ones)
+        if (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) == 0 and fs.f_blocks:
+            raise _unwritable(store, store, "the disk is full")
+    for suffix in SIDECAR_SUFFIXES:
+        side = sidecar(store, suffix)
+        try:
+            st = os.lstat(side)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise _unwritable(store, side, exc.strerror or str(exc)) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise _refuse_link(side)
+        if st.st_nlink > 1 and suffix in (*_WRITTEN, ".claims"):
+            raise _refuse_hard_link(side, st.st_nlink)
+        if suffix in _WRITTEN and not os.access(side, os.W_OK, effective_ids=True):
+            raise _unwritable(store, side, _why(str(side)))
+
+
+def _why(path: str) -> str:
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "it is on a read-only filesystem"
+    except OSError:
+        pass
+    return "permission denied"
+
+
+def _unwritable(store: Path, culprit: Path, why: str) -> StoreError:
+    what = "the store" if culprit == store else (
+        "the store's directory" if culprit in (store.parent, Path(os.path.realpath(store)).parent)
+        else "a file the store keeps beside it")
+    todo = ("free some space" if why == "the disk is full" else
+            "make it writable (chmod u+w; chattr -i if lsattr shows it immutable; or "
+            "remount read-write)")
+    return StoreError(
+        f"cannot write {what} {culprit} ({why}), so a run could not be recorded; it was "
+        f"not started. Reading the store (stet status, stet ls, stet.load) still works. "
+        f"To run, {todo} or point the store at a writable path."
+    )
+
+
+# ----------------------------------------------------------------------- errors
+@contextlib.contextmanager
+def reraise_as_store_error(path: object, doing: str) -> Iterator[None]:
+    """Turn an ``OSError`` (a full disk, a vanished mount, permissions) into a
+    :class:`StoreError` naming the file and what to do."""
+    try:
+        yield
+    except OSError as exc:
+        raise os_error(path, doing, exc) from exc
+
+
+def os_error(path: object, doing: str, exc: OSError) -> StoreError:
+    """A :class:`StoreError` for ``exc`` met while ``doing`` something to ``path``."""
+    name = exc.filename if exc.filename is not None else path
+    what = exc.strerror or str(exc)
+    advice = {
+        errno.ENOSPC: "the disk is full: free some space and try again",
+        errno.EDQUOT: "the disk quota is exceeded: free some space and try again",
+        errno.EROFS: "the filesystem is read-only: point the store at a writable path",
+        errno.EACCES: "check the permissions of the store and of its directory",
+        errno.EPERM: "check the permissions (and attributes, lsattr) of the store",
+        errno.EBADF: "the store cannot be written: check its permissions",
+        errno.EIO: "the disk reported an input/output error: check it, then try again",
+        errno.EISDIR: "it is a directory, not a store file: point the store at a file",
+    }.get(exc.errno or 0, "check the store's file and directory, then try again")
+    return StoreError(f"{doing} {name} failed: {what}; {advice}.")
