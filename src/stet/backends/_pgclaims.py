@@ -302,7 +302,7 @@ class _PgClaims:
                 b._drop_session()  # the lock went with the session, not the lease row
                 self._defer(offset, claim, unlock=False)
             except _QueryError as exc:
-                raise StoreError(f"PostgreSQL store {b.path}: {exc}") from None
+                raise b._error(exc) from None
 
     def is_claimed(self, offset: int) -> bool:
         """Whether anyone (this process included) holds a claim on ``offset``."""

@@ -171,8 +171,9 @@ def _decode_objects(text: bytes | None, n: int) -> list[Any]:
     try:
         rows = json.loads(b"[" + text + b"]")
     except ValueError as exc:
-        raise CorruptStoreError(f"a PostgreSQL store holds a record that is not JSON "
-                                f"({exc})") from None
+        raise CorruptStoreError(f"a row holds a record that is not JSON ({exc}): it was "
+                                f"not written by stet; remove that row, or choose "
+                                f"another table with ?table=NAME") from None
     if len(rows) != n:
         raise CorruptStoreError("a PostgreSQL store returned rows out of step")
     return list(rows)
@@ -221,8 +222,10 @@ def _index_records(index: Index, objects: list[Any]) -> None:
 def _coerce(obj: Any) -> Record:
     """A record read back: a JSON object of texts (other JSON values made canonical)."""
     if type(obj) is not dict:
-        raise CorruptStoreError(f"a PostgreSQL store holds a record that is not a JSON "
-                                f"object: {str(obj)[:100]!r}")
+        raise CorruptStoreError(f"a row holds a record that is not a JSON object "
+                                f"({str(obj)[:100]!r}): it was not written by stet; "
+                                f"remove that row, or choose another table with "
+                                f"?table=NAME")
     for v in obj.values():
         if type(v) is not str:
             break

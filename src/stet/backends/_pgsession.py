@@ -20,6 +20,34 @@ class _Lost(Exception):
     """The connection is gone (or could not be made): reconnect and retry."""
 
 
+#: What to do about a server error, by SQLSTATE class or code (see ``advice``).
+_ADVICE = {
+    "42501": "the user lacks a privilege on the store's tables: have their owner run "
+             "GRANT SELECT, INSERT, UPDATE, DELETE ON the tables (T, T_failures, T_meta, "
+             "T_claims, T_workers) and USAGE on the sequence of T and T_failures",
+    "25006": "the server is read-only (a standby, or default_transaction_read_only): "
+             "connect to the primary",
+    "53100": "the server's disk is full: free space there; the runs recorded so far are "
+             "kept",
+    "53200": "the server is out of memory: retry later, or ask its administrator",
+    "53300": "the server has no connection left (max_connections): use fewer workers, "
+             "or a connection pooler in session mode",
+    "57014": "a statement was cancelled (statement_timeout, or an administrator): "
+             "retry, or raise the timeout for this user",
+    "55P03": "a lock was not granted in time (lock_timeout): retry",
+    "40001": "the server aborted a transaction to keep it serialisable: retry",
+    "40P01": "the server broke a deadlock by aborting this statement: retry",
+    "54": "the server refused a statement as too large: a record or a store this big "
+          "needs a larger server limit",
+    "22": "the server refused a value: see the message",
+}
+
+
+def advice(sqlstate: str) -> str:
+    """What to do about a server error with this SQLSTATE (``""``: nothing known)."""
+    return _ADVICE.get(sqlstate) or _ADVICE.get(sqlstate[:2], "")
+
+
 class _QueryError(Exception):
     def __init__(self, sqlstate: str, message: str) -> None:
         super().__init__(message)

@@ -67,6 +67,7 @@ from ._pgsession import (
     _QueryError,
     _Session,
     _value,
+    advice,
 )
 from ._pgurl import (
     DEFAULT_TABLE,
@@ -252,8 +253,11 @@ class PostgresBackend(IndexedBackend):
                                self._target.scrub)
         except _Lost as exc:
             if not self._ever_connected:
-                raise StoreError(f"cannot connect to PostgreSQL store {self.path}: "
-                                 f"{exc}") from None
+                raise StoreError(
+                    f"cannot connect to PostgreSQL store {self.path}: {exc}. Check the URL "
+                    f"(host, port, user, database), that the server runs and accepts "
+                    f"connections from here, and the password (in the URL, PGPASSWORD or "
+                    f"~/.pgpass)") from None
             raise
         self._epoch += 1
         self._session = session
@@ -280,8 +284,7 @@ class PostgresBackend(IndexedBackend):
             self._claims._timed(time.monotonic() - t0)
         except _QueryError as exc:
             self._drop_session()
-            raise StoreError(f"cannot set up a session on PostgreSQL store {self.path}: "
-                             f"{exc}") from None
+            raise self._error(exc, "cannot set up a session on") from None
         except BaseException:
             self._drop_session()
             raise
@@ -334,7 +337,9 @@ class PostgresBackend(IndexedBackend):
                 if now >= deadline:
                     raise StoreError(
                         f"lost the connection to PostgreSQL store {self.path} and could not "
-                        f"reconnect within {self.reconnect_timeout:g} s: {exc}"
+                        f"reconnect within {self.reconnect_timeout:g} s: {exc}. The runs "
+                        f"recorded so far are kept: run again once the server is back "
+                        f"(or raise reconnect_timeout)"
                     ) from None
                 time.sleep(min(delay, max(deadline - now, 0.0)))
                 delay = min(delay * 2, 2.0)
@@ -345,7 +350,23 @@ class PostgresBackend(IndexedBackend):
                     self._feed.reset()
                     self._ffeed.reset()
                     continue
-                raise StoreError(f"PostgreSQL store {self.path}: {exc}") from None
+                raise self._error(exc) from None
+            except CorruptStoreError as exc:
+                if self.path in str(exc):
+                    raise
+                raise CorruptStoreError(f"PostgreSQL store {self.path} (table "
+                                        f"{self.table!r}): {exc}") from None
+
+    def _error(self, exc: _QueryError, doing: str = "") -> StoreError:
+        """A server's refusal as a ``StoreError`` naming the store and what to do."""
+        what = advice(exc.sqlstate)
+        return StoreError(
+            (f"{doing} PostgreSQL store {self.path}" if doing else
+             f"PostgreSQL store {self.path}") + f": {exc}"
+            + (f" [SQLSTATE {exc.sqlstate}]" if exc.sqlstate else "")
+            + (f". What to do: {what}" if what else
+               ". The store was left as it was; the server's log may say more")
+        )
 
     def _run(self, s: _Session, segments: list[list[Stmt]]) -> list[list[Any]]:
         """``s.run``, releasing deferred claims first in the same round trip."""
@@ -430,9 +451,12 @@ class PostgresBackend(IndexedBackend):
         try:
             s.run([stmts])
         except _QueryError as exc:
-            raise StoreError(f"cannot create the tables of PostgreSQL store {self.path} "
-                             f"(the user needs CREATE on the schema the first time): "
-                             f"{exc}") from None
+            if exc.sqlstate == "42501":
+                raise StoreError(
+                    f"cannot create the tables of PostgreSQL store {self.path}: {exc}. The "
+                    f"user needs CREATE on the schema the first time (or have someone "
+                    f"who has it use the store once)") from None
+            raise self._error(exc, "cannot create the tables of") from None
 
     def exists(self) -> bool:
         """Whether the store's table exists."""
