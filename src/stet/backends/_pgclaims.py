@@ -112,9 +112,11 @@ class _PgClaims:
                   f"FROM {c} AS c WHERE c.k = $1::bigint)")
         # Every other worker that held a lease shortly before the server lost the claims
         # table, and has not renewed it since: their runs are unknown, so wait for them.
-        barrier = (f"EXISTS (SELECT 1 FROM {c} AS s JOIN {w} AS w ON w.renewed < s.since "
-                   f"AND w.expires > s.since - {OUTAGE} WHERE s.k = -1 "
-                   f"AND {_NOW} < s.since + {LEASE} AND w.owner <> $2::text)")
+        # (The workers are looked at only in the moments after a crash: a subquery
+        # evaluated for the marker row alone, once it passed the cheap test.)
+        barrier = (f"EXISTS (SELECT 1 FROM {c} AS s WHERE s.k = -1 AND {_NOW} < s.since + "
+                   f"{LEASE} AND EXISTS (SELECT 1 FROM {w} AS w WHERE w.renewed < s.since "
+                   f"AND w.expires > s.since - {OUTAGE} AND w.owner <> $2::text))")
 
         def claim(wait: str) -> str:
             return (
@@ -139,6 +141,8 @@ class _PgClaims:
         self._sql_retake = claim("false")
         self._sql_mark = (f"INSERT INTO {c} (k, session, since) VALUES (-1, 0, {_NOW}) "
                           f"ON CONFLICT (k) DO NOTHING")
+        # Leases of workers gone for an hour are of no use to anyone.
+        self._sql_forget_workers = f"DELETE FROM {w} WHERE expires < {_NOW} - 3600"
         self._sql_renew = (
             f"INSERT INTO {w} (owner, renewed, expires, host, pid) "
             f"VALUES ($1::text, {_NOW}, {_NOW} + {LEASE}, $2::text, $3::int4) "
@@ -201,6 +205,7 @@ class _PgClaims:
         stmts: list[Stmt] = []
         if self._marked_epoch != b._epoch:
             stmts.append(("m", self._sql_mark, ()))
+            stmts.append(("mw", self._sql_forget_workers, ()))
         if self._renewed_epoch != b._epoch or time.monotonic() - self._renewed_at >= RENEW:
             stmts.append(("w", self._sql_renew, (self.owner(), _HOST, os.getpid())))
         return stmts
