@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import stet
@@ -104,7 +104,9 @@ OWN = ["id", "ID", "Id", "record", "run", "k", "owner", "session", "rowid", "oid
 LONG = "p" * 62
 names = st.one_of(
     st.sampled_from(OWN),
-    st.text(min_size=1, max_size=12).filter(lambda s: not s.startswith("_stet_")),
+    # (stet refuses a NUL in a field name, in every format)
+    st.text(min_size=1, max_size=12).filter(lambda s: not s.startswith("_stet_")
+                                            and "\x00" not in s),
     st.builds(lambda tail: LONG + tail, st.text(alphabet="xyzé☃", min_size=1, max_size=4)),
 )
 values = st.one_of(st.integers(), st.text(max_size=20), st.floats(allow_nan=False),
@@ -115,6 +117,8 @@ _counter = itertools.count()
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fields=st.dictionaries(names, values, min_size=1, max_size=4))
+@example(fields={"nul": "v\x00", "id": 1, "ID": 2, "record": "r", "run": None})
+@example(fields={LONG + "a": 1, LONG + "b": 2, 'q"uote': "it's", "a.b": 3})
 def test_any_field_names_round_trip_and_skip(url: PgStore, fields: dict[str, Any]) -> None:
     name = f"fn{next(_counter)}"
     calls: list[dict[str, Any]] = []
