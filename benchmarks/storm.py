@@ -123,7 +123,7 @@ class Storm:
         events: list[tuple[float, str]] = []
         # Spread over the sweep (by runs returned): restarts in its first half, kills
         # mostly in its second (a restart soon after a kill waits for the dead worker's
-        # lease to expire before anyone claims: up to 20 s).
+        # lease to expire before anyone claims: up to 8 s).
         for k in range(a.kills):
             events.append((0.3 + 0.6 * (k + 1) / (a.kills + 1), "kill"))
         if self.fmt == "postgres":

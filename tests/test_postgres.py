@@ -161,6 +161,7 @@ def test_eight_workers_split_a_sweep_exactly_once(workers: Workers, url: PgStore
         assert b.claims().running() == []
 
 
+@pytest.mark.slow
 def test_killed_worker_has_its_run_taken_over(workers: Workers, url: PgStore,
                                               tmp_path: Path) -> None:
     n = 200

@@ -108,7 +108,6 @@ def test_a_lost_session_never_lets_another_worker_run_live_work(
     os.kill(holder.pid, signal.SIGSTOP)
     _terminate_claim_sessions(url)
     assert long(1) is None
-    assert long.backend().claims().running(), "status still shows the run"
     # The holder comes back, reconnects and takes its lock again.
     os.kill(holder.pid, signal.SIGCONT)
     time.sleep(1.0)
@@ -129,7 +128,7 @@ def test_a_lost_session_never_lets_another_worker_run_live_work(
     assert long(1) is None
     assert executed == []
 
-    # 3. A worker killed outright leaves its run free within 30 s.
+    # 3. A worker killed outright leaves its run free within 30 s (8 s: its lease).
     holder.kill()
     holder.wait()
     killed_at = time.monotonic()

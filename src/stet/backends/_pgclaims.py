@@ -28,9 +28,12 @@ _SHORT_RUN = 0.05  # a function whose runs take less is announced lazily
 _BACKOFF_MAX = 16.0  # a backoff waits at most this many times a run and its record
 _PAUSE_MAX = 0.5  # and never more than this (seconds), however slow the round trips
 #: A worker's lease on its claims lasts this long (server clock) after its last renewal:
-#: a worker that dies (or cannot reach the server) holds its runs at most this long.
-LEASE = 20.0
-RENEW = 5.0  # seconds between renewals, while the worker holds claims
+#: a worker that dies (or cannot reach the server) holds its runs at most this long. It
+#: matters only while the worker has lost its session (its locks): a live worker
+#: reconnects within a second or so, so a short lease costs nothing, and it frees a dead
+#: worker's runs soon.
+LEASE = 8.0
+RENEW = 2.0  # seconds between renewals, while the worker holds claims
 #: After a crash of the server (which empties the unlogged claims table) the workers that
 #: held leases up to this long before it get ``LEASE`` seconds to come back and take
 #: their claims again before anyone claims anything: a server down this long (or less)
@@ -160,6 +163,8 @@ class _PgClaims:
             f"owner = $3::text) SELECT count(*) FROM unnest($1::bigint[]) AS k "
             f"WHERE pg_advisory_unlock(k)"
         )
+        # Status shows the runs whose lock is held: a run whose worker lost its session
+        # is either coming back within a moment, or dead.
         locked = (
             "EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.locktype = 'advisory' AND "
             "l.granted AND l.objsubid = 1 AND l.pid = c.session AND l.database = (SELECT "
@@ -170,8 +175,7 @@ class _PgClaims:
                   f"AND w.expires > {_NOW})")
         self._sql_running = (
             f"SELECT c.host, c.pid, c.since, c.info::text FROM {c} AS c "
-            f"WHERE c.k >= 0 AND c.info IS NOT NULL AND ({leased} OR {locked}) "
-            f"ORDER BY c.since"
+            f"WHERE c.k >= 0 AND c.info IS NOT NULL AND {locked} ORDER BY c.since"
         )
         self._sql_forget = f"DELETE FROM {c} WHERE owner = $1::text"
         self._sql_is_claimed = (
