@@ -81,6 +81,9 @@ from ._pgurl import (
 __all__ = ["DEFAULT_TABLE", "SCHEMES", "PostgresBackend", "is_postgres_url", "mask_url",
            "url_scheme"]
 
+#: What a server says when it refuses connections for a moment (SQLSTATE 57P03).
+_RESTARTING = ("the database system is starting up", "the database system is shutting down",
+               "the database system is in recovery mode", "not yet accepting connections")
 _BULK = 5_000  # rows per statement of append_records
 _BULK_BYTES = 32 << 20  # and about this much JSON text at most
 
@@ -252,7 +255,9 @@ class PostgresBackend(IndexedBackend):
             session = _Session(self._pq, self._conninfo(), self.connect_timeout,
                                self._target.scrub)
         except _Lost as exc:
-            if not self._ever_connected:
+            # A first connection that fails is a mistake to report at once, unless the
+            # server said it is restarting: then wait for it, as after a lost connection.
+            if not self._ever_connected and not any(t in str(exc) for t in _RESTARTING):
                 raise StoreError(
                     f"cannot connect to PostgreSQL store {self.path}: {exc}. Check the URL "
                     f"(host, port, user, database), that the server runs and accepts "
