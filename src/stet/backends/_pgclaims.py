@@ -158,6 +158,7 @@ class _PgClaims:
             f"WITH d AS (DELETE FROM {c} WHERE k = $1::bigint AND owner = $2::text) "
             f"SELECT pg_advisory_unlock($1::bigint)"
         )
+        self._sql_drop_lease = f"DELETE FROM {c} WHERE k = $1::bigint AND owner = $2::text"
         self._sql_unlock_many = (
             f"WITH d AS (DELETE FROM {c} WHERE k = ANY($2::bigint[]) AND "
             f"owner = $3::text) SELECT count(*) FROM unnest($1::bigint[]) AS k "
@@ -351,9 +352,15 @@ class _PgClaims:
     def _unlock_stmt(self, offset: int, claim: _Claim) -> Stmt:
         return ("u", self._sql_unlock, (self.key(offset), self.owner()))
 
+    def _drop_lease_stmt(self, offset: int) -> Stmt:
+        return ("d", self._sql_drop_lease, (self.key(offset), self.owner()))
+
+    def _unlock_only_stmt(self, offset: int) -> Stmt:
+        return ("uo", "SELECT pg_advisory_unlock($1::bigint)", (self.key(offset),))
+
     def _unlocked(self, claim: _Claim) -> None:
-        """The claim's lock and lease were given up on the server (after its record's
-        commit)."""
+        """The claim's lease was deleted with its record, its lock (if this session
+        held it) released after that commit."""
         self._note_duration(claim)
         claim.epoch = -1
         claim.settled = True

@@ -696,20 +696,22 @@ class PostgresBackend(IndexedBackend):
 
     def _insert(self, s: _Session, feed: _Feed, record: Record, text: bytes,
                 held: tuple[int, _Claim] | None) -> None:
-        """Insert, catch up, and (after the commit) release the run's claim: one trip."""
-        segments: list[list[Stmt]] = [[(
+        """Insert, catch up, and (after the commit) release the run's claim: one trip.
+        The claim's lease row is deleted in the insert's own transaction (no commit of
+        its own), its lock released after that commit."""
+        claims = self._claims
+        first: list[Stmt] = [] if held is None else [claims._drop_lease_stmt(held[0])]
+        first.append((
             feed.prefix + "i", feed.sql_insert,
             (*feed.lock_keys, text, feed.max_seen, 1000, self._dumps(_run_part(record), s)),
-        )]]
-        unlock = held is not None and held[1].epoch == self._epoch
-        if unlock:
-            assert held is not None
-            segments.append([self._claims._unlock_stmt(held[0], held[1])])
+        ))
+        segments: list[list[Stmt]] = [first]
+        if held is not None and held[1].epoch == self._epoch:
+            segments.append([claims._unlock_only_stmt(held[0])])
         results = self._run(s, segments)
-        res = results[0][0]
-        if unlock:
-            assert held is not None
-            self._claims._unlocked(held[1])
+        res = results[0][-1]
+        if held is not None:
+            claims._unlocked(held[1])
         new_id = _value(res, 0, 0)
         if _value(res, 0, 1) != feed.generation:
             feed.reset()  # a removal happened: reload at the next lookup
