@@ -165,3 +165,31 @@ def test_a_worker_whose_session_was_terminated_finishes_and_records_once(
                           "WHERE k >= 0").fetchone()[0]:
             assert time.monotonic() < deadline, "leases are deleted with their claims"
             time.sleep(0.05)
+
+
+def test_a_store_made_before_leases_gains_them_and_keeps_its_runs(url: PgStore) -> None:
+    t = url.table
+    data = "(id bigserial PRIMARY KEY, record json NOT NULL, run json)"
+    with _raw(url) as raw:  # the layout of stores made before leases
+        raw.execute(f'CREATE TABLE "{t}" {data}')
+        raw.execute(f'CREATE TABLE "{t}_failures" {data}')
+        raw.execute(f'CREATE TABLE "{t}_meta" (name text PRIMARY KEY, value bigint NOT NULL)')
+        raw.execute(f"INSERT INTO \"{t}_meta\" VALUES ('records', 0), ('failures', 0), "
+                    "('schema', 1)")
+        raw.execute(f'CREATE UNLOGGED TABLE "{t}_claims" (k bigint PRIMARY KEY, session '
+                    "integer NOT NULL, host text, pid integer, since double precision, "
+                    "info json)")
+        raw.execute(f"INSERT INTO \"{t}\" (record, run) VALUES "
+                    "('{\"x\": \"1\", \"_stet_func\": \"old\"}', "
+                    "'{\"x\": \"1\", \"_stet_func\": \"old\"}')")
+    calls: list[int] = []
+
+    @stet.once(store=url, name="old", verbose=False)
+    def old(x: int) -> int:
+        calls.append(x)
+        return x
+
+    assert old(1) is None and old(2) == 2 and calls == [2]
+    with _raw(url) as raw:
+        assert raw.execute(f'SELECT count(*) FROM "{t}_workers"').fetchone()[0] >= 1
+    assert sorted(r["x"] for r in pg_rows(url)) == ["1", "2"]
