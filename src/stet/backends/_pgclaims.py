@@ -568,7 +568,13 @@ class _PgClaims:
                         session = b._connect()  # takes the locks again (_reconnected)
                     except (_Lost, StoreError):
                         continue
-                self._helper_trip(session, now)
+                    except Exception:  # never let the helper die: try again later
+                        b._drop_session()
+                        continue
+                try:
+                    self._helper_trip(session, now)
+                except Exception:  # (as above; the main thread will see what it is)
+                    b._drop_session()
 
     def _helper_trip(self, session: _Session, now: float) -> None:
         b = self._b
