@@ -1,10 +1,12 @@
-"""Following a PostgreSQL store's tables by id into an index (see ``_postgres``)."""
+"""PostgreSQL rows: following a store's tables by id into an index, and the text of
+the rows an insert writes (see ``_postgres``)."""
 
 from __future__ import annotations
 
 import json
 import operator
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .._identity import RESERVED_PREFIX
@@ -14,7 +16,48 @@ from ._base import Record
 from ._pgsession import Stmt, _array, _value
 
 _CHUNK = 20_000  # rows per catch-up statement
+_BULK = 5_000  # rows per statement of append_records
+_BULK_BYTES = 32 << 20  # and about this much JSON text at most
 _HOLE_WAIT = 0.2  # seconds before a hole is checked for being gone for good
+
+
+class _AppendState:
+    """One insert across retries: was it sent, on which session, and which ids came
+    before it (its rows, if it committed, have higher ids)."""
+
+    __slots__ = ("before", "last", "sent", "session")
+
+    def __init__(self, before: int = 0) -> None:
+        self.sent = False
+        self.before = before
+        self.session = 0  # the server process that received it
+        self.last = 0  # the highest id it wrote (statements of many records)
+
+
+def _run_part(record: Record) -> Record:
+    """What identifies the run of ``record``: its function and key fields (column ``run``)."""
+    return {k: v for k, v in record.items()
+            if k == FUNC_FIELD or not k.startswith(RESERVED_PREFIX)}
+
+
+def _chunks(records: Sequence[Record]) -> Iterator[Sequence[Record]]:
+    """``records`` in runs of at most ``_BULK`` records and about ``_BULK_BYTES`` of text."""
+    start = size = 0
+    for i, r in enumerate(records):
+        n = sum(len(k) + len(v) + 8 for k, v in r.items())
+        if i - start >= _BULK or (size + n > _BULK_BYTES and i > start):
+            yield records[start:i]
+            start, size = i, 0
+        size += n
+    if start < len(records):
+        yield records[start:]
+
+
+def _text_array(items: Sequence[bytes]) -> bytes:
+    """A ``text[]`` literal of these UTF-8 texts (each quoted, ``\\`` and ``"`` escaped)."""
+    return b"{" + b",".join(
+        b'"' + t.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"' for t in items
+    ) + b"}"
 
 
 def _parse_ids(raw: bytes | None) -> list[int]:

@@ -46,7 +46,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .._claims import claim_offset
@@ -57,7 +57,17 @@ from .._sql import quote_ident
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record, record_matches
 from ._pgclaims import _Claim, _PgClaims
-from ._pgfeed import _CHUNK, _coerce, _decode, _Feed, _parse_ids
+from ._pgfeed import (
+    _CHUNK,
+    _AppendState,
+    _chunks,
+    _coerce,
+    _decode,
+    _Feed,
+    _parse_ids,
+    _run_part,
+    _text_array,
+)
 from ._pgsession import (
     _ORPHANS,
     Stmt,
@@ -84,8 +94,6 @@ __all__ = ["DEFAULT_TABLE", "SCHEMES", "PostgresBackend", "is_postgres_url", "ma
 #: What a server says when it refuses connections for a moment (SQLSTATE 57P03).
 _RESTARTING = ("the database system is starting up", "the database system is shutting down",
                "the database system is in recovery mode", "not yet accepting connections")
-_BULK = 5_000  # rows per statement of append_records
-_BULK_BYTES = 32 << 20  # and about this much JSON text at most
 
 T = TypeVar("T")
 
@@ -138,46 +146,7 @@ def _int4(value: int) -> int:
 
 
 
-def _run_part(record: Record) -> Record:
-    """What identifies the run of ``record``: its function and key fields (column ``run``)."""
-    return {k: v for k, v in record.items()
-            if k == FUNC_FIELD or not k.startswith(RESERVED_PREFIX)}
-
-
-def _chunks(records: Sequence[Record]) -> Iterator[Sequence[Record]]:
-    """``records`` in runs of at most ``_BULK`` records and about ``_BULK_BYTES`` of text."""
-    start = size = 0
-    for i, r in enumerate(records):
-        n = sum(len(k) + len(v) + 8 for k, v in r.items())
-        if i - start >= _BULK or (size + n > _BULK_BYTES and i > start):
-            yield records[start:i]
-            start, size = i, 0
-        size += n
-    if start < len(records):
-        yield records[start:]
-
-
-def _text_array(items: Sequence[bytes]) -> bytes:
-    """A ``text[]`` literal of these UTF-8 texts (each quoted, ``\\`` and ``"`` escaped)."""
-    return b"{" + b",".join(
-        b'"' + t.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"' for t in items
-    ) + b"}"
-
-
 # ----------------------------------------------------------------------- backend
-class _AppendState:
-    """One insert across retries: was it sent, on which session, and which ids came
-    before it (its rows, if it committed, have higher ids)."""
-
-    __slots__ = ("before", "last", "sent", "session")
-
-    def __init__(self, before: int = 0) -> None:
-        self.sent = False
-        self.before = before
-        self.session = 0  # the server process that received it
-        self.last = 0  # the highest id it wrote (statements of many records)
-
-
 class PostgresBackend(IndexedBackend):
     """Store experiment records in a PostgreSQL table, shared by workers on any machine.
 
