@@ -9,9 +9,10 @@ Layout (``T`` is the table named by ``?table=``, default ``stet_records``):
   timestamps or saved results.
 * ``T_failures``: the same, for failed runs.
 * ``T_meta (name, value)``: generation numbers, bumped by removals so readers reload.
-* ``T_claims`` (unlogged): who runs what, for ``status`` (written for runs that last more
-  than a moment); the claims themselves are session-level advisory locks, released by the
-  server when the worker's session ends.
+* ``T_claims`` (unlogged) and ``T_workers``: the leases of claims. A claim is an
+  advisory lock on the worker's session plus a lease row, written by the statement that
+  takes the lock, so that a session lost while its worker lives (server restart,
+  terminated session) does not free the run; see ``_pgclaims``.
 
 Readers follow new rows by ``id``. Ids are taken in one order and committed in another,
 so a reader remembers the ids it has not seen below the highest it has (holes) and asks
@@ -30,10 +31,11 @@ worker that found its run taken waits a random moment before its next claim, so 
 they drift apart instead of colliding on every run (``_PgClaims._pause_for``).
 
 The connection is made with libpq (through psycopg's ``pq`` module, imported lazily) in
-pipeline mode. A lost connection (server restart, network) is re-established and the
-operation retried: a retried insert first looks for its own row (the JSON text is kept
-verbatim), and a run whose claim was lost with the connection is recorded only after
-re-taking the claim and checking that nobody recorded it meanwhile.
+pipeline mode (``_pgsession``). A lost connection (server restart, network) is
+re-established and the operation retried: a retried insert first looks for its own row
+(the JSON text is kept verbatim), and a run whose lock was lost with the connection is
+recorded only after taking it again and checking that nobody recorded it meanwhile.
+URLs are read as libpq reads them, and shown with the password masked (``_pgurl``).
 """
 
 from __future__ import annotations
