@@ -161,6 +161,7 @@ def test_eight_workers_split_a_sweep_exactly_once(workers: Workers, url: PgStore
         assert b.claims().running() == []
 
 
+@pytest.mark.slow
 def test_killed_worker_has_its_run_taken_over(workers: Workers, url: PgStore,
                                               tmp_path: Path) -> None:
     n = 200
@@ -485,9 +486,9 @@ def test_claims_back_off_after_collisions_only_for_runs_shorter_than_a_trip(
     """Workers walking a sweep in the same order collide on every run; a worker that
     collided waits a random moment before its next claim, but only while the function's
     runs are shorter than a round trip (the pause itself is measured by the benchmark)."""
-    import stet.backends._postgres as pgmod
+    import stet.backends._pgclaims as claimsmod
 
-    monkeypatch.setattr(pgmod, "random", type("R", (), {"uniform": staticmethod(
+    monkeypatch.setattr(claimsmod, "random", type("R", (), {"uniform": staticmethod(
         lambda lo, hi: hi)}))  # the longest pause the policy allows
 
     @stet.once(store=url, name="quick", verbose=False)
@@ -545,9 +546,9 @@ def test_claims_back_off_after_collisions_only_for_runs_shorter_than_a_trip(
     import asyncio
 
     async def inside() -> bool:
-        return pgmod._in_event_loop()
+        return claimsmod._in_event_loop()
 
-    assert not pgmod._in_event_loop() and asyncio.run(inside())
+    assert not claimsmod._in_event_loop() and asyncio.run(inside())
 
 
 def test_tables_created_once_by_workers_starting_together(url: PgStore) -> None:

@@ -1,0 +1,195 @@
+"""PostgreSQL claims outlive the worker's session, never the worker.
+
+A claim is an advisory lock on the worker's session plus a lease row the worker renews.
+A session that ends while its worker lives (``pg_terminate_backend``, a server crash
+and restart) lets nobody else execute the run: the lease keeps them off until the worker
+reconnects and takes its lock again. A SIGKILLed worker's run is free again within 30 s.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import stet
+from conftest import PgStore, pg_rows, pg_store
+
+pytestmark = pytest.mark.usefixtures("pg_server")
+
+#: A worker holding run ``long(1)`` until ``flag`` exists; its log gets "S/E 1 pid".
+HOLDER = textwrap.dedent('''
+    import os, sys, time
+    import stet
+
+    url, log, flag = sys.argv[1:4]
+    stet.configure(verbose=False)
+
+    @stet.once(store=url, name="long")
+    def long(i):
+        with open(log, "a") as f:
+            f.write(f"S {i} {os.getpid()}\\n")
+        print("holding", flush=True)
+        while not os.path.exists(flag):
+            time.sleep(0.05)
+        with open(log, "a") as f:
+            f.write(f"E {i} {os.getpid()}\\n")
+        return i
+
+    print("ran" if long(1) == 1 else "skipped", flush=True)
+''')
+
+
+@pytest.fixture
+def url(pg_server: Any) -> PgStore:
+    return pg_store(pg_server)
+
+
+@pytest.fixture
+def holder(url: PgStore, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    p = subprocess.Popen([sys.executable, str(script), url, str(tmp_path / "log"),
+                          str(tmp_path / "flag")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    line = p.stdout.readline().strip()
+    assert line == "holding", (line, p.stderr.read() if p.stderr else "")
+    yield p
+    if p.poll() is None:
+        os.kill(p.pid, signal.SIGCONT)
+        p.kill()
+    p.wait()
+
+
+def _raw(store: PgStore) -> Any:
+    import psycopg
+
+    return psycopg.connect(store.server.url(), autocommit=True)
+
+
+def _terminate_claim_sessions(store: PgStore) -> None:
+    """End the sessions holding claims of ``store`` (as an administrator would)."""
+    with _raw(store) as raw:
+        pids = [r[0] for r in raw.execute(
+            f'SELECT DISTINCT session FROM "{store.table}_claims" WHERE k >= 0').fetchall()]
+        assert pids, "the holder's claim shows in the claims table"
+        raw.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
+                    (pids,))
+        deadline = time.monotonic() + 10
+        while raw.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
+                          (pids,)).fetchone()[0]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_lost_session_never_lets_another_worker_run_live_work(
+    url: PgStore, holder: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    executed: list[int] = []
+
+    @stet.once(store=url, name="long", verbose=False)
+    def long(i: int) -> int:
+        executed.append(i)
+        return i
+
+    # 1. The holder's session is terminated while the holder is frozen (so it cannot
+    # reconnect): its lock is free, its lease is not.
+    os.kill(holder.pid, signal.SIGSTOP)
+    _terminate_claim_sessions(url)
+    assert long(1) is None
+    # The holder comes back, reconnects and takes its lock again.
+    os.kill(holder.pid, signal.SIGCONT)
+    time.sleep(1.0)
+    assert long(1) is None
+
+    # 2. The server crashes and restarts (which empties the unlogged claims table) while
+    # the holder is frozen: nobody may claim anything until it is back.
+    os.kill(holder.pid, signal.SIGSTOP)
+    url.server.restart("immediate")
+    answer: list[object] = []
+    t = threading.Thread(target=lambda: answer.append(long(1)))
+    t.start()
+    t.join(2.0)
+    assert t.is_alive(), "a claim waits for the workers of before the crash"
+    os.kill(holder.pid, signal.SIGCONT)
+    t.join(15.0)
+    assert not t.is_alive() and answer == [None]
+    assert long(1) is None
+    assert executed == []
+
+    # 3. A worker killed outright leaves its run free within 30 s (8 s: its lease).
+    holder.kill()
+    holder.wait()
+    killed_at = time.monotonic()
+    while long(1) is None:
+        assert time.monotonic() - killed_at < 30, "a dead worker's run is free in 30 s"
+        time.sleep(0.2)
+    assert executed == [1]
+    log = (tmp_path / "log").read_text().split("\n")
+    assert [line.split()[0] for line in log if line] == ["S"]  # the holder's start only
+    assert [r["i"] for r in pg_rows(url)] == ["1"]
+
+
+@pytest.mark.slow
+def test_a_worker_whose_session_was_terminated_finishes_and_records_once(
+    url: PgStore, holder: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    """The holder loses its session mid-run (not frozen: it reconnects at once), then
+    finishes: one execution, one record, and its lease is gone."""
+
+    @stet.once(store=url, name="long", verbose=False)
+    def long(i: int) -> int:
+        raise AssertionError("executed twice")
+
+    _terminate_claim_sessions(url)
+    assert long(1) is None
+    (tmp_path / "flag").write_text("")
+    out, err = holder.communicate(timeout=60)
+    assert out.strip() == "ran", err[-2000:]
+    assert [r["i"] for r in pg_rows(url)] == ["1"]
+    assert long(1) is None  # (claimed, found done: released within 50 ms)
+    deadline = time.monotonic() + 5
+    with _raw(url) as raw:
+        while raw.execute(f'SELECT count(*) FROM "{url.table}_claims" '
+                          "WHERE k >= 0").fetchone()[0]:
+            assert time.monotonic() < deadline, "leases are deleted with their claims"
+            time.sleep(0.05)
+
+
+def test_a_store_made_before_leases_gains_them_and_keeps_its_runs(url: PgStore) -> None:
+    t = url.table
+    data = "(id bigserial PRIMARY KEY, record json NOT NULL, run json)"
+    with _raw(url) as raw:  # the layout of stores made before leases
+        raw.execute(f'CREATE TABLE "{t}" {data}')
+        raw.execute(f'CREATE TABLE "{t}_failures" {data}')
+        raw.execute(f'CREATE TABLE "{t}_meta" (name text PRIMARY KEY, value bigint NOT NULL)')
+        raw.execute(f"INSERT INTO \"{t}_meta\" VALUES ('records', 0), ('failures', 0), "
+                    "('schema', 1)")
+        raw.execute(f'CREATE UNLOGGED TABLE "{t}_claims" (k bigint PRIMARY KEY, session '
+                    "integer NOT NULL, host text, pid integer, since double precision, "
+                    "info json)")
+        raw.execute(f"INSERT INTO \"{t}\" (record, run) VALUES "
+                    "('{\"x\": \"1\", \"_stet_func\": \"old\"}', "
+                    "'{\"x\": \"1\", \"_stet_func\": \"old\"}')")
+    calls: list[int] = []
+
+    @stet.once(store=url, name="old", verbose=False)
+    def old(x: int) -> int:
+        calls.append(x)
+        return x
+
+    assert old(1) is None and old(2) == 2 and calls == [2]
+    with _raw(url) as raw:
+        assert raw.execute(f'SELECT count(*) FROM "{t}_workers"').fetchone()[0] >= 1
+    assert sorted(r["x"] for r in pg_rows(url)) == ["1", "2"]
