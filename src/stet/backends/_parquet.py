@@ -173,6 +173,8 @@ class ParquetBackend(IndexedBackend):
             schema = pa.parquet.read_schema(self.path)
         except FileNotFoundError:
             return
+        except (PermissionError, IsADirectoryError) as exc:  # not the file's fault
+            raise os_error(self.path, "reading", exc) from None
         except (pa.ArrowException, OSError) as exc:
             raise self._unreadable(exc) from None
         self._refuse_foreign(schema)
