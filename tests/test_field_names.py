@@ -311,3 +311,48 @@ def test_arbitrary_field_names_and_values_round_trip_and_skip(
 ) -> None:
     records = data.draw(_record_lists(surrogates=fmt in ("json", "sqlite")))
     _check_round_trip(fmt, records, via_decorator)
+
+
+_EMPTY_NAME_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import stet
+
+    ran = []
+
+    @stet.once(store=sys.argv[1], verbose=False, save_result=True)
+    def g(**kwargs):
+        ran.append(kwargs)
+        return len(ran)
+
+    for x in range(3):
+        g(x=x)
+    g(**{"": 1})
+    g(**{"": ""})
+    g(**{"": 1, "x": 1})
+    print(len(ran))
+    """
+)
+
+
+@pytest.mark.parametrize("fmt", FILE_FORMATS)
+def test_an_empty_field_name_is_a_field_and_the_store_stays_readable(
+    tmp_path: Path, fmt: str
+) -> None:
+    """``g(**{"": 1})`` is a run of its own in every format. A CSV store used to be
+    rewritten with an empty header name, which stet then refused to read: every run
+    recorded before was held hostage by a CorruptStoreError."""
+    store = tmp_path / f"runs.{fmt}"
+    script = tmp_path / "run.py"
+    script.write_text(_EMPTY_NAME_SCRIPT)
+    executed = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, str(script), str(store)], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        executed.append(int(r.stdout.split()[-1]))
+    assert executed == [6, 0]
+    with get_backend(store) as b:
+        records = sorted((_user(r) for r in b.load()), key=lambda r: json.dumps(r, sort_keys=True))
+    assert records == sorted([{"x": "0"}, {"x": "1"}, {"x": "2"}, {"": "1"}, {"": ""},
+                              {"": "1", "x": "1"}], key=lambda r: json.dumps(r, sort_keys=True))
