@@ -350,17 +350,37 @@ class LogFile:
                 frame = b"\n" + frame
             elif self._tail != "clean":
                 self._repair()
-            data = frame + self.codec.terminator
-            written = os.pwrite(self._fd, data, self._pos)
-            while written < len(data):
-                written += os.pwrite(self._fd, data[written:], self._pos + written)
-            if self.fsync:
-                os.fsync(self._fd)
+            self._write_at_end(frame + self.codec.terminator)
             self._pos += len(frame)
             self._count += 1
             self._tail = "clean"
             self._snap = _snapshot(os.fstat(self._fd))
             index.add(record)
+
+    def _write_at_end(self, data: bytes) -> None:
+        """Write ``data`` at ``_pos`` (over the terminator); a write that fails (a full
+        disk, a file size limit, an I/O error, an interrupt) puts the old end back, so it
+        leaves no cut record for the next reader to judge, and says so naming the file."""
+        old_end = read_from(self._fd, self._pos)  # the terminator (a few bytes, or none)
+        try:
+            written = os.pwrite(self._fd, data, self._pos)
+            while written < len(data):
+                written += os.pwrite(self._fd, data[written:], self._pos + written)
+            if self.fsync:
+                os.fsync(self._fd)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._pos)
+                os.pwrite(self._fd, old_end, self._pos)
+            with contextlib.suppress(OSError):
+                self._snap = _snapshot(os.fstat(self._fd))
+            if isinstance(exc, OSError):
+                raise StoreError(
+                    f"could not append to {self.path}: {exc.strerror or exc}. The record "
+                    f"was not saved and the store was left as it was; free some space (or "
+                    f"fix what the error names) and run again."
+                ) from exc
+            raise
 
     def _repair(self) -> None:
         size = os.fstat(self._fd).st_size
