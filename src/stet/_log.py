@@ -31,7 +31,7 @@ from ._locking import StoreLock
 from ._pid import close_if_ours, pid
 from .errors import CorruptStoreError, StoreError
 
-__all__ = ["LogFile", "StoreWarning", "atomic_write"]
+__all__ = ["LogFile", "StoreWarning", "atomic_write", "store_file"]
 
 
 class StoreWarning(UserWarning):
@@ -82,6 +82,18 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
         raise
     if fsync:
         _fsync_dir(path.parent)
+
+
+def store_file(path: Path | str) -> Path:
+    """The file a store path names: ``path``, or the file it leads to when it is a symlink.
+
+    Backends keep their lock, claims and other sidecars beside this file, so processes
+    that name one store by different paths (a symlink and its target, two symlinks)
+    share them: with sidecars beside each name they would append over each other's
+    records and run the same run at once.
+    """
+    path = Path(path)
+    return Path(os.path.realpath(path)) if os.path.islink(path) else path
 
 
 def _target(path: Path) -> Path:

@@ -8,7 +8,7 @@ from typing import ClassVar
 from .._codecs import Codec
 from .._index import Index
 from .._locking import StoreLock
-from .._log import LogFile
+from .._log import LogFile, store_file
 from ._base import IndexedBackend, Record, record_matches
 
 __all__ = ["FileBackend", "lock_path"]
@@ -25,7 +25,7 @@ class FileBackend(IndexedBackend):
     codec_type: ClassVar[type[Codec]]
 
     def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
-        super().__init__(path, fsync=fsync)
+        super().__init__(store_file(path), fsync=fsync)  # (a symlink: its target's sidecars)
         self._log = LogFile(
             self.path, self.codec_type(), StoreLock.for_path(lock_path(self.path)),
             fsync=self.fsync,
