@@ -80,3 +80,32 @@ def test_processes_naming_one_store_by_different_paths_share_its_locks(
     # Nothing of the store's was left beside the symlinks.
     assert sorted(os.listdir(link2.parent)) == [link2.name]
     assert not [n for n in os.listdir(tmp_path) if n.startswith(link.name + ".")]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+@pytest.mark.parametrize("kind", ["directory", "symlink loop"])
+def test_a_store_path_that_is_no_file_is_a_store_error_before_the_run(
+    tmp_path: Path, fmt: str, kind: str
+) -> None:
+    """A directory or a loop of symlinks where the store should be: a StoreError naming
+    the path before the function runs (a raw IsADirectoryError or ELOOP OSError before)."""
+    import stet
+    from stet.errors import StoreError
+
+    store = tmp_path / f"runs.{fmt}"
+    if kind == "directory":
+        store.mkdir()
+    else:
+        store.symlink_to(store.name)
+    ran = []
+
+    @stet.once(store=store, verbose=False)
+    def f(x: int) -> None:
+        ran.append(x)
+
+    with pytest.raises(StoreError, match="cannot read the store") as info:
+        f(1)
+    assert str(store) in str(info.value)
+    assert ran == []
+    with pytest.raises(StoreError, match="cannot read the store"):
+        get_backend(store).load()

@@ -193,6 +193,8 @@ class LogFile:
             st = os.stat(self.path)
         except FileNotFoundError:
             return self._snap is None and self._fd < 0
+        except OSError as exc:
+            raise self._unreadable(exc) from exc
         return self._snap is not None and _snapshot(st) == self._snap and self._pid == pid()
 
     def poll(self, index: Index) -> None:
@@ -203,6 +205,8 @@ class LogFile:
             if self._snap is not None or self._fd >= 0:
                 self._reset(index)
             return
+        except OSError as exc:
+            raise self._unreadable(exc) from exc
         if self._snap is not None and _snapshot(st) == self._snap and self._pid == pid():
             return
         with self.lock.shared():
@@ -229,6 +233,8 @@ class LogFile:
         except FileNotFoundError:
             self._reset(index)
             return False
+        except OSError as exc:
+            raise self._unreadable(exc) from exc
         if self._fd >= 0 and self._ino != st.st_ino:
             self._reset(index)  # replaced (remove, clear, rewrite): read the new file
         if self._fd < 0:
@@ -239,6 +245,8 @@ class LogFile:
             except FileNotFoundError:
                 self._reset(index)
                 return False
+            except OSError as exc:
+                raise self._unreadable(exc) from exc
             st = os.fstat(self._fd)
             self._ino = st.st_ino
         fst = st  # the path's stat describes our descriptor's file (same inode)
@@ -272,6 +280,13 @@ class LogFile:
                                     keys_only=True, at=offset)
         except Damage as exc:
             raise self._damaged(exc, offset) from None
+
+    def _unreadable(self, exc: OSError) -> StoreError:
+        return StoreError(
+            f"cannot read the store {self.path}: {exc.strerror or exc}. A store is a file "
+            f"stet may read (not a directory, not a loop of symlinks); fix the path or "
+            f"point the store at another one."
+        )
 
     def _damaged(self, exc: Damage, offset: int) -> CorruptStoreError:
         """The error for malformed bytes at ``offset + exc.at``, naming their line."""
@@ -311,6 +326,8 @@ class LogFile:
                 data = f.read()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise self._unreadable(exc) from exc
         head, start = self.codec.parse_head(data, self.path)
         if head is None or (self.ignored_head is not None and head == self.ignored_head):
             return None
