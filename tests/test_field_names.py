@@ -356,3 +356,25 @@ def test_an_empty_field_name_is_a_field_and_the_store_stays_readable(
         records = sorted((_user(r) for r in b.load()), key=lambda r: json.dumps(r, sort_keys=True))
     assert records == sorted([{"x": "0"}, {"x": "1"}, {"x": "2"}, {"": "1"}, {"": ""},
                               {"": "1", "x": "1"}], key=lambda r: json.dumps(r, sort_keys=True))
+
+
+def test_a_name_a_csv_store_cannot_hold_is_refused_before_the_run(tmp_path: Path) -> None:
+    """A ``**kwargs`` name with a lone surrogate: a CSV header cannot hold it (values are
+    kept JSON-escaped, names cannot be). It used to run the function, then refuse to
+    record it; now it is refused first, naming the store, which is left as it was."""
+    store = tmp_path / "runs.csv"
+    ran: list[dict[str, Any]] = []
+
+    @stet.once(store=store, verbose=False)
+    def g(**kwargs: Any) -> None:
+        ran.append(kwargs)
+
+    g(x=1)
+    before = store.read_bytes()
+    with pytest.raises(StoreError, match="lone surrogate") as info:
+        g(**{"a" + SURROGATE: 1})
+    assert str(store) in str(info.value)
+    assert ran == [{"x": 1}]
+    assert store.read_bytes() == before
+    g(x="v" + SURROGATE)  # (a value with one is kept)
+    assert len(ran) == 2
