@@ -66,7 +66,7 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
             while view:
                 view = view[os.write(fd, view) :]
             if old is not None:
-                _same_identity(fd, old)
+                _same_identity(fd, old, path)
             if fsync:
                 os.fsync(fd)
         finally:
@@ -103,10 +103,12 @@ def _target(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _same_identity(fd: int, old: os.stat_result) -> None:
-    """Give the new file ``fd`` the old file's owner, group and permission bits.
+def _same_identity(fd: int, old: os.stat_result, path: Path) -> None:
+    """Give the new file ``fd`` the old file ``path``'s owner, group, permission bits and
+    extended attributes (its access control list among them).
 
-    A group-shared store (0664, group ``lab``) stays shared, a 0444 store stays read-only.
+    A group-shared store (0664, group ``lab``) stays shared, a 0444 store stays read-only,
+    one shared with named users by an ACL stays shared with them.
     The owner can be kept only by root, the group only by a member of it: otherwise the
     new file is the writer's, as any file it creates (the permission bits still hold).
     """
@@ -119,6 +121,21 @@ def _same_identity(fd: int, old: os.stat_result) -> None:
             except OSError:
                 continue
     os.fchmod(fd, stat.S_IMODE(old.st_mode))
+    _copy_xattrs(path, fd)
+
+
+def _copy_xattrs(path: Path, fd: int) -> None:
+    """Copy ``path``'s extended attributes (a POSIX ACL is one) to ``fd``, as far as the
+    filesystem and stet's privileges allow (where there are none, there is nothing to do)."""
+    if not hasattr(os, "listxattr"):
+        return
+    try:
+        names = os.listxattr(path)
+    except OSError:
+        return
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.setxattr(fd, name, os.getxattr(path, name))
 
 
 def _fsync_dir(directory: Path) -> None:
