@@ -420,3 +420,70 @@ def test_arbitrary_field_names_and_values_round_trip_and_skip(
 ) -> None:
     records = data.draw(_record_lists(fmt))
     _check_round_trip(fmt, records, via_decorator)
+
+
+_EMPTY_NAME_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import stet
+
+    ran = []
+
+    @stet.once(store=sys.argv[1], verbose=False, save_result=True)
+    def g(**kwargs):
+        ran.append(kwargs)
+        return len(ran)
+
+    for x in range(3):
+        g(x=x)
+    g(**{"": 1})
+    g(**{"": ""})
+    g(**{"": 1, "x": 1})
+    print(len(ran))
+    """
+)
+
+
+@pytest.mark.parametrize("fmt", FILE_FORMATS)
+def test_an_empty_field_name_is_a_field_and_the_store_stays_readable(
+    tmp_path: Path, fmt: str
+) -> None:
+    """``g(**{"": 1})`` is a run of its own in every format. A CSV store used to be
+    rewritten with an empty header name, which stet then refused to read: every run
+    recorded before was held hostage by a CorruptStoreError."""
+    store = tmp_path / f"runs.{fmt}"
+    script = tmp_path / "run.py"
+    script.write_text(_EMPTY_NAME_SCRIPT)
+    executed = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, str(script), str(store)], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        executed.append(int(r.stdout.split()[-1]))
+    assert executed == [6, 0]
+    with get_backend(store) as b:
+        records = sorted((_user(r) for r in b.load()), key=lambda r: json.dumps(r, sort_keys=True))
+    assert records == sorted([{"x": "0"}, {"x": "1"}, {"x": "2"}, {"": "1"}, {"": ""},
+                              {"": "1", "x": "1"}], key=lambda r: json.dumps(r, sort_keys=True))
+
+
+def test_a_name_a_csv_store_cannot_hold_is_refused_before_the_run(tmp_path: Path) -> None:
+    """A ``**kwargs`` name with a lone surrogate: a CSV header cannot hold it (values are
+    kept JSON-escaped, names cannot be). It used to run the function, then refuse to
+    record it; now it is refused first, naming the store, which is left as it was."""
+    store = tmp_path / "runs.csv"
+    ran: list[dict[str, Any]] = []
+
+    @stet.once(store=store, verbose=False)
+    def g(**kwargs: Any) -> None:
+        ran.append(kwargs)
+
+    g(x=1)
+    before = store.read_bytes()
+    with pytest.raises(StoreError, match="lone surrogate") as info:
+        g(**{"a" + SURROGATE: 1})
+    assert str(store) in str(info.value)
+    assert ran == [{"x": 1}]
+    assert store.read_bytes() == before
+    g(x="v" + SURROGATE)  # (a value with one is kept)
+    assert len(ran) == 2

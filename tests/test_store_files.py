@@ -427,6 +427,41 @@ def test_rewrites_keep_the_stores_mode_and_group(tmp_path: Path, ext: str) -> No
         path.unlink()
 
 
+def _acl(user: int, perm: int) -> bytes:
+    """A POSIX access ACL (the kernel's xattr form) granting ``user`` ``perm`` as well."""
+    import struct
+
+    anyone = 0xFFFFFFFF
+    entries = [(0x01, 6, anyone), (0x02, perm, user), (0x04, 4, anyone), (0x10, 6, anyone),
+               (0x20, 4, anyone)]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+@pytest.mark.parametrize("ext", ["csv", "json", "parquet"])
+def test_rewrites_keep_the_stores_access_list_and_extended_attributes(
+    tmp_path: Path, ext: str
+) -> None:
+    """A store shared with a named user by a POSIX ACL (``setfacl -m u:alice:rw``) stays
+    shared after a rewrite; the rewrite used to drop the ACL and every other xattr."""
+    path = tmp_path / f"runs.{ext}"
+    acl = _acl(12345, 6)
+    for name, rewrite in _rewrites(path).items():
+        _filled(path, 5)
+        try:
+            os.setxattr(path, "user.project", b"lab")
+            os.setxattr(path, "system.posix_acl_access", acl)
+        except OSError as exc:  # (a filesystem without them: nothing to keep)
+            pytest.skip(f"no extended attributes or ACLs here: {exc}")
+        ino = path.stat().st_ino
+        rewrite()
+        if path.stat().st_ino == ino:
+            path.unlink()
+            continue  # (not rewritten in this format)
+        assert os.getxattr(path, "user.project") == b"lab", name
+        assert os.getxattr(path, "system.posix_acl_access") == acl, name
+        path.unlink()
+
+
 def test_a_read_only_store_stays_read_only_after_a_rewrite(tmp_path: Path) -> None:
     from stet._log import atomic_write
 

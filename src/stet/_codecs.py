@@ -353,7 +353,8 @@ class CsvCodec(Codec):
         except UnicodeDecodeError:
             raise _corrupt(path, "its header is not UTF-8 text", "CSV") from None
         rows = _csv_rows(text)
-        if len(rows) != 1 or not rows[0] or "" in rows[0] or len(set(rows[0])) != len(rows[0]):
+        # (An empty name is a field name like any other: f(**{"": 1}) makes one.)
+        if len(rows) != 1 or not rows[0] or len(set(rows[0])) != len(rows[0]):
             raise _corrupt(path, "its first line is not a header of distinct field names", "CSV")
         if not any(name.startswith(RESERVED_PREFIX) for name in rows[0]):
             raise _corrupt(path, f"its header has no {RESERVED_PREFIX}* column, so it is a data "

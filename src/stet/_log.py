@@ -33,7 +33,7 @@ from ._pid import close_if_ours, pid
 from ._sidecar import open_file
 from .errors import CorruptStoreError, StoreError
 
-__all__ = ["LogFile", "StoreWarning", "atomic_write"]
+__all__ = ["LogFile", "StoreWarning", "atomic_write", "store_file"]
 
 
 class StoreWarning(UserWarning):
@@ -68,7 +68,7 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
             while view:
                 view = view[os.write(fd, view) :]
             if old is not None:
-                _same_identity(fd, old)
+                _same_identity(fd, old, path)
             if fsync:
                 os.fsync(fd)
         finally:
@@ -86,6 +86,18 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
         _fsync_dir(path.parent)
 
 
+def store_file(path: Path | str) -> Path:
+    """The file a store path names: ``path``, or the file it leads to when it is a symlink.
+
+    Backends keep their lock, claims and other sidecars beside this file, so processes
+    that name one store by different paths (a symlink and its target, two symlinks)
+    share them: with sidecars beside each name they would append over each other's
+    records and run the same run at once.
+    """
+    path = Path(path)
+    return Path(os.path.realpath(path)) if os.path.islink(path) else path
+
+
 def _target(path: Path) -> Path:
     """The file a rewrite replaces: ``path``, or the file its symlinks lead to."""
     if not os.path.islink(path):
@@ -93,10 +105,12 @@ def _target(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _same_identity(fd: int, old: os.stat_result) -> None:
-    """Give the new file ``fd`` the old file's owner, group and permission bits.
+def _same_identity(fd: int, old: os.stat_result, path: Path) -> None:
+    """Give the new file ``fd`` the old file ``path``'s owner, group, permission bits and
+    extended attributes (its access control list among them).
 
-    A group-shared store (0664, group ``lab``) stays shared, a 0444 store stays read-only.
+    A group-shared store (0664, group ``lab``) stays shared, a 0444 store stays read-only,
+    one shared with named users by an ACL stays shared with them.
     The owner can be kept only by root, the group only by a member of it: otherwise the
     new file is the writer's, as any file it creates (the permission bits still hold).
     """
@@ -109,6 +123,21 @@ def _same_identity(fd: int, old: os.stat_result) -> None:
             except OSError:
                 continue
     os.fchmod(fd, stat.S_IMODE(old.st_mode))
+    _copy_xattrs(path, fd)
+
+
+def _copy_xattrs(path: Path, fd: int) -> None:
+    """Copy ``path``'s extended attributes (a POSIX ACL is one) to ``fd``, as far as the
+    filesystem and stet's privileges allow (where there are none, there is nothing to do)."""
+    if not hasattr(os, "listxattr"):
+        return
+    try:
+        names = os.listxattr(path)
+    except OSError:
+        return
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.setxattr(fd, name, os.getxattr(path, name))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -183,6 +212,8 @@ class LogFile:
             st = os.stat(self.path)
         except FileNotFoundError:
             return self._snap is None and self._fd < 0
+        except OSError as exc:
+            raise self._unreadable(exc) from exc
         return self._snap is not None and _snapshot(st) == self._snap and self._pid == pid()
 
     def poll(self, index: Index) -> None:
@@ -193,6 +224,8 @@ class LogFile:
             if self._snap is not None or self._fd >= 0:
                 self._reset(index)
             return
+        except OSError as exc:
+            raise self._unreadable(exc) from exc
         if self._snap is not None and _snapshot(st) == self._snap and self._pid == pid():
             return
         with self.lock.shared():
@@ -219,6 +252,8 @@ class LogFile:
         except FileNotFoundError:
             self._reset(index)
             return False
+        except OSError as exc:
+            raise self._unreadable(exc) from exc
         if self._fd >= 0 and self._ino != st.st_ino:
             self._reset(index)  # replaced (remove, clear, rewrite): read the new file
         if self._fd < 0:
@@ -232,6 +267,8 @@ class LogFile:
             except FileNotFoundError:
                 self._reset(index)
                 return False
+            except OSError as exc:
+                raise self._unreadable(exc) from exc
             st = os.fstat(self._fd)
             self._ino = st.st_ino
         fst = st  # the path's stat describes our descriptor's file (same inode)
@@ -265,6 +302,13 @@ class LogFile:
                                     keys_only=True, at=offset)
         except Damage as exc:
             raise self._damaged(exc, offset) from None
+
+    def _unreadable(self, exc: OSError) -> StoreError:
+        return StoreError(
+            f"cannot read the store {self.path}: {exc.strerror or exc}. A store is a file "
+            f"stet may read (not a directory, not a loop of symlinks); fix the path or "
+            f"point the store at another one."
+        )
 
     def _damaged(self, exc: Damage, offset: int) -> CorruptStoreError:
         """The error for malformed bytes at ``offset + exc.at``, naming their line."""
@@ -303,6 +347,8 @@ class LogFile:
             fd = open_file(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise self._unreadable(exc) from exc
         try:
             data = read_from(fd, 0)
         finally:
@@ -358,17 +404,37 @@ class LogFile:
                 frame = b"\n" + frame
             elif self._tail != "clean":
                 self._repair()
-            data = frame + self.codec.terminator
-            written = os.pwrite(self._fd, data, self._pos)
-            while written < len(data):
-                written += os.pwrite(self._fd, data[written:], self._pos + written)
-            if self.fsync:
-                os.fsync(self._fd)
+            self._write_at_end(frame + self.codec.terminator)
             self._pos += len(frame)
             self._count += 1
             self._tail = "clean"
             self._snap = _snapshot(os.fstat(self._fd))
             index.add(record)
+
+    def _write_at_end(self, data: bytes) -> None:
+        """Write ``data`` at ``_pos`` (over the terminator); a write that fails (a full
+        disk, a file size limit, an I/O error, an interrupt) puts the old end back, so it
+        leaves no cut record for the next reader to judge, and says so naming the file."""
+        old_end = read_from(self._fd, self._pos)  # the terminator (a few bytes, or none)
+        try:
+            written = os.pwrite(self._fd, data, self._pos)
+            while written < len(data):
+                written += os.pwrite(self._fd, data[written:], self._pos + written)
+            if self.fsync:
+                os.fsync(self._fd)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._pos)
+                os.pwrite(self._fd, old_end, self._pos)
+            with contextlib.suppress(OSError):
+                self._snap = _snapshot(os.fstat(self._fd))
+            if isinstance(exc, OSError):
+                raise StoreError(
+                    f"could not append to {self.path}: {exc.strerror or exc}. The record "
+                    f"was not saved and the store was left as it was; free some space (or "
+                    f"fix what the error names) and run again."
+                ) from exc
+            raise
 
     def _repair(self) -> None:
         size = os.fstat(self._fd).st_size

@@ -10,7 +10,7 @@ from .._codecs import Codec, refuse_surrogate_pairs
 from .._identity import RESERVED_PREFIX
 from .._index import Index
 from .._locking import StoreLock
-from .._log import LogFile
+from .._log import LogFile, store_file
 from .._sidecar import sidecar
 from ..errors import StoreError
 from ._base import IndexedBackend, Record, record_matches
@@ -34,7 +34,7 @@ class FileBackend(IndexedBackend):
     utf8_names: ClassVar[bool] = False
 
     def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
-        super().__init__(path, fsync=fsync)
+        super().__init__(store_file(path), fsync=fsync)  # (a symlink: its target's sidecars)
         self._log = LogFile(
             self.path, self.codec_type(), StoreLock.for_path(lock_path(self.path)),
             fsync=self.fsync,

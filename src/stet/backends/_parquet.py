@@ -12,7 +12,7 @@ from .._exit import at_exit, ensure_registered
 from .._identity import RESERVED_PREFIX, canonical
 from .._index import Index, bulk
 from .._locking import StoreLock
-from .._log import LogFile, _snapshot, atomic_write
+from .._log import LogFile, _snapshot, atomic_write, store_file
 from .._pid import pid
 from .._sidecar import os_error, sidecar
 from ..errors import CorruptStoreError, StoreError
@@ -87,7 +87,7 @@ class ParquetBackend(IndexedBackend):
     """
 
     def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
-        super().__init__(path, fsync=fsync)
+        super().__init__(store_file(path), fsync=fsync)  # (a symlink: its target's sidecars)
         _pyarrow()  # import now: folding at interpreter exit must not need new imports
         self._lock = StoreLock.for_path(lock_path(self.path))
         self._log = LogFile(sidecar_path(self.path), JsonLinesCodec(), self._lock,

@@ -17,6 +17,7 @@ from .._exit import at_exit, ensure_registered
 from .._fs import is_local_filesystem
 from .._identity import RESERVED_PREFIX
 from .._index import FUNC_FIELD, Index, bulk
+from .._log import store_file
 from .._pid import pid
 from .._sidecar import open_file, os_error, refuse_links
 from .._sql import column_list, quote_ident
@@ -124,7 +125,7 @@ class SqliteBackend(IndexedBackend):
     """
 
     def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
-        super().__init__(path, fsync=fsync)
+        super().__init__(store_file(path), fsync=fsync)  # (a symlink: its target's sidecars)
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
         self._last_rowid = 0
