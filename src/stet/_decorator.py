@@ -16,7 +16,7 @@ from ._config import settings
 from ._exit import at_exit, report
 from ._identity import Binder, format_call
 from ._index import FUNC_FIELD
-from ._sidecar import sidecar
+from ._sidecar import os_error, sidecar
 from .backends import shared_backend
 from .backends._base import TIMESTAMP_FIELD, BaseBackend, Record, utc_now
 from .errors import StoreError
@@ -103,8 +103,12 @@ class _Run:
         # A store whose claim also catches up with it (PostgreSQL) is asked about its
         # local index alone here: the look after claiming, below, is the one that counts.
         cached = getattr(backend, "contains_run_cached", None)
-        if (backend.contains_run if cached is None else cached)(
-                self.name, names, sorted_texts):
+        try:
+            done = (backend.contains_run if cached is None else cached)(
+                self.name, names, sorted_texts)
+        except OSError as exc:  # any backend: the store's path, said in stet's words
+            raise os_error(getattr(backend, "path", self.store), "reading", exc) from exc
+        if done:
             self._say(fields, texts, skipped=skipped)
             return None
         if self.skip_failed and backend.contains_failure(self.name, names, sorted_texts):
