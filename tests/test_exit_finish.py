@@ -151,3 +151,21 @@ def test_a_store_deleted_before_exit_leaves_a_clean_exit(tmp_path: Path, fmt: st
     r = python(DECLARE, store, cwd=tmp_path)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) <= 1, r.stderr
+
+
+def test_ctrl_c_during_the_exit_fold_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    code = """
+        import os, signal, stet
+        from stet._exit import at_exit
+
+        @stet.once(store="runs.csv", verbose=False)
+        def f(x):
+            return x
+
+        f(1)
+        at_exit(lambda: os.kill(os.getpid(), signal.SIGINT))  # Ctrl-C as exit folds
+    """
+    r = python(code, cwd=tmp_path)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[stet] at exit: interrupted"), r.stderr

@@ -333,6 +333,8 @@ except Exception as exc:
     print(f"[stet] at exit: could not finish {sys.argv[1]}: {' '.join(str(exc).split())}",
           file=sys.stderr)
     sys.exit(1)
+except KeyboardInterrupt:  # the parent, interrupted too, says so
+    sys.exit(130)
 """
 
 

@@ -61,3 +61,8 @@ def _run() -> None:
             hook()
         except Exception as exc:  # never turn a clean exit into a traceback
             report(exc)
+        except KeyboardInterrupt:  # Ctrl-C while folding: folds are atomic, so stop here
+            print("[stet] at exit: interrupted; a store may be left with its sidecar "
+                  "(nothing is lost: stet reads both, and the next run folds it)",
+                  file=sys.stderr)
+            return
