@@ -117,3 +117,21 @@ def test_the_check_before_a_run_costs_a_few_microseconds(tmp_path: Path) -> None
     os.symlink(tmp_path / "elsewhere", side)
     with pytest.raises(StoreError, match="symbolic link"):
         check_writable(store)
+
+
+def test_a_file_named_like_another_kinds_sidecar_does_not_stop_a_store(
+    tmp_path: Path,
+) -> None:
+    for fmt, foreign in (("csv", "-wal"), ("json", ".stet-log"), ("parquet", "-journal")):
+        if fmt == "parquet":
+            pytest.importorskip("pyarrow")
+        store = tmp_path / f"runs.{fmt}"
+        (tmp_path / "elsewhere").write_text("someone else's\n")
+        Path(str(store) + foreign).symlink_to(tmp_path / "elsewhere")
+        assert runs_and_records(store) == [1], fmt
+        assert (tmp_path / "elsewhere").read_text() == "someone else's\n"
+    # while a sidecar the store does use, made a link, is still refused before the run
+    store = tmp_path / "runs.sqlite"
+    Path(str(store) + "-wal").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(StoreError, match="symbolic link"):
+        runs_and_records(store)

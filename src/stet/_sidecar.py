@@ -201,7 +201,7 @@ def _check_writable(store: Path) -> None:
     else:  # not one block left (for this user: root may use the reserved ones)
         if (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) == 0 and fs.f_blocks:
             raise _unwritable(store, store, "the disk is full")
-    for suffix in SIDECAR_SUFFIXES:
+    for suffix in _used_by(store):
         side = sidecar(store, suffix)
         try:
             st = os.lstat(side)
@@ -216,6 +216,16 @@ def _check_writable(store: Path) -> None:
         if (suffix in _WRITTEN and not os.access(side, os.W_OK, effective_ids=True)
                 and not _can_append(side)):
             raise _unwritable(store, side, _why(str(side)))
+
+
+_SQLITE = ("-wal", "-shm", "-journal")
+_OWN = {".parquet": (".stet-log",), ".sqlite": _SQLITE, ".sqlite3": _SQLITE, ".db": _SQLITE}
+
+
+def _used_by(store: Path) -> tuple[str, ...]:
+    """The sidecars a store of this kind uses: a file merely named like another kind's
+    (``runs.csv-wal``) is none of its business, and no reason to refuse it."""
+    return (".lock", ".claims", ".failures.jsonl", *_OWN.get(store.suffix.lower(), ()))
 
 
 def _can_append(path: Path) -> bool:
