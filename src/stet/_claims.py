@@ -162,7 +162,14 @@ class ClaimFile:
     def for_path(cls, path: Path) -> ClaimFile:
         # One instance per file (not per spelling of its path): closing a descriptor of
         # the file would drop every lock this process holds on it, other instances' too.
-        key = f"{pid()}:{os.path.realpath(path)}"
+        # The directory's device and inode, not its path: a bind mount (or a second mount
+        # of a network share) shows one directory under two paths that no realpath joins.
+        real = os.path.realpath(path)
+        try:
+            d = os.stat(os.path.dirname(real) or ".")
+            key = f"{pid()}:{d.st_dev}:{d.st_ino}:{os.path.basename(real)}"
+        except OSError:
+            key = f"{pid()}:{real}"
         with _registry_lock:
             claims = _registry.get(key)
             if claims is None:

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -336,6 +337,9 @@ def _json_value(value: Any) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if "://" in args.out:
+        raise UsageError(f"OUT {display(args.out)} is a URL; export writes a file for other "
+                         f"tools. To put the runs in a PostgreSQL store, use stet copy.")
     ext = os.path.splitext(args.out)[1].lower()
     writers = {".csv": _export_csv, ".json": _export_json, ".parquet": _export_parquet}
     if ext not in writers:
@@ -413,7 +417,9 @@ def _write_new(out: str, force: bool, write: Callable[[IO[bytes]], None]) -> Non
 def _export_csv(table: Table, out: IO[bytes]) -> None:
     import csv
 
-    fh = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    # A lone surrogate (no UTF-8 for it) is written as its escape, \ud800 (see _escaped).
+    fh = io.TextIOWrapper(out, encoding="utf-8", errors="backslashreplace", newline="",
+                          write_through=True)
     w = csv.writer(fh)
     w.writerow(list(table.columns))
     for i in range(len(table)):
@@ -431,10 +437,30 @@ def _export_json(table: Table, out: IO[bytes]) -> None:
                 row[c] = _json_value(values[i])
         rows.append(row)
     fh = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
-    json.dump(rows, fh, ensure_ascii=False, indent=1, allow_nan=False)
+    text = json.dumps(rows, ensure_ascii=False, indent=1, allow_nan=False)
+    # A lone surrogate has no UTF-8 form: written as JSON's own escape, which reads back
+    # as the same string (surrogates only occur inside JSON strings, so this is exact).
+    fh.write(_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
     fh.write("\n")
     fh.flush()
     fh.detach()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings written as its Python escape
+    (``\\ud800``), as the CSV export writes it: Parquet strings must be UTF-8."""
+    if isinstance(value, str):
+        if value.isascii() or not _SURROGATE.search(value):
+            return value
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    return value
 
 
 def _export_parquet(table: Table, out: IO[bytes]) -> None:
@@ -449,6 +475,7 @@ def _export_parquet(table: Table, out: IO[bytes]) -> None:
     arrays = {}
     for c, values in table.columns.items():
         kind = table.kinds[c]
+        c, values = _escaped(c), _escaped(values)
         if kind in types:
             arrays[c] = pa.array(values, type=types[kind])
             continue
@@ -548,8 +575,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _tolerant_streams() -> None:
+    """Print what a store holds whatever the terminal's encoding: a character it cannot
+    show (a lone surrogate, which no encoding holds; any non-ASCII text under an ASCII
+    locale) is shown as its Python escape (``\\ud800``) instead of failing the command."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``stet`` command; returns the exit status."""
+    _tolerant_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

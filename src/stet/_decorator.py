@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -12,12 +13,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._claims import calls, claim_offset
 from ._config import settings
-from ._exit import at_exit
+from ._exit import at_exit, report
 from ._identity import Binder, format_call
 from ._index import FUNC_FIELD
-from ._sidecar import sidecar
+from ._sidecar import os_error, sidecar
 from .backends import shared_backend
 from .backends._base import TIMESTAMP_FIELD, BaseBackend, Record, utc_now
+from .errors import StoreError
 
 if TYPE_CHECKING:
     from ._capture import ResultCache
@@ -101,8 +103,12 @@ class _Run:
         # A store whose claim also catches up with it (PostgreSQL) is asked about its
         # local index alone here: the look after claiming, below, is the one that counts.
         cached = getattr(backend, "contains_run_cached", None)
-        if (backend.contains_run if cached is None else cached)(
-                self.name, names, sorted_texts):
+        try:
+            done = (backend.contains_run if cached is None else cached)(
+                self.name, names, sorted_texts)
+        except OSError as exc:  # any backend: the store's path, said in stet's words
+            raise os_error(getattr(backend, "path", self.store), "reading", exc) from exc
+        if done:
             self._say(fields, texts, skipped=skipped)
             return None
         if self.skip_failed and backend.contains_failure(self.name, names, sorted_texts):
@@ -305,22 +311,67 @@ def _declare(store: str | os.PathLike[str], options: dict[str, Any]) -> None:
 
 
 def _finish_declared() -> None:
+    """At exit: fold what pool workers left beside the declared Parquet and SQLite
+    stores. What cannot be finished (a sidecar that is a link, a store deleted or replaced
+    by a foreign file meanwhile) is one line on stderr, never a traceback; the store is
+    then read as it is, and the next process to write it folds it."""
     for store, options in list(_declared):
-        if not (sidecar(Path(store), ".stet-log").exists()
-                or sidecar(Path(store), "-wal").exists()):
-            continue
-        backend = shared_backend(store, create=False, **dict(options))
-        if backend is not None:
-            backend.finish()
-            continue
-        # Never opened here (pool workers wrote it): finish it in a fresh interpreter, as
-        # this one is shutting down and can no longer import what Parquet needs.
-        import subprocess
-        import sys
+        try:
+            _finish_one(store, options)
+        except Exception as exc:  # an exit must stay clean
+            report(exc, store)
 
-        code = ("import sys; from stet.backends import get_backend;"
-                "get_backend(sys.argv[1]).finish()")
-        subprocess.run([sys.executable, "-c", code, store], check=False, timeout=600)
+
+# Run in a fresh interpreter: one line on stderr and status 1 for any failure.
+_FINISH_CODE = """\
+import sys
+sys.path.insert(0, sys.argv[2])
+try:
+    from stet.backends import get_backend
+    get_backend(sys.argv[1]).finish()
+except Exception as exc:
+    print(f"[stet] at exit: could not finish {sys.argv[1]}: {' '.join(str(exc).split())}",
+          file=sys.stderr)
+    sys.exit(1)
+except KeyboardInterrupt:  # the parent, interrupted too, says so
+    sys.exit(130)
+"""
+
+
+def _finish_one(store: str, options: tuple[tuple[str, Any], ...]) -> None:
+    if not (os.path.lexists(sidecar(Path(store), ".stet-log"))
+            or os.path.lexists(sidecar(Path(store), "-wal"))):
+        return
+    if Path(store).suffix.lower() != ".parquet":
+        _refuse_foreign_sqlite(store)
+    backend = shared_backend(store, create=False, **dict(options))
+    if backend is not None:
+        backend.finish()
+        return
+    # Never opened here (pool workers wrote it): finish it in a fresh interpreter, as
+    # this one is shutting down and can no longer import what Parquet needs.
+    import subprocess
+
+    package_root = str(Path(__file__).resolve().parent.parent)  # this very stet
+    subprocess.run([sys.executable, "-c", _FINISH_CODE, store, package_root],
+                   check=False, timeout=600)
+
+
+def _refuse_foreign_sqlite(store: str) -> None:
+    """Opening a database with a ``-wal`` beside it makes SQLite write the WAL's pages into
+    the file: if the store was replaced by a file that is no SQLite database, that would
+    overwrite someone else's file. Refuse instead (the WAL stays for whoever sorts it)."""
+    try:
+        with open(store, "rb") as fh:
+            head = fh.read(16)
+    except FileNotFoundError:
+        return  # deleted: SQLite is not asked to create it
+    if head and head != b"SQLite format 3\x00":
+        raise StoreError(
+            f"{store} is no longer a SQLite database, and {sidecar(Path(store), '-wal')} "
+            f"beside it holds runs of the store it replaced; both were left untouched. "
+            f"Move them aside, or put the database back."
+        )
 
 
 def _iso(epoch: float) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from ._pid import pid
 
-__all__ = ["at_exit"]
+__all__ = ["at_exit", "report"]
 
 _hooks: list[Callable[[], None]] = []
 _registered_in = -1
@@ -41,9 +41,28 @@ def ensure_registered() -> None:
         util.Finalize(None, _run, exitpriority=0)
 
 
+def report(exc: BaseException, store: object = None) -> None:
+    """Say on one line what could not be finished at exit and why; said once, however many
+    hooks meet the same failure (stet's errors name the store and say what to do)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if text in _reported:
+        return
+    _reported.add(text)
+    what = f"could not finish {store}" if store is not None else "could not finish a store"
+    print(f"[stet] at exit: {what}: {text}", file=sys.stderr)
+
+
+_reported: set[str] = set()
+
+
 def _run() -> None:
     for hook in list(_hooks):
         try:
             hook()
         except Exception as exc:  # never turn a clean exit into a traceback
-            print(f"[stet] at exit: {exc}", file=sys.stderr)
+            report(exc)
+        except KeyboardInterrupt:  # Ctrl-C while folding: folds are atomic, so stop here
+            print("[stet] at exit: interrupted; a store may be left with its sidecar "
+                  "(nothing is lost: stet reads both, and the next run folds it)",
+                  file=sys.stderr)
+            return

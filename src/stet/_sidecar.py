@@ -134,55 +134,65 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
 
 
 # ------------------------------------------------------------------ writability
-#: store -> (what its directory and file looked like, when) when last found writable
-_checked: dict[Path, tuple[tuple[int, ...], float]] = {}
-_RECHECK = 2.0  # seconds between full checks of a store whose directory did not change
+#: store -> (its directory's name, what the directory looked like, when) when last found
+#: writable
+_checked: dict[Path, tuple[str, tuple[int, ...], float]] = {}
+_RECHECK = 1.0  # seconds between full checks of a store whose directory did not change
 
 
-def _look(store: Path) -> tuple[int, ...]:
-    """Two ``stat`` calls that change when an entry is added to or removed from the
-    store's directory (a link planted), or the directory or store changes mode, owner or
-    file (not for appends to the store, which keep them)."""
-    d = os.stat(store.parent)
-    look = (d.st_ino, d.st_mode, d.st_uid, d.st_gid, d.st_mtime_ns, d.st_ctime_ns)
-    try:
-        st = os.stat(store)
-    except FileNotFoundError:
-        return look
-    return (*look, st.st_ino, st.st_mode, st.st_uid, st.st_gid)
+def _look(directory: str) -> tuple[int, ...]:
+    """One ``stat`` that changes when an entry is added to or removed from the store's
+    directory (a link planted, the store replaced), or the directory changes mode or
+    owner. A change to the store file alone (``chmod``) is seen by the next full check:
+    records are appended through a descriptor opened while it was writable."""
+    d = os.stat(directory)
+    return (d.st_ino, d.st_mode, d.st_uid, d.st_gid, d.st_mtime_ns, d.st_ctime_ns)
 
 
 def check_writable(store: Path) -> None:
     """Raise :class:`StoreError` unless this process can write ``store``: the store file
-    (or, if it does not exist yet, its directory), the directory (rewrites replace the
-    file, SQLite keeps its journal there), and the sidecars a run writes to. Sidecars
-    that are symbolic links are refused too. Called before a run starts, so that the
-    function does not run only for its record to be lost.
+    (or, if it does not exist yet, its directory), the directory the store's file is in
+    (rewrites replace the file, SQLite keeps its journal there), and the sidecars a run
+    writes to. Sidecars that are symbolic links are refused too. Called before a run
+    starts, so that the function does not run only for its record to be lost.
 
-    A full check costs a dozen system calls; it is repeated when the directory or the
-    store changes as :func:`_look` sees it, and every couple of seconds otherwise (a
-    remount, ``chattr``). A write that fails anyway is still a :class:`StoreError`."""
-    try:
-        look = _look(store)
-    except OSError:
-        look = ()
+    ``access()`` is asked first; where it says no, the answer is tried for real (opening
+    the file for appending, creating and removing a file in the directory), so that a
+    filesystem whose ``access()`` is stricter than its writes (NFS uid mapping, ACLs
+    evaluated by the server) is not refused. A full check costs a dozen system calls; it
+    is repeated when the directory changes as :func:`_look` sees it, and every second
+    otherwise (a remount, ``chattr``, ``chmod`` of the file). A write that fails anyway is
+    still a :class:`StoreError`."""
     seen = _checked.get(store)
     now = time.monotonic()
-    if seen is not None and look and seen[0] == look and now - seen[1] < _RECHECK:
-        return
+    if seen is not None and now - seen[2] < _RECHECK:
+        try:
+            if _look(seen[0]) == seen[1]:
+                return
+        except OSError:
+            pass
     _check_writable(store)
+    directory = os.path.dirname(os.path.realpath(store)) or "."
+    try:
+        look = _look(directory)
+    except OSError:
+        return
     if len(_checked) > 1000:
         _checked.clear()
-    _checked[store] = (look, now)
+    _checked[store] = (directory, look, now)
 
 
 def _check_writable(store: Path) -> None:
     real = Path(os.path.realpath(store))
-    for directory in dict.fromkeys((store.parent, real.parent)):
-        where = str(directory) or "."
-        if not os.access(where, os.W_OK | os.X_OK, effective_ids=True):
-            raise _unwritable(store, directory, _why(where))
-    if os.path.exists(store) and not os.access(store, os.W_OK, effective_ids=True):
+    if store.parent != real.parent and not os.access(str(store.parent) or ".", os.X_OK):
+        # a link to a store kept elsewhere: its own directory is only passed through
+        raise _unwritable(store, store.parent, _why(str(store.parent) or ".", dir_=True))
+    where = str(real.parent) or "."
+    if (not os.access(where, os.W_OK | os.X_OK, effective_ids=True)
+            and not _can_create_in(real)):
+        raise _unwritable(store, real.parent, _why(where, dir_=True))
+    if (os.path.exists(store) and not os.access(store, os.W_OK, effective_ids=True)
+            and not _can_append(store)):
         raise _unwritable(store, store, _why(str(store)))
     try:
         fs = os.statvfs(real.parent)
@@ -191,7 +201,7 @@ def _check_writable(store: Path) -> None:
     else:  # not one block left (for this user: root may use the reserved ones)
         if (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) == 0 and fs.f_blocks:
             raise _unwritable(store, store, "the disk is full")
-    for suffix in SIDECAR_SUFFIXES:
+    for suffix in _used_by(store):
         side = sidecar(store, suffix)
         try:
             st = os.lstat(side)
@@ -203,11 +213,57 @@ def _check_writable(store: Path) -> None:
             raise _refuse_link(side)
         if st.st_nlink > 1 and suffix in (*_WRITTEN, ".claims"):
             raise _refuse_hard_link(side, st.st_nlink)
-        if suffix in _WRITTEN and not os.access(side, os.W_OK, effective_ids=True):
+        if (suffix in _WRITTEN and not os.access(side, os.W_OK, effective_ids=True)
+                and not _can_append(side)):
             raise _unwritable(store, side, _why(str(side)))
 
 
-def _why(path: str) -> str:
+_SQLITE = ("-wal", "-shm", "-journal")
+_OWN = {".parquet": (".stet-log",), ".sqlite": _SQLITE, ".sqlite3": _SQLITE, ".db": _SQLITE}
+
+
+def _used_by(store: Path) -> tuple[str, ...]:
+    """The sidecars a store of this kind uses: a file merely named like another kind's
+    (``runs.csv-wal``) is none of its business, and no reason to refuse it."""
+    return (".lock", ".claims", ".failures.jsonl", *_OWN.get(store.suffix.lower(), ()))
+
+
+def _can_append(path: Path) -> bool:
+    """Whether ``path`` opens for appending (nothing is written): the truth where
+    ``access()`` may be wrong."""
+    try:
+        os.close(open_file(path, os.O_WRONLY | os.O_APPEND | os.O_NOCTTY))
+    except (OSError, StoreError):
+        return False
+    return True
+
+
+def _can_create_in(real: Path) -> bool:
+    """Whether a file can be made (and removed) beside ``real``: a temporary file of the
+    store's own kind, which rewrites clear away if it is ever left behind."""
+    probe = real.with_name(f".{real.name}{_TMP_INFIX}probe-{os.getpid()}")
+    try:
+        os.close(open_file(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except (OSError, StoreError):
+        return False
+    try:
+        os.unlink(probe)
+    except OSError:
+        return False  # made but not removable: a rewrite could not replace the store
+    return True
+
+
+def _why(path: str, dir_: bool = False) -> str:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "it does not exist"
+    except NotADirectoryError:
+        return "a part of its path is a file, not a directory"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if dir_ and not stat.S_ISDIR(st.st_mode):
+        return "it is not a directory"
     try:
         if os.statvfs(path).f_flag & os.ST_RDONLY:
             return "it is on a read-only filesystem"
@@ -220,9 +276,18 @@ def _unwritable(store: Path, culprit: Path, why: str) -> StoreError:
     what = "the store" if culprit == store else (
         "the store's directory" if culprit in (store.parent, Path(os.path.realpath(store)).parent)
         else "a file the store keeps beside it")
-    todo = ("free some space" if why == "the disk is full" else
-            "make it writable (chmod u+w; chattr -i if lsattr shows it immutable; or "
-            "remount read-write)")
+    if why == "the disk is full":
+        todo = "free some space"
+    elif why in ("it does not exist", "it is not a directory") or "a part of" in why:
+        todo = (f"create the directory (mkdir -p {culprit})" if why == "it does not exist"
+                else "give a path whose directories are directories")
+        return StoreError(
+            f"cannot write {what} {culprit} ({why}), so a run could not be recorded; it "
+            f"was not started. To run, {todo}, or point the store at another path."
+        )
+    else:
+        todo = ("make it writable (chmod u+w; chattr -i if lsattr shows it immutable; or "
+                "remount read-write)")
     return StoreError(
         f"cannot write {what} {culprit} ({why}), so a run could not be recorded; it was "
         f"not started. Reading the store (stet status, stet ls, stet.load) still works. "

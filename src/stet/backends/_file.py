@@ -11,7 +11,7 @@ from .._identity import RESERVED_PREFIX
 from .._index import Index
 from .._locking import StoreLock
 from .._log import LogFile, store_file
-from .._sidecar import sidecar
+from .._sidecar import os_error, sidecar
 from ..errors import StoreError
 from ._base import IndexedBackend, Record, record_matches
 
@@ -45,7 +45,10 @@ class FileBackend(IndexedBackend):
 
     def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
         with self._mutex:  # (IndexedBackend's, inlined: a skip costs no more)
-            self._poll(self._index)
+            try:
+                self._poll(self._index)
+            except OSError as exc:  # (free when nothing is raised)
+                raise os_error(self.path, "reading", exc) from exc
             if self._index.contains(func, fields, texts):
                 return True
         # Not done: the run is about to be made. Refuse now what could never be found.
