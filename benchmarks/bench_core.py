@@ -77,8 +77,9 @@ def _records(n: int, start: int = 0) -> list[dict[str, str]]:
 def prepare(path: Path, n: int) -> None:
     """Write a store of ``n`` completed runs (seeds 0..n-1) in stet's format."""
     # Imported here, not at the top: benchmarks/peers.py imports this module under
-    # stet 0.0.2, which has no stet._codecs.
-    from stet._codecs import CsvCodec, JsonCodec
+    # stet 0.0.2, which has no codecs.
+    from stet._csv_codec import CsvCodec
+    from stet._json_codec import JsonCodec
 
     recs = _records(n)
     fmt = path.suffix[1:]

@@ -103,9 +103,9 @@ def test_a_store_path_that_is_no_file_is_a_store_error_before_the_run(
     def f(x: int) -> None:
         ran.append(x)
 
-    with pytest.raises(StoreError, match="cannot read the store") as info:
+    with pytest.raises(StoreError, match=r"(cannot read the store|reading .* failed)") as info:
         f(1)
     assert str(store) in str(info.value)
     assert ran == []
-    with pytest.raises(StoreError, match="cannot read the store"):
+    with pytest.raises(StoreError, match=r"(cannot read the store|reading .* failed)"):
         get_backend(store).load()

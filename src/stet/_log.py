@@ -1,6 +1,6 @@
 """An append-only file of records, shared safely by threads and processes.
 
-One discipline for every file format (the format is a :class:`~stet._codecs.Codec`):
+One discipline for every file format (the format is a :class:`~stet._codec.Codec`):
 
 * every append happens under an exclusive lock, as one ``write`` of one whole record,
   after catching up with what other writers appended;
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._codecs import Codec, Damage, Parsed, Record
+from ._codec import Codec, Damage, Parsed, Record
 from ._index import Index
 from ._locking import StoreLock
 from ._pid import close_if_ours, pid

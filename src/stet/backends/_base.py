@@ -185,7 +185,7 @@ class FailureLog:
     """Failed runs of a store, in an append-only JSON Lines file with its own index."""
 
     def __init__(self, path: Path, lock_path: Path) -> None:
-        from .._codecs import JsonLinesCodec
+        from .._json_codec import JsonLinesCodec
         from .._locking import StoreLock
         from .._log import LogFile
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._codecs import CsvCodec
+from .._csv_codec import CsvCodec
 from ._file import FileBackend
 
 __all__ = ["CsvBackend"]

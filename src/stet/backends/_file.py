@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
-from .._codecs import Codec, refuse_surrogate_pairs
+from .._codec import Codec, refuse_surrogate_pairs
 from .._identity import RESERVED_PREFIX
 from .._index import Index
 from .._locking import StoreLock

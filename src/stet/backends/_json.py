@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import cast
 
-from .._codecs import JsonCodec
 from .._index import Index
+from .._json_codec import JsonCodec
 from ._base import Record
 from ._file import FileBackend
 

@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._codecs import JsonLinesCodec, refuse_surrogate_pairs
+from .._codec import refuse_surrogate_pairs
 from .._exit import at_exit, ensure_registered
 from .._identity import RESERVED_PREFIX, canonical
 from .._index import Index, bulk
+from .._json_codec import JsonLinesCodec
 from .._locking import StoreLock
 from .._log import LogFile, _snapshot, atomic_write, store_file
 from .._pid import pid
