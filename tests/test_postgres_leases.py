@@ -193,3 +193,36 @@ def test_a_store_made_before_leases_gains_them_and_keeps_its_runs(url: PgStore) 
     with _raw(url) as raw:
         assert raw.execute(f'SELECT count(*) FROM "{t}_workers"').fetchone()[0] >= 1
     assert sorted(r["x"] for r in pg_rows(url)) == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_a_clean_restart_longer_than_a_lease_waits_for_the_workers_of_before_it(
+    url: PgStore, holder: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    """A clean shutdown keeps the unlogged claims table, but the server's clock runs on
+    while it is down: every lease has expired when it comes back. Claims must still wait
+    for the workers that held leases before it went down (here one slow to reconnect)."""
+    executed: list[int] = []
+
+    @stet.once(store=url, name="long", verbose=False)
+    def long(i: int) -> int:
+        executed.append(i)
+        return i
+
+    time.sleep(0.5)  # (the holder's lease row is written and renewed)
+    os.kill(holder.pid, signal.SIGSTOP)
+    url.server.stop("fast")
+    time.sleep(9.0)  # longer than a lease (8 s), on the server's clock too
+    url.server.start()
+    answer: list[object] = []
+    t = threading.Thread(target=lambda: answer.append(long(1)))
+    t.start()
+    t.join(1.5)
+    assert t.is_alive() or executed == [], "a claim waits for the workers of before"
+    os.kill(holder.pid, signal.SIGCONT)
+    t.join(15.0)
+    assert not t.is_alive() and answer == [None] and executed == []
+    (tmp_path / "flag").write_text("")
+    out, err = holder.communicate(timeout=60)
+    assert out.strip() == "ran", err[-2000:]
+    assert [r["i"] for r in pg_rows(url)] == ["1"]

@@ -34,10 +34,11 @@ _PAUSE_MAX = 0.5  # and never more than this (seconds), however slow the round t
 #: worker's runs soon.
 LEASE = 8.0
 RENEW = 2.0  # seconds between renewals, while the worker holds claims
-#: After a crash of the server (which empties the unlogged claims table) the workers that
-#: held leases up to this long before it get ``LEASE`` seconds to come back and take
-#: their claims again before anyone claims anything: a server down this long (or less)
-#: never lets a live worker's run execute twice.
+#: After a crash of the server (which empties the unlogged claims table) or a restart
+#: (while which the leases expire), the workers that held leases up to this long before
+#: it get ``LEASE`` seconds to come back and take their claims again before anyone claims
+#: anything: a server down this long (or less) never lets a live worker's run execute
+#: twice.
 OUTAGE = 90.0
 _PROBE = 0.1  # seconds between checks that the session is still alive (claims held)
 _RECONNECT = 0.25  # seconds between reconnection attempts of the helper thread
@@ -80,10 +81,11 @@ class _PgClaims:
     renewal at the latest.
 
     ``T_claims`` is unlogged (no WAL: a claim costs no disk flush), so a server crash
-    empties it. Its row of key -1 marks when the table was last found empty: after a
-    crash, nobody claims until every worker that held a lease before it has renewed it
-    since (each does as it reconnects, taking its locks again in the same transaction),
-    or ``LEASE`` seconds have passed.
+    empties it. Its row of key -1 marks when the table was last found empty or the
+    server last started (a clean restart keeps the table, but leases expire while the
+    server is down): after either, nobody claims until every worker that held a lease
+    before it has renewed it since (each does as it reconnects, taking its locks again
+    in the same transaction), or ``LEASE`` seconds have passed.
 
     Threads and tasks of one process share the session; a run held by one call is
     "held by another call in this process" for every other call. A claim's key is the
@@ -142,8 +144,12 @@ class _PgClaims:
 
         self._sql_claim = claim(barrier)
         self._sql_retake = claim("false")
-        self._sql_mark = (f"INSERT INTO {c} (k, session, since) VALUES (-1, 0, {_NOW}) "
-                          f"ON CONFLICT (k) DO NOTHING")
+        # The marker's time is when the table was found empty (a crash) or, after a clean
+        # restart (which keeps the table), when the server started again: its clock ran
+        # on while it was down, so every lease may have expired when it comes back.
+        self._sql_mark = (f"INSERT INTO {c} AS c (k, session, since) VALUES (-1, 0, {_NOW}) "
+                          f"ON CONFLICT (k) DO UPDATE SET since = excluded.since WHERE "
+                          f"c.since < extract(epoch from pg_postmaster_start_time())")
         # Leases of workers gone for an hour are of no use to anyone.
         self._sql_forget_workers = f"DELETE FROM {w} WHERE expires < {_NOW} - 3600"
         self._sql_renew = (
