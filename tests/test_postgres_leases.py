@@ -226,3 +226,55 @@ def test_a_clean_restart_longer_than_a_lease_waits_for_the_workers_of_before_it(
     out, err = holder.communicate(timeout=60)
     assert out.strip() == "ran", err[-2000:]
     assert [r["i"] for r in pg_rows(url)] == ["1"]
+
+
+#: A worker holding run ``spin(1)`` in its main thread until interrupted.
+SPINNER = textwrap.dedent('''
+    import sys, time
+    import stet
+
+    stet.configure(verbose=False)
+
+    @stet.once(store=sys.argv[1], name="spin")
+    def spin(i):
+        print("holding", flush=True)
+        while True:
+            time.sleep(0.05)
+
+    spin(1)
+''')
+
+
+def test_ctrl_c_is_prompt_while_the_server_cannot_be_reached(
+    url: PgStore, tmp_path: Path
+) -> None:
+    """The helper thread reconnects without holding the backend's mutex: a server that
+    accepts connections but never answers (frozen, or a host the network lost) keeps the
+    helper waiting up to ``connect_timeout`` (30 s), never the worker's own thread, nor
+    its exit."""
+    script = tmp_path / "spinner.py"
+    script.write_text(SPINNER)
+    p = subprocess.Popen([sys.executable, str(script), url], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    postmaster = int((url.server.data / "postmaster.pid").read_text().split()[0])
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "holding"
+        with _raw(url) as raw:  # (connected before the server freezes)
+            pids = [r[0] for r in raw.execute(
+                f'SELECT session FROM "{url.table}_claims" WHERE k >= 0').fetchall()]
+            assert pids
+            os.kill(postmaster, signal.SIGSTOP)  # accepts connections, answers none
+            raw.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
+                        (pids,))
+        time.sleep(1.5)  # the helper is now connecting
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(postmaster, signal.SIGCONT)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "KeyboardInterrupt" in err, err[-2000:]
+    assert took < 5.0, f"Ctrl-C took {took:.1f} s"

@@ -570,17 +570,42 @@ class _PgClaims:
                     if now - tried < _RECONNECT:
                         continue
                     tried = now
-                    try:
-                        session = b._connect()  # takes the locks again (_reconnected)
-                    except (_Lost, StoreError):
-                        continue
-                    except Exception:  # never let the helper die: try again later
-                        b._drop_session()
+                    session = self._reconnect()  # takes the locks again (_reconnected)
+                    if session is None:
                         continue
                 try:
                     self._helper_trip(session, now)
                 except Exception:  # (as above; the main thread will see what it is)
                     b._drop_session()
+
+    def _reconnect(self) -> _Session | None:
+        """A new session for the helper (which holds the mutex), or ``None``.
+
+        The mutex is released while connecting, which can take ``connect_timeout`` when
+        the server cannot be reached: the worker's threads (and its exit, and Ctrl-C)
+        are never kept waiting on the helper.
+        """
+        b = self._b
+        b._mutex.release()
+        try:
+            fresh: _Session | None = b._open()
+        except Exception:  # (_Lost, StoreError or unforeseen: try again later)
+            fresh = None
+        finally:
+            b._mutex.acquire()
+        if fresh is None:
+            return None
+        if b._session is not None or self._thread is not threading.current_thread() or \
+                fresh.pid != os.getpid() or not self._owes_rows():
+            fresh.close()  # reconnected by another thread, closed, or forked meanwhile
+            return None
+        try:
+            return b._adopt(fresh)
+        except (_Lost, StoreError):
+            return None
+        except Exception:  # never let the helper die: try again later
+            b._drop_session()
+            return None
 
     def _helper_trip(self, session: _Session, now: float) -> None:
         b = self._b
