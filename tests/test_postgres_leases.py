@@ -278,3 +278,32 @@ def test_ctrl_c_is_prompt_while_the_server_cannot_be_reached(
             p.wait()
     assert "KeyboardInterrupt" in err, err[-2000:]
     assert took < 5.0, f"Ctrl-C took {took:.1f} s"
+
+
+def test_a_worker_that_exited_never_holds_back_claims_after_a_crash(
+    url: PgStore, tmp_path: Path
+) -> None:
+    """After a crash, claims wait for the workers that held leases before it: one that
+    had exited cleanly holds nothing, and says so as it exits."""
+    script = tmp_path / "one.py"
+    script.write_text(textwrap.dedent('''
+        import sys
+        import stet
+
+        stet.configure(verbose=False)
+        print(stet.once(store=sys.argv[1], name="f")(lambda i: i)(0))
+    '''))
+    out = subprocess.run([sys.executable, str(script), url], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == "0", out.stderr[-2000:]
+    url.server.restart("immediate")
+    calls: list[int] = []
+
+    @stet.once(store=url, name="f", verbose=False)
+    def f(i: int) -> int:
+        calls.append(i)
+        return i
+
+    t0 = time.monotonic()
+    assert f(1) == 1 and calls == [1]
+    assert time.monotonic() - t0 < 4.0, "a claim waited for a worker that had exited"

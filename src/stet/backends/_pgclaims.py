@@ -152,6 +152,7 @@ class _PgClaims:
                           f"c.since < extract(epoch from pg_postmaster_start_time())")
         # Leases of workers gone for an hour are of no use to anyone.
         self._sql_forget_workers = f"DELETE FROM {w} WHERE expires < {_NOW} - 3600"
+        self._sql_retire = f"DELETE FROM {w} WHERE owner = $1::text"
         self._sql_renew = (
             f"INSERT INTO {w} (owner, renewed, expires, host, pid) "
             f"VALUES ($1::text, {_NOW}, {_NOW} + {LEASE}, $2::text, $3::int4) "
@@ -502,15 +503,24 @@ class _PgClaims:
                 self._held[o].announced = True
 
     def _release_deferred(self) -> None:
-        """Send deferred releases now (at exit: the helper thread is gone)."""
+        """At exit (the helper thread is gone): send deferred releases, and end this
+        process's lease if it holds no claim, so that nobody waits for it after a crash
+        of the server. (Never waiting long for a helper stuck in a round trip.)"""
         b = self._b
-        with b._mutex:
+        if not b._mutex.acquire(timeout=2.0):
+            return
+        try:
             session = b._session
-            if not (self._pending or self._pending_rows) or session is None or \
-                    session.pid != os.getpid() or not session.alive():
+            if session is None or session.pid != os.getpid() or not session.alive():
                 return
-            with contextlib.suppress(_Lost, _QueryError):
-                b._run(session, [])
+            retire: list[list[Stmt]] = []
+            if not self._held and self._renewed_epoch and self._owner_pid == os.getpid():
+                retire = [[(None, self._sql_retire, (self.owner(),))]]
+            if retire or self._pending or self._pending_rows:
+                with contextlib.suppress(_Lost, _QueryError):
+                    b._run(session, retire)
+        finally:
+            b._mutex.release()
 
     def _owes_rows(self) -> bool:
         return bool(self._held or self._pending_rows or self._inflight_rows)
