@@ -307,3 +307,36 @@ def test_a_worker_that_exited_never_holds_back_claims_after_a_crash(
     t0 = time.monotonic()
     assert f(1) == 1 and calls == [1]
     assert time.monotonic() - t0 < 4.0, "a claim waited for a worker that had exited"
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_prompt_while_the_server_holds_a_renewal_unanswered(
+    url: PgStore, tmp_path: Path
+) -> None:
+    """The server process of the worker's session freezes (as a network that drops
+    every packet would look): the helper's renewal never gets an answer. The helper gives
+    up on that session after a few seconds, so Ctrl-C is not kept waiting for it."""
+    script = tmp_path / "spinner.py"
+    script.write_text(SPINNER)
+    p = subprocess.Popen([sys.executable, str(script), url], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    frozen: list[int] = []
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "holding"
+        with _raw(url) as raw:
+            frozen = [r[0] for r in raw.execute(
+                f'SELECT session FROM "{url.table}_claims" WHERE k >= 0').fetchall()]
+        os.kill(frozen[0], signal.SIGSTOP)
+        time.sleep(2.5)  # a renewal (every 2 s) is now waiting for its answer
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "KeyboardInterrupt" in err, err[-2000:]
+    assert took < 8.0, f"Ctrl-C took {took:.1f} s"

@@ -42,6 +42,10 @@ RENEW = 2.0  # seconds between renewals, while the worker holds claims
 OUTAGE = 90.0
 _PROBE = 0.1  # seconds between checks that the session is still alive (claims held)
 _RECONNECT = 0.25  # seconds between reconnection attempts of the helper thread
+#: A round trip of the helper (a renewal: one short statement) unanswered this long
+#: counts its session as lost (the helper holds the mutex meanwhile: nothing else of the
+#: worker's, not even its Ctrl-C, waits longer on a server or network that froze).
+_PATIENCE = 5.0
 _NOW = "extract(epoch from clock_timestamp())::float8"
 #: What ``_try_claim`` answers while the server waits for workers to come back after a
 #: crash (compared by identity): nobody holds the run, nobody may take it yet.
@@ -583,10 +587,13 @@ class _PgClaims:
                     session = self._reconnect()  # takes the locks again (_reconnected)
                     if session is None:
                         continue
+                session.deadline = time.monotonic() + _PATIENCE
                 try:
                     self._helper_trip(session, now)
-                except Exception:  # (as above; the main thread will see what it is)
+                except Exception:  # never let the helper die: the main thread will see it
                     b._drop_session()
+                finally:
+                    session.deadline = None
 
     def _reconnect(self) -> _Session | None:
         """A new session for the helper (which holds the mutex), or ``None``.
@@ -609,6 +616,7 @@ class _PgClaims:
                 fresh.pid != os.getpid() or not self._owes_rows():
             fresh.close()  # reconnected by another thread, closed, or forked meanwhile
             return None
+        fresh.deadline = time.monotonic() + _PATIENCE
         try:
             return b._adopt(fresh)
         except (_Lost, StoreError):
@@ -616,6 +624,8 @@ class _PgClaims:
         except Exception:  # never let the helper die: try again later
             b._drop_session()
             return None
+        finally:
+            fresh.deadline = None
 
     def _helper_trip(self, session: _Session, now: float) -> None:
         b = self._b
