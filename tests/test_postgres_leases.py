@@ -193,3 +193,150 @@ def test_a_store_made_before_leases_gains_them_and_keeps_its_runs(url: PgStore) 
     with _raw(url) as raw:
         assert raw.execute(f'SELECT count(*) FROM "{t}_workers"').fetchone()[0] >= 1
     assert sorted(r["x"] for r in pg_rows(url)) == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_a_clean_restart_longer_than_a_lease_waits_for_the_workers_of_before_it(
+    url: PgStore, holder: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    """A clean shutdown keeps the unlogged claims table, but the server's clock runs on
+    while it is down: every lease has expired when it comes back. Claims must still wait
+    for the workers that held leases before it went down (here one slow to reconnect)."""
+    executed: list[int] = []
+
+    @stet.once(store=url, name="long", verbose=False)
+    def long(i: int) -> int:
+        executed.append(i)
+        return i
+
+    time.sleep(0.5)  # (the holder's lease row is written and renewed)
+    os.kill(holder.pid, signal.SIGSTOP)
+    url.server.stop("fast")
+    time.sleep(9.0)  # longer than a lease (8 s), on the server's clock too
+    url.server.start()
+    answer: list[object] = []
+    t = threading.Thread(target=lambda: answer.append(long(1)))
+    t.start()
+    t.join(1.5)
+    assert t.is_alive() or executed == [], "a claim waits for the workers of before"
+    os.kill(holder.pid, signal.SIGCONT)
+    t.join(15.0)
+    assert not t.is_alive() and answer == [None] and executed == []
+    (tmp_path / "flag").write_text("")
+    out, err = holder.communicate(timeout=60)
+    assert out.strip() == "ran", err[-2000:]
+    assert [r["i"] for r in pg_rows(url)] == ["1"]
+
+
+#: A worker holding run ``spin(1)`` in its main thread until interrupted.
+SPINNER = textwrap.dedent('''
+    import sys, time
+    import stet
+
+    stet.configure(verbose=False)
+
+    @stet.once(store=sys.argv[1], name="spin")
+    def spin(i):
+        print("holding", flush=True)
+        while True:
+            time.sleep(0.05)
+
+    spin(1)
+''')
+
+
+def test_ctrl_c_is_prompt_while_the_server_cannot_be_reached(
+    url: PgStore, tmp_path: Path
+) -> None:
+    """The helper thread reconnects without holding the backend's mutex: a server that
+    accepts connections but never answers (frozen, or a host the network lost) keeps the
+    helper waiting up to ``connect_timeout`` (30 s), never the worker's own thread, nor
+    its exit."""
+    script = tmp_path / "spinner.py"
+    script.write_text(SPINNER)
+    p = subprocess.Popen([sys.executable, str(script), url], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    postmaster = int((url.server.data / "postmaster.pid").read_text().split()[0])
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "holding"
+        with _raw(url) as raw:  # (connected before the server freezes)
+            pids = [r[0] for r in raw.execute(
+                f'SELECT session FROM "{url.table}_claims" WHERE k >= 0').fetchall()]
+            assert pids
+            os.kill(postmaster, signal.SIGSTOP)  # accepts connections, answers none
+            raw.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
+                        (pids,))
+        time.sleep(1.5)  # the helper is now connecting
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(postmaster, signal.SIGCONT)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "KeyboardInterrupt" in err, err[-2000:]
+    assert took < 5.0, f"Ctrl-C took {took:.1f} s"
+
+
+def test_a_worker_that_exited_never_holds_back_claims_after_a_crash(
+    url: PgStore, tmp_path: Path
+) -> None:
+    """After a crash, claims wait for the workers that held leases before it: one that
+    had exited cleanly holds nothing, and says so as it exits."""
+    script = tmp_path / "one.py"
+    script.write_text(textwrap.dedent('''
+        import sys
+        import stet
+
+        stet.configure(verbose=False)
+        print(stet.once(store=sys.argv[1], name="f")(lambda i: i)(0))
+    '''))
+    out = subprocess.run([sys.executable, str(script), url], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == "0", out.stderr[-2000:]
+    url.server.restart("immediate")
+    calls: list[int] = []
+
+    @stet.once(store=url, name="f", verbose=False)
+    def f(i: int) -> int:
+        calls.append(i)
+        return i
+
+    t0 = time.monotonic()
+    assert f(1) == 1 and calls == [1]
+    assert time.monotonic() - t0 < 4.0, "a claim waited for a worker that had exited"
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_prompt_while_the_server_holds_a_renewal_unanswered(
+    url: PgStore, tmp_path: Path
+) -> None:
+    """The server process of the worker's session freezes (as a network that drops
+    every packet would look): the helper's renewal never gets an answer. The helper gives
+    up on that session after a few seconds, so Ctrl-C is not kept waiting for it."""
+    script = tmp_path / "spinner.py"
+    script.write_text(SPINNER)
+    p = subprocess.Popen([sys.executable, str(script), url], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    frozen: list[int] = []
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "holding"
+        with _raw(url) as raw:
+            frozen = [r[0] for r in raw.execute(
+                f'SELECT session FROM "{url.table}_claims" WHERE k >= 0').fetchall()]
+        os.kill(frozen[0], signal.SIGSTOP)
+        time.sleep(2.5)  # a renewal (every 2 s) is now waiting for its answer
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "KeyboardInterrupt" in err, err[-2000:]
+    assert took < 8.0, f"Ctrl-C took {took:.1f} s"

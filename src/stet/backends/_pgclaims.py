@@ -34,13 +34,18 @@ _PAUSE_MAX = 0.5  # and never more than this (seconds), however slow the round t
 #: worker's runs soon.
 LEASE = 8.0
 RENEW = 2.0  # seconds between renewals, while the worker holds claims
-#: After a crash of the server (which empties the unlogged claims table) the workers that
-#: held leases up to this long before it get ``LEASE`` seconds to come back and take
-#: their claims again before anyone claims anything: a server down this long (or less)
-#: never lets a live worker's run execute twice.
+#: After a crash of the server (which empties the unlogged claims table) or a restart
+#: (while which the leases expire), the workers that held leases up to this long before
+#: it get ``LEASE`` seconds to come back and take their claims again before anyone claims
+#: anything: a server down this long (or less) never lets a live worker's run execute
+#: twice.
 OUTAGE = 90.0
 _PROBE = 0.1  # seconds between checks that the session is still alive (claims held)
 _RECONNECT = 0.25  # seconds between reconnection attempts of the helper thread
+#: A round trip of the helper (a renewal: one short statement) unanswered this long
+#: counts its session as lost (the helper holds the mutex meanwhile: nothing else of the
+#: worker's, not even its Ctrl-C, waits longer on a server or network that froze).
+_PATIENCE = 5.0
 _NOW = "extract(epoch from clock_timestamp())::float8"
 #: What ``_try_claim`` answers while the server waits for workers to come back after a
 #: crash (compared by identity): nobody holds the run, nobody may take it yet.
@@ -80,10 +85,11 @@ class _PgClaims:
     renewal at the latest.
 
     ``T_claims`` is unlogged (no WAL: a claim costs no disk flush), so a server crash
-    empties it. Its row of key -1 marks when the table was last found empty: after a
-    crash, nobody claims until every worker that held a lease before it has renewed it
-    since (each does as it reconnects, taking its locks again in the same transaction),
-    or ``LEASE`` seconds have passed.
+    empties it. Its row of key -1 marks when the table was last found empty or the
+    server last started (a clean restart keeps the table, but leases expire while the
+    server is down): after either, nobody claims until every worker that held a lease
+    before it has renewed it since (each does as it reconnects, taking its locks again
+    in the same transaction), or ``LEASE`` seconds have passed.
 
     Threads and tasks of one process share the session; a run held by one call is
     "held by another call in this process" for every other call. A claim's key is the
@@ -142,10 +148,15 @@ class _PgClaims:
 
         self._sql_claim = claim(barrier)
         self._sql_retake = claim("false")
-        self._sql_mark = (f"INSERT INTO {c} (k, session, since) VALUES (-1, 0, {_NOW}) "
-                          f"ON CONFLICT (k) DO NOTHING")
+        # The marker's time is when the table was found empty (a crash) or, after a clean
+        # restart (which keeps the table), when the server started again: its clock ran
+        # on while it was down, so every lease may have expired when it comes back.
+        self._sql_mark = (f"INSERT INTO {c} AS c (k, session, since) VALUES (-1, 0, {_NOW}) "
+                          f"ON CONFLICT (k) DO UPDATE SET since = excluded.since WHERE "
+                          f"c.since < extract(epoch from pg_postmaster_start_time())")
         # Leases of workers gone for an hour are of no use to anyone.
         self._sql_forget_workers = f"DELETE FROM {w} WHERE expires < {_NOW} - 3600"
+        self._sql_retire = f"DELETE FROM {w} WHERE owner = $1::text"
         self._sql_renew = (
             f"INSERT INTO {w} (owner, renewed, expires, host, pid) "
             f"VALUES ($1::text, {_NOW}, {_NOW} + {LEASE}, $2::text, $3::int4) "
@@ -496,15 +507,24 @@ class _PgClaims:
                 self._held[o].announced = True
 
     def _release_deferred(self) -> None:
-        """Send deferred releases now (at exit: the helper thread is gone)."""
+        """At exit (the helper thread is gone): send deferred releases, and end this
+        process's lease if it holds no claim, so that nobody waits for it after a crash
+        of the server. (Never waiting long for a helper stuck in a round trip.)"""
         b = self._b
-        with b._mutex:
+        if not b._mutex.acquire(timeout=2.0):
+            return
+        try:
             session = b._session
-            if not (self._pending or self._pending_rows) or session is None or \
-                    session.pid != os.getpid() or not session.alive():
+            if session is None or session.pid != os.getpid() or not session.alive():
                 return
-            with contextlib.suppress(_Lost, _QueryError):
-                b._run(session, [])
+            retire: list[list[Stmt]] = []
+            if not self._held and self._renewed_epoch and self._owner_pid == os.getpid():
+                retire = [[(None, self._sql_retire, (self.owner(),))]]
+            if retire or self._pending or self._pending_rows:
+                with contextlib.suppress(_Lost, _QueryError):
+                    b._run(session, retire)
+        finally:
+            b._mutex.release()
 
     def _owes_rows(self) -> bool:
         return bool(self._held or self._pending_rows or self._inflight_rows)
@@ -564,17 +584,48 @@ class _PgClaims:
                     if now - tried < _RECONNECT:
                         continue
                     tried = now
-                    try:
-                        session = b._connect()  # takes the locks again (_reconnected)
-                    except (_Lost, StoreError):
+                    session = self._reconnect()  # takes the locks again (_reconnected)
+                    if session is None:
                         continue
-                    except Exception:  # never let the helper die: try again later
-                        b._drop_session()
-                        continue
+                session.deadline = time.monotonic() + _PATIENCE
                 try:
                     self._helper_trip(session, now)
-                except Exception:  # (as above; the main thread will see what it is)
+                except Exception:  # never let the helper die: the main thread will see it
                     b._drop_session()
+                finally:
+                    session.deadline = None
+
+    def _reconnect(self) -> _Session | None:
+        """A new session for the helper (which holds the mutex), or ``None``.
+
+        The mutex is released while connecting, which can take ``connect_timeout`` when
+        the server cannot be reached: the worker's threads (and its exit, and Ctrl-C)
+        are never kept waiting on the helper.
+        """
+        b = self._b
+        b._mutex.release()
+        try:
+            fresh: _Session | None = b._open()
+        except Exception:  # (_Lost, StoreError or unforeseen: try again later)
+            fresh = None
+        finally:
+            b._mutex.acquire()
+        if fresh is None:
+            return None
+        if b._session is not None or self._thread is not threading.current_thread() or \
+                fresh.pid != os.getpid() or not self._owes_rows():
+            fresh.close()  # reconnected by another thread, closed, or forked meanwhile
+            return None
+        fresh.deadline = time.monotonic() + _PATIENCE
+        try:
+            return b._adopt(fresh)
+        except (_Lost, StoreError):
+            return None
+        except Exception:  # never let the helper die: try again later
+            b._drop_session()
+            return None
+        finally:
+            fresh.deadline = None
 
     def _helper_trip(self, session: _Session, now: float) -> None:
         b = self._b

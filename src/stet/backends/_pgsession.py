@@ -132,6 +132,9 @@ class _Session:
         self.pid = os.getpid()
         self.broken = False  # interrupted mid-exchange: never reuse
         self.trips = 0  # round trips made
+        #: (monotonic) when a round trip still unanswered counts the connection as lost
+        #: (``None``: never); the claims' helper sets it around its own short trips.
+        self.deadline: float | None = None
         self.prepared: set[str] = set()
         enc = pg.parameter_status(b"server_encoding") or b""
         self.ascii_only = enc.upper() not in (b"UTF8", b"UTF-8")
@@ -168,6 +171,8 @@ class _Session:
         while pg.is_busy():
             if pg.status != self.pq.ConnStatus.OK:
                 raise _Lost(self._message(pg.error_message))
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise _Lost("the server did not answer in time")
             _wait(pg.socket, select.POLLIN, 1.0)
             try:
                 pg.consume_input()

@@ -221,10 +221,11 @@ class PostgresBackend(IndexedBackend):
             params.setdefault(k, v)
         return str(make_conninfo("", **params))
 
-    def _connect(self) -> _Session:
+    def _open(self) -> _Session:
+        """A new connection, not yet the session (no shared state: see _reconnect)."""
         try:
-            session = _Session(self._pq, self._conninfo(), self.connect_timeout,
-                               self._target.scrub)
+            return _Session(self._pq, self._conninfo(), self.connect_timeout,
+                            self._target.scrub)
         except _Lost as exc:
             # A first connection that fails is a mistake to report at once, unless the
             # server said it is restarting: then wait for it, as after a lost connection.
@@ -235,6 +236,8 @@ class PostgresBackend(IndexedBackend):
                     f"connections from here, and the password (in the URL, PGPASSWORD or "
                     f"~/.pgpass)") from None
             raise
+
+    def _adopt(self, session: _Session) -> _Session:  # set up, claims taken again
         self._epoch += 1
         self._session = session
         # A worker whose machine vanishes must lose its claims within minutes, not the
@@ -286,7 +289,7 @@ class PostgresBackend(IndexedBackend):
             self._drop_session()
             raise _Lost("the connection was closed")
         if session is None:
-            session = self._connect()
+            session = self._adopt(self._open())
         return session
 
     def _drop_session(self) -> None:
