@@ -93,12 +93,23 @@ def open_file(path: Path, flags: int, mode: int = 0o666) -> int:
     if not is_sidecar(path):
         return os.open(path, flags | os.O_CLOEXEC, mode)
     # O_NONBLOCK: a FIFO put in a sidecar's place must not hang the open (dropped below)
+    created = False
     try:
-        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+        base = flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+        if flags & os.O_CREAT and not flags & os.O_EXCL:
+            try:  # made here? then it takes the store's permissions (below)
+                fd = os.open(path, base | os.O_EXCL, mode)
+                created = True
+            except FileExistsError:
+                fd = os.open(path, base & ~os.O_CREAT, mode)
+        else:
+            fd = os.open(path, base, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP and os.path.islink(path):
             raise _refuse_link(path) from None
         raise
+    if created:
+        _like_store(fd, path)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -113,6 +124,25 @@ def open_file(path: Path, flags: int, mode: int = 0o666) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _like_store(fd: int, path: Path) -> None:
+    """Give a sidecar just created the permission bits and group of its store, so that a
+    group-shared store (0664, setgid directory) stays usable by the group: the creator's
+    umask would otherwise make its lock and claims files 0644, and the next member of the
+    group could not claim a run. Best effort: a store not yet made keeps the umask's."""
+    name = path.name
+    suffix = next((s for s in SIDECAR_SUFFIXES if name.endswith(s)), None)
+    if suffix is None:
+        return
+    try:
+        st = os.stat(path.with_name(name[: -len(suffix)]))
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        if st.st_gid != os.fstat(fd).st_gid:
+            os.fchown(fd, -1, st.st_gid)
+        os.fchmod(fd, (st.st_mode & 0o666) | 0o600)
 
 
 def refuse_links(store: Path, suffixes: tuple[str, ...] = SIDECAR_SUFFIXES) -> None:
