@@ -18,7 +18,7 @@ from ._index import Index, bulk
 from .errors import CorruptStoreError, StoreError
 
 __all__ = ["EMPTY_FIELD", "ESCAPED_FIELD", "TEAR_ALIGN", "Chunk", "Codec", "Damage", "Parsed",
-           "Record", "corrupt",
+           "Record", "corrupt", "is_utf8",
            "refuse_surrogate_pairs"]
 
 Record = dict[str, str]
@@ -203,3 +203,12 @@ def refuse_surrogate_pairs(path: Path, fmt: str, items: Iterator[tuple[str, str]
                     f"again. Nothing was recorded; pass the character itself (or use a "
                     f"SQLite store)."
                 )
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (it holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

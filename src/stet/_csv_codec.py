@@ -22,6 +22,7 @@ from ._codec import (
     Damage,
     Parsed,
     corrupt,
+    is_utf8,
 )
 from ._identity import RESERVED_PREFIX
 from ._index import bulk
@@ -312,12 +313,12 @@ def _escape(record: Mapping[str, str]) -> Mapping[str, str]:
     """``record`` with the values UTF-8 cannot hold as JSON strings, listed in
     ``_stet_escaped`` (the record itself when there are none)."""
     for k in record:
-        if not _utf8(k):
+        if not is_utf8(k):
             raise StoreError(
                 f"the field name {k!r} holds a lone surrogate, which a CSV store (UTF-8 "
                 f"text) cannot hold. Give it another name, or use a .json store."
             )
-    bad = [k for k, v in record.items() if not _utf8(v)]
+    bad = [k for k, v in record.items() if not is_utf8(v)]
     if not bad:
         return record
     out = dict(record)
@@ -325,14 +326,6 @@ def _escape(record: Mapping[str, str]) -> Mapping[str, str]:
         out[k] = json.dumps(out[k])
     out[ESCAPED_FIELD] = json.dumps(bad)
     return out
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _unescape(row: list[str], cell: str, header: Sequence[str]) -> list[str] | None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._codec import is_utf8
 from .._exit import at_exit, ensure_registered
 from .._fs import is_local_filesystem
 from .._identity import RESERVED_PREFIX
@@ -702,7 +703,7 @@ def _column_name(field: str, taken: set[str]) -> str:
 
     ``taken``: the lowercased names of the table's columns."""
     base = field
-    if "\x00" in base or not _encodable(base) or len(base) > _NAME_CHARS:
+    if "\x00" in base or not is_utf8(base) or len(base) > _NAME_CHARS:
         base = "".join("?" if c == "\x00" or "\ud800" <= c <= "\udfff" else c
                        for c in base[:_NAME_CHARS])
     column, n = base, 1
@@ -722,18 +723,10 @@ def _column_limit(conn: sqlite3.Connection | None) -> int:
         return 2000
 
 
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _to_sql(text: str) -> str | bytes:
     """``text`` as SQLite can hold it: text with a lone surrogate (which UTF-8 cannot
     encode) as a BLOB of its bytes in Python's ``surrogatepass`` encoding."""
-    return text if _encodable(text) else text.encode("utf-8", "surrogatepass")
+    return text if is_utf8(text) else text.encode("utf-8", "surrogatepass")
 
 
 def _from_sql(value: Any) -> str:
