@@ -1,35 +1,7 @@
-"""The current process id, cached (``os.getpid`` is a system call) and kept right by fork."""
+"""Kept for imports of old: the process id lives in :mod:`stet._fork`."""
 
 from __future__ import annotations
 
-import os
+from ._fork import close_if_ours, pid
 
 __all__ = ["close_if_ours", "pid"]
-
-_pid = os.getpid()
-
-
-def _after_fork() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_after_fork)
-
-
-def pid() -> int:
-    """This process's id."""
-    return _pid
-
-
-def close_if_ours(fd: int, owner: int) -> None:
-    """Close descriptor ``fd`` if this process (``owner``) opened it; for ``__del__``.
-
-    A forked child never closes its parent's descriptors, and errors (e.g. at interpreter
-    shutdown) are ignored.
-    """
-    try:
-        if fd >= 0 and owner == _pid:
-            os.close(fd)
-    except Exception:
-        pass
