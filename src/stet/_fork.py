@@ -48,13 +48,15 @@ def pid() -> int:
 
 def _ref(callback: Callable[[], object]) -> _Ref:
     if hasattr(callback, "__self__") and hasattr(callback, "__func__"):
-        return weakref.WeakMethod(callback)  # type: ignore[arg-type]
+        return weakref.WeakMethod(callback)
     return lambda: callback
 
 
 def on_fork_child(callback: Callable[[], object]) -> None:
     """Run ``callback`` in the child after every fork (a bound method is held weakly)."""
     with _lock:
+        if len(_child) > 64:  # dead objects' entries go, amortized
+            _child[:] = _live(_child)
         _child.append(_ref(callback))
 
 
