@@ -313,3 +313,36 @@ def test_the_submitit_launcher_records_failures_and_launches_only_the_rest(
     assert "stet: 3 jobs, 2 done, launching 1" in out
     assert ran(app) == Counter({job(0.1, s): 1 for s in (0, 1, 2)})
     assert runs_of(app / "runs.sqlite") == (3, 0)
+
+
+SWEEP_YAML = """
+defaults:
+  - config
+  - override hydra/sweeper: stet
+  - _self_
+
+hydra:
+  sweeper:
+    store: runs.sqlite
+    name: sgd_runs
+    max_batch_size: 2
+    params:
+      seed: 0,1,2,3
+"""
+
+
+def test_a_config_file_sets_the_sweeper_its_params_batches_and_name(app: Path) -> None:
+    (app / "conf").mkdir()
+    (app / "conf" / "sweep.yaml").write_text(SWEEP_YAML, encoding="utf-8")
+    multirun(app, "hydra.sweeper.store=runs.sqlite", "hydra.sweeper.name=sgd_runs", "lr=0.1",
+             "seed=1")
+    out = subprocess.run([sys.executable, str(app / "train.py"), "--multirun",
+                          "--config-path", str(app / "conf"), "--config-name", "sweep",
+                          "lr=0.1"], cwd=app, env=_env(app), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, timeout=60).stdout
+    assert "stet: 4 jobs, 1 done, launching 3" in out, out
+    # The basic sweeper's batches, of the jobs left: 2, then 1.
+    assert "Launching 2 jobs locally" in out and "Launching 1 jobs locally" in out, out
+    assert ran(app, "start") == Counter({job(0.1, s): 1 for s in range(4)})
+    st = stet.status(str(app / "runs.sqlite"))
+    assert set(st.functions) == {"sgd_runs"} and st.functions["sgd_runs"].completed == 4
