@@ -141,6 +141,25 @@ def test_a_job_is_its_task_overrides_with_plus_prefixes_and_hydra_ones_left_out(
         job_fields(["lr=0.1", "seed=1"], None, None) == {"lr": "0.1", "seed": "1"}
 
 
+def test_hydra_finds_the_sweeper_without_importing_stet() -> None:
+    """Hydra imports every plugin module whenever it starts: the sweeper's must be light,
+    and ``hydra_plugins`` must stay a namespace package (an ``__init__.py`` in it would
+    hide every other plugin installed)."""
+    assert not (SRC / "hydra_plugins" / "__init__.py").exists()
+    code = ("import sys\n"
+            "from hydra.core.plugins import Plugins\n"
+            "from hydra.plugins.sweeper import Sweeper\n"
+            "plugins = Plugins.instance().discover(Sweeper)\n"
+            "found = [f'{c.__module__}.{c.__name__}' for c in plugins]\n"
+            "print('stet' in sys.modules, *found)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STET_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    assert out[0] == "False", out
+    assert "hydra_plugins.stet_sweeper.stet_sweeper.StetSweeper" in out[1:], out
+
+
 # --------------------------------------------------------------------- the promises
 def test_a_rerun_of_a_done_sweep_launches_no_job(app: Path) -> None:
     out = multirun(app, *SWEEP)
@@ -262,7 +281,8 @@ def test_a_narrowed_key_makes_jobs_that_differ_elsewhere_one_run(app: Path) -> N
 def test_a_key_that_cannot_identify_a_job_is_refused_before_any_job_runs(app: Path) -> None:
     for key, said in [("[seed,nope]", "names 'nope', which this job's config does not have"),
                       ("[stamp]", "comes from ${now:%H-%M-%S-%f}"),
-                      ("[hydra.job.name]", "Hydra's own settings are not part of")]:
+                      ("[hydra.job.name]", "Hydra's own settings are not part of"),
+                      ("[]", "must be a list of config keys")]:
         out = multirun(app, "hydra.sweeper.store=runs.csv", f"hydra.sweeper.key={key}",
                        "seed=0,1", ok=False)
         assert said in out, out
@@ -270,6 +290,11 @@ def test_a_key_that_cannot_identify_a_job_is_refused_before_any_job_runs(app: Pa
     out = multirun(app, "hydra.sweeper.store=runs.txt", "seed=0,1", ok=False)
     assert "hydra.sweeper.store: store" in out and "'.txt'" in out, out
     assert not (app / "ran.log").exists()
+    # One key may be given alone.
+    out = multirun(app, "hydra.sweeper.store=runs.csv", "hydra.sweeper.key=seed", "lr=0.1,0.2",
+                   "seed=0")
+    assert "stet: 2 jobs (1 the same run as another under key [seed]), 0 done, launching 1" \
+        in out, out
 
 
 def test_plus_prefixed_and_reordered_overrides_are_the_same_job(app: Path) -> None:

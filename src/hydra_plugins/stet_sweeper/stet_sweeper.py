@@ -38,8 +38,9 @@ class StetSweeperConf:
     #: The store (any stet store: runs.sqlite, runs.csv, a PostgreSQL URL); a relative
     #: path is relative to the directory the multirun was started from.
     store: str = MISSING
-    #: Config keys (dotted paths) that identify a job; by default, its task overrides.
-    key: Optional[List[str]] = None  # noqa: UP006, UP045
+    #: Config keys (dotted paths) that identify a job (a list, or one key); by default,
+    #: its task overrides.
+    key: Any = None
     #: The function name runs are stored under (default: the task function's name).
     name: Optional[str] = None  # noqa: UP045
     #: Also drop the jobs whose runs failed before, instead of trying them again.
@@ -57,13 +58,13 @@ ConfigStore.instance().store(group="hydra/sweeper", name="stet", node=StetSweepe
 class StetSweeper(BasicSweeper):
     """Hydra's basic sweeper that launches only the jobs a stet store has not done."""
 
-    def __init__(self, store: str, key: Sequence[str] | None = None, name: str | None = None,
+    def __init__(self, store: str, key: Any = None, name: str | None = None,
                  skip_failed: bool = False, max_batch_size: int | None = None,
                  params: dict[str, str] | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.store = store
-        self.key: list[str] | None = None if key is None else (
-            [key] if isinstance(key, str) else [str(k) for k in key])
+        self.key_setting = key  # checked in setup: Hydra would wrap an error said here
+        self.key: list[str] | None = None
         self.name = name
         self.skip_failed = skip_failed
         self.plan: JobPlan | None = None
@@ -73,6 +74,7 @@ class StetSweeper(BasicSweeper):
         from stet._hydra import JobPlan, StetTask, resolve_store
         from stet.errors import StoreError
 
+        self.key = _key_list(self.key_setting)
         # Resolved here, in the directory the multirun started from: jobs may chdir.
         store = resolve_store(self.store)
         name = self.name or getattr(task_function, "__qualname__", None) or "task"
@@ -141,3 +143,17 @@ class StetSweeper(BasicSweeper):
 
 class StetSweeperError(CompactHydraException):
     """A ``hydra.sweeper.*`` setting stet cannot use (said before any job launches)."""
+
+
+def _key_list(key: Any) -> "list[str] | None":
+    """``hydra.sweeper.key`` as a list of dotted paths: ``[lr, seed]``, or ``lr`` alone."""
+    if key is None:
+        return None
+    if isinstance(key, str):
+        return [key]
+    if OmegaConf.is_list(key) or isinstance(key, list | tuple):
+        paths = list(key)  # (an empty list identifies nothing)
+        if paths and all(isinstance(p, str) and p for p in paths):
+            return paths
+    raise StetSweeperError(f"hydra.sweeper.key must be a list of config keys (dotted "
+                           f"paths, e.g. [optim.lr,seed]) or one key, not {key!r}")
