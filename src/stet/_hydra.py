@@ -161,7 +161,7 @@ class JobPlan:
 def summary(jobs: int, counts: dict[str, int], launching: int, key: Sequence[str] | None) -> str:
     """``stet: 6 jobs, 4 done, launching 2`` (with the jobs that repeat another's run and
     those skipped as failed before, when there are any)."""
-    text = f"stet: {jobs} jobs"
+    text = f"stet: {jobs} job{'' if jobs == 1 else 's'}"
     if counts["same"]:
         text += f" ({counts['same']} the same run as another under key [{', '.join(key or ())}])"
     text += f", {counts['done']} done"
