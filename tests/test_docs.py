@@ -321,7 +321,7 @@ def test_reference_documents_the_original_api() -> None:
                   "stet.backends._base.BaseBackend", "stet.backends._csv.CsvBackend",
                   "stet.backends._json.JsonBackend", "stet.backends._sqlite.SqliteBackend",
                   "stet.backends._parquet.ParquetBackend", "stet._grid.grid",
-                  "stet._sweep.sweep", "stet._results.load"):
+                  "stet._sweep.sweep", "stet._load.load"):
         assert re.search(rf"^::: {re.escape(ident)}$", text, re.MULTILINE), ident
 
 

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from ._log import read_from
+from ._logfile import read_from
 from ._pid import close_if_ours, pid
 from ._sidecar import open_file
 from .errors import StoreError

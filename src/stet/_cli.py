@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from ._identity import RESERVED_PREFIX
 from ._index import FUNC_FIELD
-from ._results import EMPTY_FIELD, Table, display, open_store, select, tabulate
+from ._load import EMPTY_FIELD, Table, display, open_store, select, tabulate
 from ._sidecar import is_sidecar, same_file, sidecars
 from .backends._base import Record
 from .errors import StoreError

@@ -2,7 +2,7 @@
 
 A codec knows how a file starts, how one record is written, how complete records are
 read back from a chunk of bytes, and what may follow the last complete record. The log
-(:mod:`stet._log`) does everything else, the same way for every format. The formats are
+(:mod:`stet._logfile`) does everything else, the same way for every format. The formats are
 :mod:`stet._csv_codec` and :mod:`stet._json_codec`.
 """
 

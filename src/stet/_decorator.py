@@ -22,7 +22,7 @@ from .backends._base import TIMESTAMP_FIELD, BaseBackend, Record, utc_now
 from .errors import StoreError
 
 if TYPE_CHECKING:
-    from ._capture import ResultCache
+    from ._saved import ResultCache
 
 __all__ = ["once"]
 
@@ -62,7 +62,7 @@ class _Run:
         self.save_result = save_result
         self.results: ResultCache | None = None
         if save_result:
-            from ._capture import ResultCache
+            from ._saved import ResultCache
 
             self.results = ResultCache(self.name)
         from .backends import backend_class
@@ -266,7 +266,7 @@ class _Ticket:
         try:
             rec = self._record()
             if run.results is not None:
-                from ._capture import RESULT_FIELD, encode_result
+                from ._saved import RESULT_FIELD, encode_result
 
                 text = encode_result(result, format_call(run.func.__name__, self.fields,
                                                          self.texts))

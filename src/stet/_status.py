@@ -17,7 +17,7 @@ from typing import Any
 
 from ._identity import RESERVED_PREFIX, canonical
 from ._index import FUNC_FIELD
-from ._results import _FLOAT, _INT
+from ._load import _FLOAT, _INT
 from .backends._base import TIMESTAMP_FIELD, BaseBackend
 
 __all__ = ["FunctionStatus", "StoreStatus", "SweepProgress", "render_grid", "store_status"]
@@ -146,7 +146,7 @@ def store_status(
     func: Any = None,
 ) -> StoreStatus:
     """Gather a store's state; see :func:`stet.status`."""
-    from ._results import display, open_store
+    from ._load import display, open_store
 
     run = getattr(func, "__stet_run__", None)
     backend = open_store(store)

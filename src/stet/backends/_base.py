@@ -187,7 +187,7 @@ class FailureLog:
     def __init__(self, path: Path, lock_path: Path) -> None:
         from .._json_codec import JsonLinesCodec
         from .._locking import StoreLock
-        from .._log import LogFile
+        from .._logfile import LogFile
 
         self.path = path
         self._index = Index()

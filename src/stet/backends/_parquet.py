@@ -13,7 +13,7 @@ from .._identity import RESERVED_PREFIX, canonical
 from .._index import Index, bulk
 from .._json_codec import JsonLinesCodec
 from .._locking import StoreLock
-from .._log import LogFile, _snapshot, atomic_write, store_file
+from .._logfile import LogFile, _snapshot, atomic_write, store_file
 from .._pid import pid
 from .._sidecar import os_error, sidecar
 from ..errors import CorruptStoreError, StoreError

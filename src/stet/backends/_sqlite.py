@@ -18,7 +18,7 @@ from .._exit import at_exit, ensure_registered
 from .._fs import is_local_filesystem
 from .._identity import RESERVED_PREFIX
 from .._index import FUNC_FIELD, Index, bulk
-from .._log import store_file
+from .._logfile import store_file
 from .._pid import pid
 from .._sidecar import open_file, os_error, refuse_links
 from .._sql import column_list, quote_ident

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._capture import RESULT_FIELD
+from ._saved import RESULT_FIELD
 from ._identity import RESERVED_PREFIX
 from ._index import FUNC_FIELD
 from ._sidecar import sidecar
