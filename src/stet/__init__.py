@@ -6,14 +6,14 @@ combination that already finished, and nothing else.
 
 from __future__ import annotations
 
-from ._saved import ResultNotSavedWarning
+from ._admin import reset, status
 from ._config import configure, settings
 from ._decorator import once
 from ._grid import Grid, grid
 from ._identity import UnstableValueError, canonical
 from ._load import load
+from ._saved import ResultNotSavedWarning
 from ._sweep import SweepInterrupted, SweepSummary, sweep
-from ._admin import reset, status
 from .errors import CorruptStoreError, StoreError
 
 __all__ = [

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._decorator import _DEFAULT_STORE
+from ._schema import DEFAULT_STORE
 from .backends import display_store, get_backend
 from .backends._base import BaseBackend, canonical_fields
 
@@ -26,7 +26,7 @@ def _open_existing(store_path: str | os.PathLike[str]) -> BaseBackend:
 
 
 def status(
-    store_path: str | Path | Any = _DEFAULT_STORE,
+    store_path: str | Path | Any = DEFAULT_STORE,
     settings: Iterable[Mapping[str, Any]] | None = None,
     *,
     func: Any = None,
@@ -66,7 +66,7 @@ def status(
 
 
 def reset(
-    store_path: str | Path = _DEFAULT_STORE, key_dict: dict[str, Any] | None = None
+    store_path: str | Path = DEFAULT_STORE, key_dict: dict[str, Any] | None = None
 ) -> None:
     """Remove entries from a store.
 

@@ -15,10 +15,23 @@ from ._claims import calls, claim_offset
 from ._config import settings
 from ._exit import at_exit, report
 from ._identity import Binder, format_call
-from ._index import FUNC_FIELD
+from ._schema import (
+    DEFAULT_STORE,
+    DURATION_FIELD,
+    ERROR_FIELD,
+    ERROR_TYPE_FIELD,
+    FUNC_FIELD,
+    HOST,
+    HOST_FIELD,
+    PID_FIELD,
+    RESULT_FIELD,
+    STARTED_FIELD,
+    TIMESTAMP_FIELD,
+    Record,
+)
 from ._sidecar import os_error, sidecar
 from .backends import shared_backend
-from .backends._base import TIMESTAMP_FIELD, BaseBackend, Record, utc_now
+from .backends._base import BaseBackend, utc_now
 from .errors import StoreError
 
 if TYPE_CHECKING:
@@ -28,8 +41,6 @@ __all__ = ["once"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_DEFAULT_STORE = "_stet_store.csv"
-_HOST = os.uname().nodename
 
 
 class _Run:
@@ -254,9 +265,9 @@ class _Ticket:
         rec: Record = dict(zip(self.fields, self.texts, strict=True))
         rec[FUNC_FIELD] = self.run.name
         rec[TIMESTAMP_FIELD] = utc_now()
-        rec["_stet_started"] = _iso(self.started)
-        rec["_stet_duration"] = f"{time.perf_counter() - self.t0:.6f}"
-        rec["_stet_host"] = _HOST
+        rec[STARTED_FIELD] = _iso(self.started)
+        rec[DURATION_FIELD] = f"{time.perf_counter() - self.t0:.6f}"
+        rec[HOST_FIELD] = HOST
         return rec
 
     def done(self, result: Any = None) -> None:
@@ -266,7 +277,7 @@ class _Ticket:
         try:
             rec = self._record()
             if run.results is not None:
-                from ._saved import RESULT_FIELD, encode_result
+                from ._saved import encode_result
 
                 text = encode_result(result, format_call(run.func.__name__, self.fields,
                                                          self.texts))
@@ -283,9 +294,9 @@ class _Ticket:
         try:
             if isinstance(exc, Exception):
                 rec = self._record()
-                rec["_stet_pid"] = str(os.getpid())
-                rec["_stet_error_type"] = type(exc).__qualname__
-                rec["_stet_error"] = _error_text(exc)
+                rec[PID_FIELD] = str(os.getpid())
+                rec[ERROR_TYPE_FIELD] = type(exc).__qualname__
+                rec[ERROR_FIELD] = _error_text(exc)
                 self.backend.append_failure(rec)
         finally:
             self._release()
@@ -402,7 +413,7 @@ def once(
 def once(
     func: Callable[..., Any] | None = None,
     *,
-    store: str | Path = _DEFAULT_STORE,
+    store: str | Path = DEFAULT_STORE,
     key: list[str] | None = None,
     name: str | None = None,
     verbose: bool | None = None,

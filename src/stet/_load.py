@@ -22,11 +22,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._saved import RESULT_FIELD
-from ._identity import RESERVED_PREFIX
-from ._index import FUNC_FIELD
+from ._schema import (
+    BOOKKEEPING_ORDER,
+    DEFAULT_STORE,
+    DURATION_FIELD,
+    EMPTY_FIELD,
+    FUNC_FIELD,
+    PID_FIELD,
+    RESERVED_PREFIX,
+    RESULT_FIELD,
+    STARTED_FIELD,
+    TIMESTAMP_FIELD,
+)
 from ._sidecar import sidecar
-from .backends._base import TIMESTAMP_FIELD, BaseBackend
+from .backends._base import BaseBackend
 from .errors import StoreError
 
 if TYPE_CHECKING:
@@ -34,14 +43,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Table", "load", "open_store", "tabulate"]
 
-#: CSV's record of which fields hold the empty string: an encoding detail, never shown.
-EMPTY_FIELD = "_stet_empty"
-#: Bookkeeping columns, in the order a table shows them (others follow, then the rest).
-BOOK_ORDER = (FUNC_FIELD, TIMESTAMP_FIELD, "_stet_started", "_stet_duration", "_stet_host",
-              "_stet_pid", "_stet_error_type", "_stet_error")
-_FLOAT_BOOK = {"_stet_duration"}
-_INT_BOOK = {"_stet_pid"}
-_TIME_BOOK = {TIMESTAMP_FIELD, "_stet_started"}
+# EMPTY_FIELD (CSV's record of which fields hold the empty string) is an encoding
+# detail, never shown. Bookkeeping columns come in BOOKKEEPING_ORDER (others follow).
+_FLOAT_BOOK = {DURATION_FIELD}
+_INT_BOOK = {PID_FIELD}
+_TIME_BOOK = {TIMESTAMP_FIELD, STARTED_FIELD}
 
 _INT = re.compile(r"-?(0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"-?([0-9]+\.[0-9]+(e[+-][0-9]+)?|[0-9]+e[+-][0-9]+|inf)|nan")
@@ -180,7 +186,8 @@ def tabulate(records: Sequence[Mapping[str, Any]]) -> Table:
             column = name if name not in table.columns else RESERVED_PREFIX + name
             table.columns[column] = [f.get(name) for f in flat]
             table.kinds[column] = "json"
-    ordered = [b for b in BOOK_ORDER if b in book] + [b for b in book if b not in BOOK_ORDER]
+    ordered = [b for b in BOOKKEEPING_ORDER if b in book]
+    ordered += [b for b in book if b not in BOOKKEEPING_ORDER]
     for k in ordered:
         texts = [r.get(k) for r in records]
         if k in _FLOAT_BOOK or k in _INT_BOOK:
@@ -212,7 +219,7 @@ def func_name(func: Any) -> str | None:
 
 
 def load(
-    store: str | os.PathLike[str] | Any = "_stet_store.csv",
+    store: str | os.PathLike[str] | Any = DEFAULT_STORE,
     *,
     func: str | Any = None,
     failures: bool = False,
