@@ -13,7 +13,8 @@ from ._grid import Grid, grid
 from ._identity import UnstableValueError, canonical
 from ._load import load
 from ._saved import ResultNotSavedWarning
-from ._sweep import SweepInterrupted, SweepSummary, sweep
+from ._summary import SweepInterrupted, SweepSummary
+from ._sweep import sweep
 from .errors import CorruptStoreError, StoreError
 
 __all__ = [

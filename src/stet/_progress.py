@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ._schema import format_duration
 
 if TYPE_CHECKING:
-    from ._sweep import SweepSummary
+    from ._summary import SweepSummary
 
 __all__ = ["Reporter", "make_reporter"]
 
