@@ -35,8 +35,8 @@ from ._sidecar import os_error
 from .backends import backend_class, shared_backend
 from .backends._base import BaseBackend, utc_now
 
-__all__ = ["Attempt", "Plan", "Run", "Setting", "Skip", "Ticket", "pending_settings", "plan",
-           "run_of"]
+__all__ = ["Attempt", "Plan", "Run", "Setting", "Skip", "Ticket", "pending_settings",
+           "plan_sweep", "run_of"]
 
 #: A setting of a sweep: the keyword arguments of one call.
 Setting = dict[str, Any]
@@ -298,15 +298,14 @@ def _error_text(exc: BaseException) -> str:
     return text if len(text) <= 2000 else text[:1997] + "..."
 
 
-
 def _iso(epoch: float) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat()
 
 
-
 def run_of(func: Any) -> Run:
+    """The :class:`Run` of a ``@stet.once`` function (for :func:`stet.sweep`)."""
     run = getattr(func, "__stet_run__", None)
     if run is None:
         raise TypeError(
@@ -327,7 +326,7 @@ class Plan:
         self.done = self.failed_before = self.duplicates = self.total = 0
 
 
-def plan(run: Run, settings: Iterable[Mapping[str, Any]]) -> Plan:
+def plan_sweep(run: Run, settings: Iterable[Mapping[str, Any]]) -> Plan:
     """Sort settings into done, failed before (skip_failed) and pending, in bulk."""
     if isinstance(settings, Mapping) or not isinstance(settings, Iterable):
         raise TypeError(
@@ -368,4 +367,4 @@ def plan(run: Run, settings: Iterable[Mapping[str, Any]]) -> Plan:
 
 def pending_settings(run: Run, settings: Iterable[Mapping[str, Any]]) -> list[Setting]:
     """The settings whose runs are not done (nor failed, with ``skip_failed``)."""
-    return plan(run, settings).pending
+    return plan_sweep(run, settings).pending

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ._identity import format_call
 from ._interrupt import ABANDON, STOP, SigintWatch, StopFlag, ignore_sigint_in_worker, kill_workers
 from ._progress import make_reporter
-from ._run import Run, Setting, Skip, run_of
-from ._run import plan as plan_settings
+from ._run import Run, Setting, Skip, plan_sweep, run_of
 from ._summary import Error, Failure, Kind, Outcome, SweepInterrupted, SweepSummary
 
 if TYPE_CHECKING:
@@ -465,7 +464,7 @@ def sweep(
     reporter = make_reporter(progress)
     t0 = time.perf_counter()
     summary = SweepSummary(run.name)
-    plan = plan_settings(run, settings)
+    plan = plan_sweep(run, settings)
     summary.total, summary.duplicates = plan.total, plan.duplicates
     summary.skipped_done, summary.skipped_failed = plan.done, plan.failed_before
     summary.not_run = len(plan.pending)
