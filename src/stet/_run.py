@@ -15,7 +15,6 @@ from typing import Any
 
 from ._claims import calls, claim_offset
 from ._config import config
-from ._finish import declare
 from ._identity import Binder, UnstableValueError, format_call
 from ._saved import ResultCache, encode_result
 from ._schema import (
@@ -34,6 +33,7 @@ from ._schema import (
 from ._sidecar import os_error
 from .backends import backend_class, shared_backend
 from .backends._base import BaseBackend, utc_now
+from .backends._finish import declare
 
 __all__ = ["Attempt", "Plan", "Run", "Setting", "Skip", "Ticket", "pending_settings",
            "plan_sweep", "run_of"]

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._exit import at_exit, report
-from ._sidecar import sidecar
-from .backends import shared_backend
-from .errors import StoreError
+from .._exit import at_exit, report
+from .._sidecar import sidecar
+from ..errors import StoreError
+from . import shared_backend
 
 __all__ = ["declare"]
 
@@ -76,7 +76,7 @@ def _finish_one(store: str, options: tuple[tuple[str, Any], ...]) -> None:
     # this one is shutting down and can no longer import what Parquet needs.
     import subprocess
 
-    package_root = str(Path(__file__).resolve().parent.parent)  # this very stet
+    package_root = str(Path(__file__).resolve().parents[2])  # this very stet
     subprocess.run([sys.executable, "-c", _FINISH_CODE, store, package_root],
                    check=False, timeout=600)
 
