@@ -54,7 +54,7 @@ def status(
     Raises:
         FileNotFoundError: If the store file does not exist.
     """
-    from ._status import store_status
+    from ._status import store_status  # when asked: `import stet` stays ~6 ms faster
 
     run = getattr(store_path, "__stet_run__", None)
     if run is not None:

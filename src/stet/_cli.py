@@ -40,6 +40,7 @@ from ._schema import (
     run_key,
 )
 from ._sidecar import is_sidecar, same_file, sidecars
+from .backends import get_backend
 from .errors import StoreError
 
 __all__ = ["main"]
@@ -292,8 +293,6 @@ def _clean(record: Record) -> Record:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
-    from .backends import get_backend
-
     clash = _clash(args.src, args.dst)
     if clash is not None:
         raise UsageError(f"DST {display(args.dst)} is {clash}: copying a store onto itself "

@@ -35,6 +35,7 @@ from ._schema import (
     TIMESTAMP_FIELD,
 )
 from ._sidecar import sidecar
+from .backends import display_store, get_backend
 from .backends._base import BaseBackend
 from .errors import StoreError
 
@@ -55,16 +56,11 @@ _FLOAT = re.compile(r"-?([0-9]+\.[0-9]+(e[+-][0-9]+)?|[0-9]+e[+-][0-9]+|inf)|nan
 
 def display(store: str | os.PathLike[str]) -> str:
     """The store as text for messages (a URL's password masked, where URLs are stores)."""
-    from . import backends
-
-    show = getattr(backends, "display_store", None)
-    return str(show(store)) if show is not None else os.fspath(store)
+    return display_store(store)
 
 
 def open_store(store: str | os.PathLike[str]) -> BaseBackend:
     """The backend of an existing store; ``FileNotFoundError`` if there is none."""
-    from .backends import get_backend
-
     backend = get_backend(store)
     path = getattr(backend, "path", None)
     if isinstance(path, Path) and path.is_dir():

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._identity import canonical
-from ._load import _FLOAT, _INT
+from ._load import _FLOAT, _INT, display, open_store
 from ._schema import (
     DURATION_FIELD,
     ERROR_FIELD,
@@ -141,8 +141,6 @@ def store_status(
     func: Any = None,
 ) -> StoreStatus:
     """Gather a store's state; see :func:`stet.status`."""
-    from ._load import display, open_store
-
     run = getattr(func, "__stet_run__", None)
     backend = open_store(store)
     st = StoreStatus(display(store), backend)
