@@ -11,15 +11,13 @@ from typing import Any
 
 from .._claims import ClaimFile, Claims
 from .._config import settings
-from .._identity import RESERVED_PREFIX, canonical
-from .._index import FUNC_FIELD, Index
+from .._identity import canonical
+from .._index import Index
 from .._pid import pid
+from .._schema import FUNC_FIELD, TIMESTAMP_FIELD, Record
 from .._sidecar import check_writable, os_error, reraise_as_store_error, sidecar
 
 __all__ = ["BaseBackend", "FailureLog", "IndexedBackend", "Record", "record_matches", "utc_now"]
-
-Record = dict[str, str]
-TIMESTAMP_FIELD = "_stet_timestamp"
 
 
 def utc_now() -> str:
@@ -136,18 +134,18 @@ class BaseBackend(ABC):
     # -- claims and failures: beside the store file unless a backend does better ----
     def claims(self) -> Claims:
         """The claims of this store (see :mod:`stet._claims`)."""
-        cached: tuple[int, Claims] | None = getattr(self, "_stet_claims", None)
+        cached: tuple[int, Claims] | None = getattr(self, "_claims_cached", None)
         if cached is None or cached[0] != pid():
             cached = (pid(), ClaimFile.for_path(sidecar(self.path, ".claims")))
-            self._stet_claims = cached
+            self._claims_cached = cached
         return cached[1]
 
     def _failure_log(self) -> FailureLog:
-        log: FailureLog | None = getattr(self, "_stet_failures", None)
+        log: FailureLog | None = getattr(self, "_failures_cached", None)
         if log is None:
             log = FailureLog(sidecar(self.path, ".failures.jsonl"),
                              sidecar(self.path, ".lock"))
-            self._stet_failures = log
+            self._failures_cached = log
         return log
 
     def append_failure(self, record: Record) -> None:
@@ -187,7 +185,7 @@ class FailureLog:
     def __init__(self, path: Path, lock_path: Path) -> None:
         from .._json_codec import JsonLinesCodec
         from .._locking import StoreLock
-        from .._log import LogFile
+        from .._logfile import LogFile
 
         self.path = path
         self._index = Index()
@@ -337,7 +335,3 @@ class IndexedBackend(BaseBackend):
             self._poll(self._index)
             return self._index.count
 
-
-def is_bookkeeping(field: str) -> bool:
-    """Whether ``field`` is one of stet's own (``_stet_``-prefixed) fields."""
-    return field.startswith(RESERVED_PREFIX)

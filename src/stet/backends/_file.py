@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from .._codec import Codec, refuse_surrogate_pairs
-from .._identity import RESERVED_PREFIX
 from .._index import Index
 from .._locking import StoreLock
-from .._log import LogFile, store_file
+from .._logfile import LogFile, store_file
+from .._schema import RESERVED_PREFIX
 from .._sidecar import os_error, sidecar
 from ..errors import StoreError
 from ._base import IndexedBackend, Record, record_matches

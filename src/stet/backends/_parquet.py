@@ -9,12 +9,13 @@ from typing import Any
 
 from .._codec import refuse_surrogate_pairs
 from .._exit import at_exit, ensure_registered
-from .._identity import RESERVED_PREFIX, canonical
+from .._identity import canonical
 from .._index import Index, bulk
 from .._json_codec import JsonLinesCodec
 from .._locking import StoreLock
-from .._log import LogFile, _snapshot, atomic_write, store_file
+from .._logfile import LogFile, _snapshot, atomic_write, store_file
 from .._pid import pid
+from .._schema import RESERVED_PREFIX
 from .._sidecar import os_error, sidecar
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record, record_matches

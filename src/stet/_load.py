@@ -22,11 +22,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._capture import RESULT_FIELD
-from ._identity import RESERVED_PREFIX
-from ._index import FUNC_FIELD
+from ._schema import (
+    BOOKKEEPING_ORDER,
+    DEFAULT_STORE,
+    DURATION_FIELD,
+    EMPTY_FIELD,
+    FUNC_FIELD,
+    PID_FIELD,
+    RESERVED_PREFIX,
+    RESULT_FIELD,
+    STARTED_FIELD,
+    TIMESTAMP_FIELD,
+)
 from ._sidecar import sidecar
-from .backends._base import TIMESTAMP_FIELD, BaseBackend
+from .backends import display_store, get_backend
+from .backends._base import BaseBackend
 from .errors import StoreError
 
 if TYPE_CHECKING:
@@ -34,14 +44,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Table", "load", "open_store", "tabulate"]
 
-#: CSV's record of which fields hold the empty string: an encoding detail, never shown.
-EMPTY_FIELD = "_stet_empty"
-#: Bookkeeping columns, in the order a table shows them (others follow, then the rest).
-BOOK_ORDER = (FUNC_FIELD, TIMESTAMP_FIELD, "_stet_started", "_stet_duration", "_stet_host",
-              "_stet_pid", "_stet_error_type", "_stet_error")
-_FLOAT_BOOK = {"_stet_duration"}
-_INT_BOOK = {"_stet_pid"}
-_TIME_BOOK = {TIMESTAMP_FIELD, "_stet_started"}
+# EMPTY_FIELD (CSV's record of which fields hold the empty string) is an encoding
+# detail, never shown. Bookkeeping columns come in BOOKKEEPING_ORDER (others follow).
+_FLOAT_BOOK = {DURATION_FIELD}
+_INT_BOOK = {PID_FIELD}
+_TIME_BOOK = {TIMESTAMP_FIELD, STARTED_FIELD}
 
 _INT = re.compile(r"-?(0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"-?([0-9]+\.[0-9]+(e[+-][0-9]+)?|[0-9]+e[+-][0-9]+|inf)|nan")
@@ -49,16 +56,11 @@ _FLOAT = re.compile(r"-?([0-9]+\.[0-9]+(e[+-][0-9]+)?|[0-9]+e[+-][0-9]+|inf)|nan
 
 def display(store: str | os.PathLike[str]) -> str:
     """The store as text for messages (a URL's password masked, where URLs are stores)."""
-    from . import backends
-
-    show = getattr(backends, "display_store", None)
-    return str(show(store)) if show is not None else os.fspath(store)
+    return display_store(store)
 
 
 def open_store(store: str | os.PathLike[str]) -> BaseBackend:
     """The backend of an existing store; ``FileNotFoundError`` if there is none."""
-    from .backends import get_backend
-
     backend = get_backend(store)
     path = getattr(backend, "path", None)
     if isinstance(path, Path) and path.is_dir():
@@ -180,7 +182,8 @@ def tabulate(records: Sequence[Mapping[str, Any]]) -> Table:
             column = name if name not in table.columns else RESERVED_PREFIX + name
             table.columns[column] = [f.get(name) for f in flat]
             table.kinds[column] = "json"
-    ordered = [b for b in BOOK_ORDER if b in book] + [b for b in book if b not in BOOK_ORDER]
+    ordered = [b for b in BOOKKEEPING_ORDER if b in book]
+    ordered += [b for b in book if b not in BOOKKEEPING_ORDER]
     for k in ordered:
         texts = [r.get(k) for r in records]
         if k in _FLOAT_BOOK or k in _INT_BOOK:
@@ -212,7 +215,7 @@ def func_name(func: Any) -> str | None:
 
 
 def load(
-    store: str | os.PathLike[str] | Any = "_stet_store.csv",
+    store: str | os.PathLike[str] | Any = DEFAULT_STORE,
     *,
     func: str | Any = None,
     failures: bool = False,
