@@ -1,9 +1,10 @@
 """Inter-process and inter-thread locks on a lock file beside a store.
 
-One :class:`StoreLock` per lock path per process (threads share it; a forked child gets a
-fresh one). Exclusion between processes uses ``flock`` on a lock file that is never
-unlinked, so every process locks the same inode; exclusion between threads uses a
-``threading.RLock`` held for as long as the file lock.
+One :class:`StoreLock` per lock path per process (threads share it; in a forked child it
+forgets the parent's descriptor and hold, see :mod:`stet._fork`). Exclusion between
+processes uses ``flock`` on a lock file that is never unlinked, so every process locks
+the same inode; exclusion between threads uses a ``threading.RLock`` held for as long
+as the file lock.
 
 Readers never create the lock file, and need not be able to write it: ``flock`` works on
 a read-only descriptor, and where there is no lock file and none can be made (a shared
@@ -23,7 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._pid import close_if_ours, pid
+from . import _fork
+from ._fork import close_if_ours, pid
 from ._sidecar import open_file
 from .errors import StoreError
 
@@ -32,8 +34,7 @@ __all__ = ["StoreLock"]
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 _registry: weakref.WeakValueDictionary[str, StoreLock] = weakref.WeakValueDictionary()
-_registry_lock = threading.Lock()
-_registry_pid = pid()
+_registry_lock = _fork.RLock()
 
 
 class StoreLock:
@@ -47,6 +48,7 @@ class StoreLock:
         self._depth = 0
         self._mode = 0
         self._locked = False  # a file lock is held (readers may go on without one)
+        _fork.on_fork_child(self._after_fork)
 
     def __del__(self) -> None:
         # The last user is gone (the registry holds locks weakly): release the descriptor.
@@ -55,12 +57,8 @@ class StoreLock:
     @classmethod
     def for_path(cls, path: Path) -> StoreLock:
         """The process-wide lock object for ``path``."""
-        global _registry_pid
         key = os.path.abspath(path)
         with _registry_lock:
-            if _registry_pid != pid():  # forked: the parent's locks are not ours
-                _registry.clear()
-                _registry_pid = pid()
             lock = _registry.get(key)
             if lock is None:
                 lock = _registry[key] = cls(Path(key))
@@ -98,20 +96,20 @@ class StoreLock:
         )
 
     def _after_fork(self) -> None:
-        """In a forked child: the inherited descriptor shares the parent's lock, so open
-        our own (the parent keeps its descriptor and its lock)."""
-        if self._pid != pid():
-            self._pid = pid()
-            self._fd = -1
-            self._depth = 0
-            self._mode = 0
-            self._locked = False
-            self._thread_lock = threading.RLock()
+        """In a forked child: the inherited descriptor shares the parent's lock (flock
+        locks belong to the open file), so drop it unclosed and open our own when needed;
+        the parent keeps its descriptor and its lock. A thread of the parent that held
+        the lock is not here: nothing is held."""
+        self._pid = pid()
+        self._fd = -1
+        self._depth = 0
+        self._mode = 0
+        self._locked = False
+        self._thread_lock = threading.RLock()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the lock exclusively (one thread of one process)."""
-        self._after_fork()
         with self._thread_lock:
             self._acquire(fcntl.LOCK_EX)
             try:
@@ -122,7 +120,6 @@ class StoreLock:
     @contextmanager
     def shared(self) -> Iterator[None]:
         """Hold the lock against writers (other readers may hold it too)."""
-        self._after_fork()
         with self._thread_lock:
             self._acquire(fcntl.LOCK_SH)
             try:
