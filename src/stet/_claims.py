@@ -21,11 +21,9 @@ guarantees exclusion.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
-import struct
 import threading
 import time
 import weakref
@@ -36,6 +34,7 @@ from typing import Any, Protocol
 from . import _fork
 from ._fork import close_if_ours, pid
 from ._logfile import read_from
+from ._platform import lock_byte, unlock_byte, who_locks
 from ._schema import HOST
 from ._sidecar import open_file
 from .errors import StoreError
@@ -222,7 +221,7 @@ class ClaimFile:
             if offset in self._held:  # (the decorator's CallClaims normally stops this)
                 return "by another call in this process"
             try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset, os.SEEK_SET)
+                lock_byte(fd, offset, wait=False)
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.EACCES):
                     return self._describe_holder(fd, offset)
@@ -240,7 +239,7 @@ class ClaimFile:
             self._held[offset] = me  # reserve against other threads while we wait
             fd = self._open()
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset, os.SEEK_SET)
+            lock_byte(fd, offset, wait=True)
         except BaseException as exc:
             with self._mutex:
                 self._held.pop(offset, None)
@@ -254,7 +253,7 @@ class ClaimFile:
         """Give up a claim made by this process."""
         with self._mutex:
             if self._held.pop(offset, None) is not None:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset, os.SEEK_SET)
+                unlock_byte(self._fd, offset)
             self._mutex.notify_all()
 
     def is_claimed(self, offset: int) -> bool:
@@ -323,13 +322,7 @@ class ClaimFile:
     @staticmethod
     def _holder_pid(fd: int, offset: int) -> int | None:
         """PID of another process holding a lock on ``offset`` (``0``: unknown)."""
-        try:
-            arg = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
-            res = fcntl.fcntl(fd, fcntl.F_GETLK, arg)
-            ltype, _, _, _, holder = struct.unpack("hhqqi4x", res)
-        except (OSError, struct.error):
-            return None
-        return None if ltype == fcntl.F_UNLCK else int(holder)
+        return who_locks(fd, offset)
 
     def _describe_holder(self, fd: int, offset: int) -> str:
         holder = self._holder_pid(fd, offset)

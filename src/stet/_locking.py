@@ -16,7 +16,6 @@ writes whose torn tail readers ignore, and rewrites replace the file atomically.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import threading
 import weakref
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from . import _fork
 from ._fork import close_if_ours, pid
+from ._platform import flock
 from ._sidecar import open_file
 from .errors import StoreError
 
@@ -46,7 +46,7 @@ class StoreLock:
         self._fd = -1
         self._pid = pid()
         self._depth = 0
-        self._mode = 0
+        self._exclusive = False
         self._locked = False  # a file lock is held (readers may go on without one)
         _fork.on_fork_child(self._after_fork)
 
@@ -103,7 +103,7 @@ class StoreLock:
         self._pid = pid()
         self._fd = -1
         self._depth = 0
-        self._mode = 0
+        self._exclusive = False
         self._locked = False
         self._thread_lock = threading.RLock()
 
@@ -111,7 +111,7 @@ class StoreLock:
     def exclusive(self) -> Iterator[None]:
         """Hold the lock exclusively (one thread of one process)."""
         with self._thread_lock:
-            self._acquire(fcntl.LOCK_EX)
+            self._acquire(exclusive=True)
             try:
                 yield
             finally:
@@ -121,22 +121,22 @@ class StoreLock:
     def shared(self) -> Iterator[None]:
         """Hold the lock against writers (other readers may hold it too)."""
         with self._thread_lock:
-            self._acquire(fcntl.LOCK_SH)
+            self._acquire(exclusive=False)
             try:
                 yield
             finally:
                 self._release()
 
-    def _acquire(self, mode: int) -> None:
+    def _acquire(self, exclusive: bool) -> None:
         if self._depth:
-            if mode == fcntl.LOCK_EX and self._mode != fcntl.LOCK_EX:
+            if exclusive and not self._exclusive:
                 raise RuntimeError("stet internal error: lock upgrade while held shared")
             self._depth += 1
             return
-        fd = self._open(create=mode == fcntl.LOCK_EX)
+        fd = self._open(create=exclusive)
         if fd >= 0:
             try:
-                fcntl.flock(fd, mode)
+                flock(fd, exclusive)
             except OSError as exc:
                 if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                     raise StoreError(
@@ -147,12 +147,12 @@ class StoreLock:
                     ) from None
                 raise
         self._locked = fd >= 0
-        self._depth, self._mode = 1, mode
+        self._depth, self._exclusive = 1, exclusive
 
     def _release(self) -> None:
         self._depth -= 1
         if self._depth == 0:
             if self._locked:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                flock(self._fd, None)
             self._locked = False
-            self._mode = 0
+            self._exclusive = False

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _fork
+from .._platform import require_file_locks
 from ._base import BaseBackend
 from ._csv import CsvBackend
 from ._json import JsonBackend
@@ -86,6 +87,7 @@ def backend_class(path: str | os.PathLike[str]) -> type[BaseBackend]:
             f"store {os.fspath(path)!r} has {shown}; stet chooses the store format by "
             f"extension and supports {supported}"
         )
+    require_file_locks(os.fspath(path))  # (Windows: a clear StoreError, before any run)
     return cls
 
 
