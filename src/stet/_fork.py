@@ -9,7 +9,7 @@ stet object that keeps such state registers here, once, what to do about it:
   with a fresh connection). Objects are held weakly: registering never keeps one alive.
 - :func:`around_fork` -- a callback pair run in the parent before and after a fork (take a
   mutex so that no fork happens mid-exchange, then release it in both processes).
-- :class:`RLock` -- a mutex that a child gets unheld when a thread of the parent (which
+- :func:`RLock` -- a mutex that a child gets unheld when a thread of the parent (which
   the child does not have) held it; what it guards is reset by its owner's callback.
 
 Callbacks run in registration order; one that raises is skipped (a half-reset object
@@ -28,12 +28,12 @@ spawn or exec imports stet afresh and has nothing to reset.
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import os
 import threading
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["RLock", "around_fork", "close_if_ours", "on_fork_child", "pid"]
 
@@ -45,6 +45,7 @@ _pid = os.getpid()
 _Ref = Callable[[], Callable[[], object] | None]
 _child: list[_Ref] = []
 _around: list[tuple[_Ref, _Ref]] = []
+_mutexes: list[weakref.ref[Any]] = []
 _lock = threading.Lock()
 _prune_at = 64  # prune dead entries when the lists grow past this (amortized O(1))
 _afters: list[_Ref] = []  # the after-callbacks of the befores run for this fork
@@ -82,11 +83,12 @@ def around_fork(before: Callable[[], object], after: Callable[[], object]) -> No
 def _maybe_prune() -> None:
     """Drop dead objects' entries (lock held), each time the lists doubled since the last
     time, so registering stays O(1) on average however many objects are alive."""
-    global _child, _around, _prune_at
-    if len(_child) + len(_around) > _prune_at:
+    global _child, _around, _mutexes, _prune_at
+    if len(_child) + len(_around) + len(_mutexes) > _prune_at:
         _child = [r for r in _child if r() is not None]
         _around = [p for p in _around if p[0]() is not None]
-        _prune_at = max(64, 2 * (len(_child) + len(_around)))
+        _mutexes = [m for m in _mutexes if m() is not None]
+        _prune_at = max(64, 2 * (len(_child) + len(_around) + len(_mutexes)))
 
 
 def _call(ref: _Ref) -> None:
@@ -115,6 +117,10 @@ def _after_in_child() -> None:
     _pid = os.getpid()
     # Another thread of the parent may have been registering: that thread is not here.
     _lock = threading.Lock()
+    for mref in list(_mutexes):
+        mutex = mref()
+        if mutex is not None and not mutex._is_owned():  # (the forking thread's is kept)
+            mutex._at_fork_reinit()
     for after in reversed(_afters):
         _call(after)
     for ref in list(_child):  # a callback that registers another appends past the copy
@@ -138,20 +144,18 @@ def close_if_ours(fd: int, owner: int) -> None:
         pass
 
 
-class RLock(_thread.RLock):  # type: ignore[misc]  # (final in typeshed only)
-    """A reentrant mutex that a forked child gets unheld.
+def RLock() -> threading.RLock:
+    """A :class:`threading.RLock` that a forked child gets unheld.
 
     A thread of the parent that held it mid-call does not exist in the child, so nothing
     would ever release it there. The forking thread's own hold is kept (it goes on, and
     releases it). Whatever the mutex guarded may be half-changed: its owner resets that
-    in its own :func:`on_fork_child` callback. As fast as :class:`threading.RLock` (the
-    C type, subclassed).
+    in its own :func:`on_fork_child` callback. The lock is the standard one, held weakly
+    here: taking it costs nothing more.
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-        on_fork_child(self._unheld)
-
-    def _unheld(self) -> None:
-        if not self._is_owned():  # type: ignore[attr-defined]
-            self._at_fork_reinit()  # type: ignore[attr-defined]
+    mutex = threading.RLock()
+    ref = weakref.ref(mutex)
+    with _lock:
+        _mutexes.append(ref)
+        _maybe_prune()
+    return mutex
