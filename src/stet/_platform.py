@@ -39,6 +39,8 @@ except ImportError:  # Windows
 HAS_FILE_LOCKS = _fcntl is not None
 
 #: ``struct flock`` per platform family: its ``struct`` format, and the field each item is.
+#: (FreeBSD's has ``l_sysid`` after these: ``fcntl.fcntl`` hands the kernel a 1024-byte
+#: buffer and returns as many bytes as it was given, so the prefix is what is read.)
 _LINUX = ("hhqqi4x", ("l_type", "l_whence", "l_start", "l_len", "l_pid"))
 _BSD = ("qqihh", ("l_start", "l_len", "l_pid", "l_type", "l_whence"))
 _LAYOUTS = {"linux": _LINUX, "darwin": _BSD, "freebsd": _BSD, "openbsd": _BSD,
@@ -70,7 +72,7 @@ def require_file_locks(store: object) -> None:
     if problem is not None:
         raise StoreError(
             f"cannot use the file store {store}: {problem}. File stores (CSV, JSON, "
-            f"Parquet, SQLite) need them; on {sys.platform}, use a PostgreSQL store "
+            f"Parquet, SQLite) need such locks; on {sys.platform}, use a PostgreSQL store "
             f"(store=\"postgresql://user@host/db?table=runs\"), or run on Linux or macOS."
         )
 
