@@ -374,3 +374,12 @@ def test_claim_files_are_one_per_file_across_a_fork(tmp_path: Path) -> None:
     assert claims.running()[0]["pid"] == os.getpid()
     claims.release(1 << 41)
     assert claims.running() == []
+
+
+def test_a_first_claim_that_waited_is_released_for_other_processes(tmp_path: Path) -> None:
+    """(Opening the claims file once dropped the reservation the waiting claim had just
+    made, so releasing it unlocked nothing.)"""
+    claims = ClaimFile.for_path(tmp_path / "s.claims")
+    claims.wait_claim(1 << 41, {"func": "f"})
+    claims.release(1 << 41)
+    assert _Child(lambda: claims.try_claim(1 << 41, {"func": "f"})).result() is None
