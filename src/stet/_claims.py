@@ -21,11 +21,9 @@ guarantees exclusion.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
-import struct
 import threading
 import time
 import weakref
@@ -33,8 +31,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import _fork
+from ._fork import close_if_ours, pid
 from ._logfile import read_from
-from ._pid import close_if_ours, pid
+from ._platform import lock_byte, unlock_byte, who_locks
 from ._schema import HOST
 from ._sidecar import open_file
 from .errors import StoreError
@@ -46,7 +46,7 @@ _SPAN = (1 << 62) - _BASE
 _COMPACT_AT = 1 << 20  # announcement bytes before stale lines are dropped
 
 _registry: weakref.WeakValueDictionary[str, ClaimFile] = weakref.WeakValueDictionary()
-_registry_lock = threading.Lock()
+_registry_lock = _fork.RLock()
 
 
 def claim_offset(func: str, fields: Sequence[str], texts: Sequence[str]) -> int:
@@ -70,18 +70,18 @@ class CallClaims:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._held: dict[tuple[int, int], tuple[object, int]] = {}
-        self._pid = pid()
+        _fork.on_fork_child(self._after_fork)
 
-    def _table(self) -> dict[tuple[int, int], tuple[object, int]]:
-        if self._pid != pid():  # forked: the parent's calls do not run here
-            self._held, self._pid = {}, pid()
-            self._cond = threading.Condition()
-        return self._held
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's calls do not run here (nor its threads, one
+        of which may have held the condition's lock)."""
+        self._held = {}
+        self._cond = threading.Condition()
 
     def try_take(self, key: tuple[int, int], owner: object) -> bool:
         """Take ``key`` for ``owner`` if no call of this process holds it."""
         with self._cond:
-            held = self._table()
+            held = self._held
             if key in held:
                 return False
             held[key] = (owner, threading.get_ident())
@@ -97,7 +97,7 @@ class CallClaims:
         me = threading.get_ident()
         with self._cond:
             while True:
-                held = self._table()
+                held = self._held
                 current = held.get(key)
                 if current is None:
                     held[key] = (owner, me)
@@ -114,7 +114,7 @@ class CallClaims:
     def release(self, key: tuple[int, int], owner: object) -> None:
         """Give up ``key`` if ``owner`` holds it."""
         with self._cond:
-            held = self._table()
+            held = self._held
             current = held.get(key)
             if current is not None and current[0] is owner:
                 del held[key]
@@ -152,6 +152,16 @@ class ClaimFile:
         self._held: dict[int, int] = {}  # offset -> thread ident holding it here
         self._appended = 0
         self._writable = False  # _fd was opened for writing (claims can be locked)
+        _fork.on_fork_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child: POSIX locks are not inherited, so none of the parent's
+        claims is ours; its descriptor is dropped unclosed (closing it would be harmless
+        to the parent's locks, but it is the parent's), and ours is opened when needed."""
+        self._fd, self._pid = -1, pid()
+        self._mutex = threading.Condition()
+        self._held = {}
+        self._writable = False
 
     def __del__(self) -> None:
         # Nobody uses these claims any more (the registry holds them weakly); closing the
@@ -167,9 +177,9 @@ class ClaimFile:
         real = os.path.realpath(path)
         try:
             d = os.stat(os.path.dirname(real) or ".")
-            key = f"{pid()}:{d.st_dev}:{d.st_ino}:{os.path.basename(real)}"
+            key = f"{d.st_dev}:{d.st_ino}:{os.path.basename(real)}"
         except OSError:
-            key = f"{pid()}:{real}"
+            key = real
         with _registry_lock:
             claims = _registry.get(key)
             if claims is None:
@@ -179,14 +189,12 @@ class ClaimFile:
     def _open(self, write: bool = True) -> int:
         """Our one descriptor of the file; opened read-only where it cannot be written
         if ``write`` is false (for ``running``, on a store in a read-only place)."""
-        if self._fd >= 0 and self._pid == pid() and (self._writable or not write):
+        if self._fd >= 0 and (self._writable or not write):
             return self._fd
-        if self._fd >= 0 and self._pid == pid():
+        if self._fd >= 0:
             # Read-only so far, so no claim is locked through it: closing it drops none.
             os.close(self._fd)
-        else:
-            self._held.clear()
-        self._fd, self._pid = -1, pid()
+        self._fd = -1
         try:
             try:
                 self._fd = open_file(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
@@ -213,7 +221,7 @@ class ClaimFile:
             if offset in self._held:  # (the decorator's CallClaims normally stops this)
                 return "by another call in this process"
             try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset, os.SEEK_SET)
+                lock_byte(fd, offset, wait=False)
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.EACCES):
                     return self._describe_holder(fd, offset)
@@ -231,7 +239,7 @@ class ClaimFile:
             self._held[offset] = me  # reserve against other threads while we wait
             fd = self._open()
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset, os.SEEK_SET)
+            lock_byte(fd, offset, wait=True)
         except BaseException as exc:
             with self._mutex:
                 self._held.pop(offset, None)
@@ -244,8 +252,8 @@ class ClaimFile:
     def release(self, offset: int) -> None:
         """Give up a claim made by this process."""
         with self._mutex:
-            if self._held.pop(offset, None) is not None and self._pid == pid():
-                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset, os.SEEK_SET)
+            if self._held.pop(offset, None) is not None:
+                unlock_byte(self._fd, offset)
             self._mutex.notify_all()
 
     def is_claimed(self, offset: int) -> bool:
@@ -314,13 +322,7 @@ class ClaimFile:
     @staticmethod
     def _holder_pid(fd: int, offset: int) -> int | None:
         """PID of another process holding a lock on ``offset`` (``0``: unknown)."""
-        try:
-            arg = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
-            res = fcntl.fcntl(fd, fcntl.F_GETLK, arg)
-            ltype, _, _, _, holder = struct.unpack("hhqqi4x", res)
-        except (OSError, struct.error):
-            return None
-        return None if ltype == fcntl.F_UNLCK else int(holder)
+        return who_locks(fd, offset)
 
     def _describe_holder(self, fd: int, offset: int) -> str:
         holder = self._holder_pid(fd, offset)

@@ -4,7 +4,8 @@ Parquet sidecars are folded into the Parquet file and SQLite's WAL into the data
 when a process exits normally, so the store file alone holds every run. ``atexit`` covers
 ordinary scripts; worker processes of ``multiprocessing`` and ``concurrent.futures`` end
 with ``os._exit`` after running multiprocessing's own finalizers, so the hooks are
-registered there too (once per process, from the first store such a process writes).
+registered there too (once per process, from the first store such a process writes: a
+forked child, whose multiprocessing finalizers start empty, registers them again).
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ import atexit
 import sys
 from collections.abc import Callable
 
-from ._pid import pid
+from . import _fork
 
 __all__ = ["at_exit", "report"]
 
 _hooks: list[Callable[[], None]] = []
-_registered_in = -1
+_registered = False
+
+
+def _after_fork() -> None:
+    global _registered
+    _registered = False
+
+
+_fork.on_fork_child(_after_fork)
 
 
 def at_exit(hook: Callable[[], None]) -> None:
@@ -30,10 +39,11 @@ def at_exit(hook: Callable[[], None]) -> None:
 
 def ensure_registered() -> None:
     """Register the hooks in this process (call from code a forked child runs)."""
-    global _registered_in
-    if _registered_in == pid():
+    global _registered
+    if _registered:
         return
-    _registered_in = pid()
+    _registered = True
+    atexit.unregister(_run)  # (a forked child inherits its parent's registration)
     atexit.register(_run)
     if "multiprocessing" in sys.modules:
         from multiprocessing import util

@@ -23,6 +23,8 @@ import uuid
 from types import FrameType
 from typing import Any
 
+from ._fork import pid
+
 __all__ = ["ABANDON", "RUNNING", "STOP", "SigintWatch", "StopFlag", "kill_workers"]
 
 RUNNING, STOP, ABANDON = 0, 1, 2
@@ -40,9 +42,9 @@ class StopFlag:
     """
 
     def __init__(self, files: bool = True) -> None:
-        base = os.path.join(tempfile.gettempdir(), f"stet-sweep-{os.getpid()}-{uuid.uuid4().hex}")
+        base = os.path.join(tempfile.gettempdir(), f"stet-sweep-{pid()}-{uuid.uuid4().hex}")
         self.base = base
-        self.owner = os.getpid()  # the sweep's process
+        self.owner = pid()  # the sweep's process (a worker compares its own)
         self.files = files  # copies may go to other processes: write the files
         self.remote = False  # a copy in another process: read the files
         self.state = RUNNING
@@ -129,7 +131,7 @@ def ignore_sigint_in_worker(owner: int) -> None:
     (``owner``, never affected) handles it: a run in progress finishes, or the worker is
     killed by the second one."""
     global _ignoring_sigint
-    if (_ignoring_sigint or os.getpid() == owner
+    if (_ignoring_sigint or pid() == owner
             or threading.current_thread() is not threading.main_thread()):
         return
     with contextlib.suppress(ValueError, OSError):

@@ -1,9 +1,10 @@
 """Inter-process and inter-thread locks on a lock file beside a store.
 
-One :class:`StoreLock` per lock path per process (threads share it; a forked child gets a
-fresh one). Exclusion between processes uses ``flock`` on a lock file that is never
-unlinked, so every process locks the same inode; exclusion between threads uses a
-``threading.RLock`` held for as long as the file lock.
+One :class:`StoreLock` per lock path per process (threads share it; in a forked child it
+forgets the parent's descriptor and hold, see :mod:`stet._fork`). Exclusion between
+processes uses ``flock`` on a lock file that is never unlinked, so every process locks
+the same inode; exclusion between threads uses a ``threading.RLock`` held for as long
+as the file lock.
 
 Readers never create the lock file, and need not be able to write it: ``flock`` works on
 a read-only descriptor, and where there is no lock file and none can be made (a shared
@@ -15,7 +16,6 @@ writes whose torn tail readers ignore, and rewrites replace the file atomically.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import threading
 import weakref
@@ -23,7 +23,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._pid import close_if_ours, pid
+from . import _fork
+from ._fork import close_if_ours, pid
+from ._platform import flock
 from ._sidecar import open_file
 from .errors import StoreError
 
@@ -32,8 +34,7 @@ __all__ = ["StoreLock"]
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 _registry: weakref.WeakValueDictionary[str, StoreLock] = weakref.WeakValueDictionary()
-_registry_lock = threading.Lock()
-_registry_pid = pid()
+_registry_lock = _fork.RLock()
 
 
 class StoreLock:
@@ -45,8 +46,9 @@ class StoreLock:
         self._fd = -1
         self._pid = pid()
         self._depth = 0
-        self._mode = 0
+        self._exclusive = False
         self._locked = False  # a file lock is held (readers may go on without one)
+        _fork.on_fork_child(self._after_fork)
 
     def __del__(self) -> None:
         # The last user is gone (the registry holds locks weakly): release the descriptor.
@@ -55,12 +57,8 @@ class StoreLock:
     @classmethod
     def for_path(cls, path: Path) -> StoreLock:
         """The process-wide lock object for ``path``."""
-        global _registry_pid
         key = os.path.abspath(path)
         with _registry_lock:
-            if _registry_pid != pid():  # forked: the parent's locks are not ours
-                _registry.clear()
-                _registry_pid = pid()
             lock = _registry.get(key)
             if lock is None:
                 lock = _registry[key] = cls(Path(key))
@@ -98,22 +96,22 @@ class StoreLock:
         )
 
     def _after_fork(self) -> None:
-        """In a forked child: the inherited descriptor shares the parent's lock, so open
-        our own (the parent keeps its descriptor and its lock)."""
-        if self._pid != pid():
-            self._pid = pid()
-            self._fd = -1
-            self._depth = 0
-            self._mode = 0
-            self._locked = False
-            self._thread_lock = threading.RLock()
+        """In a forked child: the inherited descriptor shares the parent's lock (flock
+        locks belong to the open file), so drop it unclosed and open our own when needed;
+        the parent keeps its descriptor and its lock. A thread of the parent that held
+        the lock is not here: nothing is held."""
+        self._pid = pid()
+        self._fd = -1
+        self._depth = 0
+        self._exclusive = False
+        self._locked = False
+        self._thread_lock = threading.RLock()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the lock exclusively (one thread of one process)."""
-        self._after_fork()
         with self._thread_lock:
-            self._acquire(fcntl.LOCK_EX)
+            self._acquire(exclusive=True)
             try:
                 yield
             finally:
@@ -122,24 +120,23 @@ class StoreLock:
     @contextmanager
     def shared(self) -> Iterator[None]:
         """Hold the lock against writers (other readers may hold it too)."""
-        self._after_fork()
         with self._thread_lock:
-            self._acquire(fcntl.LOCK_SH)
+            self._acquire(exclusive=False)
             try:
                 yield
             finally:
                 self._release()
 
-    def _acquire(self, mode: int) -> None:
+    def _acquire(self, exclusive: bool) -> None:
         if self._depth:
-            if mode == fcntl.LOCK_EX and self._mode != fcntl.LOCK_EX:
+            if exclusive and not self._exclusive:
                 raise RuntimeError("stet internal error: lock upgrade while held shared")
             self._depth += 1
             return
-        fd = self._open(create=mode == fcntl.LOCK_EX)
+        fd = self._open(create=exclusive)
         if fd >= 0:
             try:
-                fcntl.flock(fd, mode)
+                flock(fd, exclusive)
             except OSError as exc:
                 if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                     raise StoreError(
@@ -150,12 +147,12 @@ class StoreLock:
                     ) from None
                 raise
         self._locked = fd >= 0
-        self._depth, self._mode = 1, mode
+        self._depth, self._exclusive = 1, exclusive
 
     def _release(self) -> None:
         self._depth -= 1
         if self._depth == 0:
             if self._locked:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                flock(self._fd, None)
             self._locked = False
-            self._mode = 0
+            self._exclusive = False

@@ -26,10 +26,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import _fork
 from ._codec import Codec, Damage, Parsed, Record
+from ._fork import close_if_ours, pid
 from ._index import Index
 from ._locking import StoreLock
-from ._pid import close_if_ours, pid
 from ._sidecar import open_file
 from .errors import CorruptStoreError, StoreError
 
@@ -196,6 +197,13 @@ class LogFile:
         self._discarded = b""  # the torn tail the last whole-file parse left out
         #: A head (file generation) whose records are stale and must be ignored.
         self.ignored_head: Any = None
+        self._forked = False  # in a forked child, not read since: read the file afresh
+        _fork.on_fork_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the descriptor is the parent's (dropped unclosed), and a
+        thread of the parent may have left the index half-fed: reset at the next look."""
+        self._fd, self._pid, self._forked = -1, pid(), True
 
     def __del__(self) -> None:
         close_if_ours(self._fd, self._pid)
@@ -214,7 +222,7 @@ class LogFile:
             return self._snap is None and self._fd < 0
         except OSError as exc:
             raise self._unreadable(exc) from exc
-        return self._snap is not None and _snapshot(st) == self._snap and self._pid == pid()
+        return self._snap is not None and _snapshot(st) == self._snap and not self._forked
 
     def poll(self, index: Index) -> None:
         """Bring ``index`` up to date with the file; one ``stat`` when nothing changed."""
@@ -226,16 +234,16 @@ class LogFile:
             return
         except OSError as exc:
             raise self._unreadable(exc) from exc
-        if self._snap is not None and _snapshot(st) == self._snap and self._pid == pid():
+        if self._snap is not None and _snapshot(st) == self._snap and not self._forked:
             return
         with self.lock.shared():
             self._catch_up(index)
 
     def _reset(self, index: Index) -> None:
-        if self._fd >= 0 and self._pid == pid():
+        if self._fd >= 0:
             os.close(self._fd)
         self._fd = -1
-        self._pid = pid()
+        self._forked = False
         self._snap = None
         self._head = None
         self._pos = self._count = 0
@@ -244,8 +252,7 @@ class LogFile:
 
     def _catch_up(self, index: Index) -> bool:
         """Read what was appended since the last look (lock held). False: no file."""
-        if self._pid != pid():
-            self._fd = -1  # the parent's descriptor; leave it to the parent
+        if self._forked:
             self._reset(index)
         try:
             st = os.stat(self.path)
@@ -475,7 +482,7 @@ class LogFile:
 
     def close(self) -> None:
         """Close the file descriptor; the next use reopens and rereads the file."""
-        if self._fd >= 0 and self._pid == pid():
+        if self._fd >= 0:
             os.close(self._fd)
         self._fd = -1
         self._snap = None

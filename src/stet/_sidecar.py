@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import stat
 import time
@@ -119,7 +118,7 @@ def open_file(path: Path, flags: int, mode: int = 0o666) -> int:
             )
         if st.st_nlink > 1 and flags & (os.O_WRONLY | os.O_RDWR):
             raise _refuse_hard_link(path, st.st_nlink)
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        os.set_blocking(fd, True)  # (clears O_NONBLOCK)
     except BaseException:
         os.close(fd)
         raise

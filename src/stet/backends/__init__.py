@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import threading
 import weakref
 from pathlib import Path
 from typing import Any
 
+from .. import _fork
+from .._platform import require_file_locks
 from ._base import BaseBackend
 from ._csv import CsvBackend
 from ._json import JsonBackend
@@ -86,6 +87,7 @@ def backend_class(path: str | os.PathLike[str]) -> type[BaseBackend]:
             f"store {os.fspath(path)!r} has {shown}; stet chooses the store format by "
             f"extension and supports {supported}"
         )
+    require_file_locks(os.fspath(path))  # (Windows: a clear StoreError, before any run)
     return cls
 
 
@@ -106,10 +108,11 @@ def get_backend(path: str | os.PathLike[str], **options: Any) -> BaseBackend:
     return cls(Path(path), **options)
 
 
-# Weak: a backend lives as long as a decorated function (or other user) holds it.
-_SharedKey = tuple[str, int, tuple[tuple[str, Any], ...]]
+# Weak: a backend lives as long as a decorated function (or other user) holds it. A
+# forked child keeps them: each resets what was its parent's (see stet._fork).
+_SharedKey = tuple[str, tuple[tuple[str, Any], ...]]
 _shared: weakref.WeakValueDictionary[_SharedKey, BaseBackend] = weakref.WeakValueDictionary()
-_shared_lock = threading.Lock()
+_shared_lock = _fork.RLock()
 
 
 def shared_backend(
@@ -120,7 +123,7 @@ def shared_backend(
     cls = backend_class(path)
     url = _url_scheme(path) is not None
     where = os.fspath(path) if url else os.path.abspath(path)
-    key = (where, os.getpid(), tuple(sorted(options.items())))
+    key = (where, tuple(sorted(options.items())))
     with _shared_lock:
         backend = _shared.get(key)
         if backend is None and create:

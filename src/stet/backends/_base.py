@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,9 +10,9 @@ from typing import Any
 
 from .._claims import ClaimFile, Claims
 from .._config import settings
+from .._fork import RLock
 from .._identity import canonical
 from .._index import Index
-from .._pid import pid
 from .._schema import FUNC_FIELD, TIMESTAMP_FIELD, Record
 from .._sidecar import check_writable, os_error, reraise_as_store_error, sidecar
 
@@ -134,11 +133,10 @@ class BaseBackend(ABC):
     # -- claims and failures: beside the store file unless a backend does better ----
     def claims(self) -> Claims:
         """The claims of this store (see :mod:`stet._claims`)."""
-        cached: tuple[int, Claims] | None = getattr(self, "_claims_cached", None)
-        if cached is None or cached[0] != pid():
-            cached = (pid(), ClaimFile.for_path(sidecar(self.path, ".claims")))
-            self._claims_cached = cached
-        return cached[1]
+        cached: Claims | None = getattr(self, "_claims_cached", None)
+        if cached is None:  # (a forked child keeps it: it forgets the parent's claims)
+            cached = self._claims_cached = ClaimFile.for_path(sidecar(self.path, ".claims"))
+        return cached
 
     def _failure_log(self) -> FailureLog:
         log: FailureLog | None = getattr(self, "_failures_cached", None)
@@ -189,7 +187,7 @@ class FailureLog:
 
         self.path = path
         self._index = Index()
-        self._mutex = threading.RLock()
+        self._mutex = RLock()  # (stet._fork's: unheld in a forked child)
         self._log = LogFile(path, JsonLinesCodec(),
                             StoreLock.for_path(lock_path),
                             fsync=settings.fsync)
@@ -226,7 +224,7 @@ class IndexedBackend(BaseBackend):
         super().__init__(path)
         self.fsync = settings.fsync if fsync is None else fsync
         self._index = Index()
-        self._mutex = threading.RLock()
+        self._mutex = RLock()  # (stet._fork's: unheld in a forked child)
 
     # -- primitives --------------------------------------------------------------
     @abstractmethod

@@ -9,12 +9,12 @@ from typing import Any
 
 from .._codec import refuse_surrogate_pairs
 from .._exit import at_exit, ensure_registered
+from .._fork import on_fork_child
 from .._identity import canonical
 from .._index import Index, bulk
 from .._json_codec import JsonLinesCodec
 from .._locking import StoreLock
 from .._logfile import LogFile, _snapshot, atomic_write, store_file
-from .._pid import pid
 from .._schema import RESERVED_PREFIX
 from .._sidecar import os_error, sidecar
 from ..errors import CorruptStoreError, StoreError
@@ -57,8 +57,10 @@ def _pyarrow() -> Any:
 
 
 # Stores this process appended to and has not folded yet (paths, not backends, so that
-# backends and their descriptors can go when unused): folded when the process exits.
+# backends and their descriptors can go when unused): folded when the process exits (a
+# forked child folds those it appends to; the parent folds its own).
 _unfolded: set[Path] = set()
+on_fork_child(_unfolded.clear)
 
 
 def _fold_all_at_exit() -> None:
@@ -98,7 +100,12 @@ class ParquetBackend(IndexedBackend):
         self._base_snap: tuple[int, int, int, int] | None = None
         self._checked_snap: tuple[int, int, int, int] | None = None  # recognised as ours
         self._base_rows = 0
-        self._pid = pid()
+        self._forked = False  # in a forked child, not read since: read the file afresh
+        on_fork_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child: a thread of the parent may have left the index half-built."""
+        self._forked = True
 
     # ---------------------------------------------------------------- reading
     def _read_base(self) -> tuple[list[str], list[list[str | None]], str | None]:
@@ -197,7 +204,7 @@ class ParquetBackend(IndexedBackend):
             snap: tuple[int, int, int, int] | None = _snapshot(os.stat(self.path))
         except FileNotFoundError:
             snap = None
-        return snap == self._base_snap and self._pid == pid()
+        return snap == self._base_snap and not self._forked
 
     def _poll_base(self, index: Index) -> None:
         if self._base_unchanged():
@@ -220,7 +227,7 @@ class ParquetBackend(IndexedBackend):
                 index.add_rows(header, list(zip(*columns, strict=True)))
         self._base_rows = len(columns[0]) if columns else 0
         self._base_snap = snap
-        self._pid = pid()
+        self._forked = False
         if folded != self._log.ignored_head:
             self._log.ignored_head = folded
             self._log.close()

@@ -15,10 +15,10 @@ from typing import Any
 
 from .._codec import is_utf8
 from .._exit import at_exit, ensure_registered
+from .._fork import on_fork_child
 from .._fs import is_local_filesystem
 from .._index import Index, bulk
 from .._logfile import store_file
-from .._pid import pid
 from .._schema import FUNC_FIELD, RESERVED_PREFIX
 from .._sidecar import open_file, os_error, refuse_links
 from .._sql import column_list, quote_ident
@@ -48,18 +48,18 @@ class _RawFiles:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pid = -1
         self._users: dict[tuple[int, int], int] = {}  # (st_dev, st_ino) -> open backends
         self._fds: dict[tuple[int, int], dict[str, int]] = {}
-        self._pending: list[tuple[int, tuple[int, int]]] = []  # leaves from __del__
+        self._pending: list[tuple[int, int]] = []  # leaves from __del__
+        on_fork_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._users, self._fds, self._pending = {}, {}, []
 
     def _settle(self) -> None:
-        if self._pid != pid():
-            self._pid, self._users, self._fds, self._pending = pid(), {}, {}, []
         while self._pending:
-            owner, key = self._pending.pop()
-            if owner == self._pid:
-                self._leave(key)
+            self._leave(self._pending.pop())
 
     def enter(self, key: tuple[int, int]) -> None:
         with self._lock:
@@ -83,7 +83,7 @@ class _RawFiles:
 
     def leave_later(self, key: tuple[int, int]) -> None:
         """:meth:`leave` for ``__del__``, which must not take the lock."""
-        self._pending.append((pid(), key))
+        self._pending.append(key)
 
     def _leave(self, key: tuple[int, int]) -> None:
         users = self._users.get(key, 0) - 1
@@ -128,7 +128,6 @@ class SqliteBackend(IndexedBackend):
     def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
         super().__init__(store_file(path), fsync=fsync)  # (a symlink: its target's sidecars)
         self._conn: sqlite3.Connection | None = None
-        self._pid = -1
         self._last_rowid = 0
         self._data_version = -1
         self._generation: str | None = None
@@ -152,18 +151,23 @@ class SqliteBackend(IndexedBackend):
         self._counter: bytes | None = None
         self._journal_wal = False
         self._read_only = False  # the connection only reads (see _connect_read_only)
+        on_fork_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child: never use the parent's connection (SQLite forbids it) nor
+        its descriptors; a thread of the parent may have left the index half-fed."""
+        self._conn = None
+        self._raw_fd = -1
+        self._file_key = None
+        self._data_version = -1
+        self._reset(self._index)
 
     # ------------------------------------------------------------ connection
     def _connect(self, create: bool) -> sqlite3.Connection | None:
-        if self._conn is not None and self._pid == pid():
+        if self._conn is not None:
             if not (create and self._read_only):
                 return self._conn
             self.close()  # opened read-only, and now to be written: open it again
-        if self._pid != pid():
-            self._conn = None  # never reuse a connection across fork
-            self._raw_fd = -1
-            self._file_key = None
-            self._counter = None
         if not create and not self.path.exists():
             return None
         refuse_links(self.path, ("-wal", "-shm", "-journal"))  # SQLite would follow them
@@ -192,7 +196,7 @@ class SqliteBackend(IndexedBackend):
         else:
             key = (st.st_dev, st.st_ino)
             _raw_files.enter(key)
-        self._conn, self._pid, self._file_key = conn, pid(), key
+        self._conn, self._file_key = conn, key
         self._data_version = -1
         _open_backends.add(self)
         ensure_registered()
@@ -249,7 +253,7 @@ class SqliteBackend(IndexedBackend):
             self._journal_wal = False
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from None
-        self._conn, self._pid, self._file_key = conn, pid(), None
+        self._conn, self._file_key = conn, None
         self._read_only = True
         self._data_version = -1
         _open_backends.add(self)
@@ -365,9 +369,9 @@ class SqliteBackend(IndexedBackend):
         WAL mode: the WAL-index header at the start of ``<db>-shm`` (which exists while
         our connection is open). Both are documented parts of SQLite's file formats.
         """
-        if self._raw_fd < 0 or self._raw_wal != self._journal_wal or self._pid != pid():
+        if self._raw_fd < 0 or self._raw_wal != self._journal_wal:
             key = self._file_key
-            if key is None or self._pid != pid():
+            if key is None:
                 return None
             target = str(self.path) + "-shm" if self._journal_wal else str(self.path)
             try:
@@ -646,12 +650,12 @@ class SqliteBackend(IndexedBackend):
 
     def __del__(self) -> None:
         key = getattr(self, "_file_key", None)
-        if key is not None and self._pid == pid():
+        if key is not None:  # (None in a forked child: its parent's to leave)
             _raw_files.leave_later(key)
 
     def close(self) -> None:
         with self._mutex:
-            if self._conn is not None and self._pid == pid():
+            if self._conn is not None:
                 self._conn.close()
                 if self._file_key is not None:
                     _raw_files.leave(self._file_key)
