@@ -5,6 +5,7 @@
     stet reset STORE [--where FIELD=VALUE ...] [--func NAME] [--failed] [--yes]
     stet copy SRC DST
     stet export STORE OUT.{csv,json,parquet} [--where ...] [--failed] [--func NAME] [--force]
+    stet report STORE -o OUT.html [--force]
 
 Exit codes: 0 success, 1 an error with a store (missing, corrupt, unreadable), 2 a
 mistake in the command line, 130 interrupted.
@@ -505,7 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  stet ls runs.csv --failed\n"
                "  stet reset runs.csv --where alpha=0.1 --yes\n"
                "  stet copy runs.csv runs.sqlite\n"
-               "  stet export runs.sqlite results.parquet\n\n"
+               "  stet export runs.sqlite results.parquet\n"
+               "  stet report runs.csv -o sweep.html\n\n"
                "Exit status: 0 ok, 1 store error, 2 command-line mistake.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -577,6 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-f", "--force", action="store_true",
                    help="replace OUT if it exists (never a store, nor a file beside one)")
     s.set_defaults(handler=cmd_export)
+
+    from ._report import add_parser as add_report  # the page lives in its own modules
+
+    add_report(sub)
     return p
 
 
