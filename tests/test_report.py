@@ -56,6 +56,12 @@ _DRAWN = """JSON.stringify({
     field: g.dataset.field, value: g.dataset.value,
     state: [...g.classList].find(c => c.startsWith('state-')),
     title: g.querySelector('title').textContent})),
+  grid: document.getElementById('grid') && {
+    x: document.getElementById('grid').dataset.x, y: document.getElementById('grid').dataset.y,
+    cells: [...document.querySelectorAll('#grid g.cell')].map(g => ({
+      x: g.dataset.x, y: g.dataset.y,
+      state: [...g.classList].find(c => c.startsWith('state-')),
+      title: g.querySelector('title').textContent}))},
   failures: [...document.querySelectorAll('details.failure')].map(d => ({
     type: d.querySelector('.etype').textContent,
     message: d.querySelector('.message').textContent,
@@ -106,6 +112,12 @@ def test_the_page_draws_each_value_s_state_the_failures_and_each_result(
         want = ("state-failed", "seed = 3: 3 failed (of 3)") if seed == 3 else (
             "state-done", f"seed = {seed}: 3 done (of 3)")
         assert (c["state"], c["title"]) == want
+    grid = got["grid"]  # lr by seed: one cell per setting
+    assert (grid["x"], grid["y"]) == ("lr", "seed")
+    assert sorted((c["x"], c["y"], c["state"], c["title"]) for c in grid["cells"]) == sorted(
+        (str(lr), str(seed), "state-failed" if seed == 3 else "state-done",
+         f"lr = {lr}, seed = {seed}: 1 {'failed' if seed == 3 else 'done'} (of 1)")
+        for lr in LRS for seed in SEEDS)
 
     assert sorted((f["type"], f["message"]) for f in got["failures"]) == sorted(
         ("ValueError", f"diverged at lr={lr}") for lr in LRS)
@@ -159,6 +171,33 @@ def test_a_run_in_progress_is_drawn_as_running(tmp_path: Path) -> None:
         "state-running", "lr = 0.5: 1 running (of 1)")
     assert cells["seed", "0"]["title"] == "seed = 0: 3 done, 1 running (of 4)"
     assert cells["seed", "0"]["state"] == "state-running"
+
+
+def test_the_grid_draws_the_two_fields_asked_for(tmp_path: Path) -> None:
+    store = tmp_path / "runs.csv"
+
+    @stet.once(store=str(store), verbose=False)
+    def f(a: int, b: int, c: int) -> None:
+        if (a, b) == (1, 1):
+            raise RuntimeError("no")
+
+    stet.sweep(f, stet.grid(a=[0, 1], b=[0, 1], c=[0, 1, 2]), progress=False)
+    out = tmp_path / "sweep.html"
+    r = stet_cmd("report", store, "-o", out, "--grid", "c,b")
+    assert r.returncode == 0, r.stderr
+    with Page(out.as_uri()) as page:
+        grid = drawn(page)["grid"]
+    assert (grid["x"], grid["y"]) == ("c", "b")
+    cells = {(c["x"], c["y"]): (c["state"], c["title"]) for c in grid["cells"]}
+    assert len(cells) == 6  # each cell holds the two values of a
+    assert cells["0", "1"] == ("state-failed", "c = 0, b = 1: 1 done, 1 failed (of 2)")
+    assert cells["2", "0"] == ("state-done", "c = 2, b = 0: 2 done (of 2)")
+    for wrong, said in (("c,nope", "has the field 'nope'; key fields: a, b, c"),
+                        ("c", "--grid takes two key fields"),
+                        ("c,c", "two different fields")):
+        r = stet_cmd("report", store, "-o", tmp_path / "other.html", "--grid", wrong)
+        assert r.returncode == 2 and said in r.stderr, r.stderr
+        assert not (tmp_path / "other.html").exists()
 
 
 def test_a_recorded_traceback_is_shown_whole_and_text_is_never_markup(

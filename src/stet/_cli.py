@@ -5,7 +5,7 @@
     stet reset STORE [--where FIELD=VALUE ...] [--func NAME] [--failed] [--yes]
     stet copy SRC DST
     stet export STORE OUT.{csv,json,parquet} [--where ...] [--failed] [--func NAME] [--force]
-    stet report STORE -o OUT.html [--force]
+    stet report STORE -o OUT.html [--grid X,Y] [--force]
 
 Exit codes: 0 success, 1 an error with a store (missing, corrupt, unreadable), 2 a
 mistake in the command line, 130 interrupted.

@@ -34,6 +34,8 @@ STATES = ("done", "failed", "running", "pending")
 MAX_POINTS = 2000
 #: At most this many values of one key field in the progress heat map.
 MAX_VALUES = 120
+#: At most this many values along each side of the grid of two key fields.
+MAX_GRID = 60
 #: At most this many failures listed one by one (all are counted by error type).
 MAX_FAILURES = 200
 #: At most this many scatter plots (results times key fields).
@@ -53,6 +55,10 @@ _TRACEBACK = "_stet_traceback"
 _HOST = "_stet_host"
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class GridError(ValueError):
+    """The fields asked for the grid are not two key fields of the store's runs."""
 
 
 @dataclass
@@ -93,6 +99,10 @@ class ReportData:
     counts: dict[str, int] = field(default_factory=dict)  #: settings per state
     #: field -> value text -> state -> settings (values in the heat map's order)
     by_value: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    #: the two key fields drawn as a grid (the first two, unless chosen), and per pair
+    #: of their values, settings per state
+    grid: tuple[str, str] | None = None
+    grid_cells: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     durations: list[float] = field(default_factory=list)  #: seconds, of completed runs
     failures: list[Failure] = field(default_factory=list)  #: at most MAX_FAILURES
     failure_count: int = 0
@@ -138,7 +148,8 @@ def _sample(n: int, cap: int) -> list[int]:
 
 
 def collect(store: str | os.PathLike[str],
-            plan: Iterable[Mapping[str, Any]] | None = None) -> ReportData:
+            plan: Iterable[Mapping[str, Any]] | None = None, *,
+            grid: tuple[str, str] | None = None) -> ReportData:
     """What the report of ``store`` shows.
 
     Args:
@@ -146,9 +157,11 @@ def collect(store: str | os.PathLike[str],
         plan: The sweep's settings (key field -> canonical text, and ``_stet_func`` for
             the function if the store holds several), if known: those not done, failed
             or running are pending. Without a plan nothing is pending.
+        grid: Two key fields to draw as a grid (default: the first two).
 
     Raises:
         FileNotFoundError: There is no store at ``store``.
+        GridError: A field of ``grid`` is no key field of the store's runs.
     """
     from ._status import store_status
 
@@ -166,8 +179,9 @@ def collect(store: str | os.PathLike[str],
             settings[k] = Setting(func, values, state)
 
     # done first: a run done once is done, whatever failed or is claimed since
-    for r in st.records:
-        add(str(r.get(_FUNC) or ""), _values(r), "done")
+    done = [_values(r) for r in st.records]
+    for r, values in zip(st.records, done, strict=True):
+        add(str(r.get(_FUNC) or ""), values, "done")
     for c in st.running:
         claimed = c.get("fields")
         if isinstance(claimed, Mapping):
@@ -192,6 +206,22 @@ def collect(store: str | os.PathLike[str],
     data.functions = list(functions)
     data.by_value = {name: {v: by_value[name][v] for v in sorted(by_value[name], key=_sort_key)}
                      for name in data.fields}
+    if grid is not None:
+        for name in grid:
+            if name not in fields:
+                raise GridError(f"no run in {data.store} has the field {name!r}; key "
+                                 f"fields: {', '.join(data.fields) or '(none)'}")
+        if grid[0] == grid[1]:
+            raise GridError("--grid takes two different fields")
+    elif len(data.fields) >= 2:
+        grid = (data.fields[0], data.fields[1])
+    if grid is not None:
+        data.grid = grid
+        for s in settings.values():
+            if grid[0] in s.values and grid[1] in s.values:
+                pair = (s.values[grid[0]], s.values[grid[1]])
+                cell = data.grid_cells.setdefault(pair, dict.fromkeys(STATES, 0))
+                cell[s.state] += 1
 
     for r in st.records:
         try:
@@ -220,27 +250,25 @@ def collect(store: str | os.PathLike[str],
             when=None if f.get(_TIMESTAMP) is None else str(f.get(_TIMESTAMP)),
             host=None if f.get(_HOST) is None else str(f.get(_HOST))))
 
-    _collect_results(data, st.records)
+    _collect_results(data, st.records, done)
     return data
 
 
-def _collect_results(data: ReportData, records: list[dict[str, Any]]) -> None:
-    """Each numeric saved result against each key field, an even sample of the runs."""
-    runs: list[tuple[dict[str, str], dict[str, float]]] = []
-    for r in records:
-        text = r.get(_RESULT)
-        if text is None:
-            continue
+def _collect_results(data: ReportData, records: list[dict[str, Any]],
+                     keys: list[dict[str, str]]) -> None:
+    """Each numeric saved result against each key field, an even sample of the runs
+    that saved a result (only the sample's results are decoded)."""
+    saved = [i for i, r in enumerate(records) if r.get(_RESULT) is not None]
+    data.result_runs = len(saved)
+    picked: list[tuple[dict[str, str], dict[str, float]]] = []
+    for i in (saved[j] for j in _sample(len(saved), MAX_POINTS)):
         try:
-            value = json.loads(text)
-        except (ValueError, RecursionError):
+            value = json.loads(records[i][_RESULT])
+        except (ValueError, RecursionError, TypeError):
             continue
         numbers: dict[str, float] = {}
         _numbers("result", value, numbers)
-        if numbers:
-            runs.append((_values(r), numbers))
-    data.result_runs = len(runs)
-    picked = [runs[i] for i in _sample(len(runs), MAX_POINTS)]
+        picked.append((keys[i], numbers))
     data.sampled = len(picked)
     names: dict[str, None] = {}
     for _, numbers in picked:
@@ -274,6 +302,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("store", metavar="STORE")
     s.add_argument("-o", "--output", metavar="OUT.html", required=True,
                    help="the HTML file to write")
+    s.add_argument("--grid", metavar="X,Y",
+                   help="the two key fields to draw as a grid (default: the first two)")
     s.add_argument("-f", "--force", action="store_true",
                    help="replace OUT if it exists (never a store, nor a file beside one)")
     s.set_defaults(handler=cmd_report)
@@ -308,7 +338,7 @@ def _check_target(store: str, out: str, force: bool) -> None:
 
 
 def write_report(store: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                 force: bool = False) -> ReportData:
+                 force: bool = False, grid: tuple[str, str] | None = None) -> ReportData:
     """Write the report of ``store`` to the HTML file ``out``; returns what it shows.
 
     Raises:
@@ -320,7 +350,7 @@ def write_report(store: str | os.PathLike[str], out: str | os.PathLike[str], *,
 
     store, out = os.fspath(store), os.fspath(out)
     _check_target(store, out, force)
-    data = collect(store)
+    data = collect(store, grid=grid)
     page = render(data).encode("utf-8", errors="backslashreplace")
     def write(fh: IO[bytes]) -> None:
         fh.write(page)
@@ -330,7 +360,19 @@ def write_report(store: str | os.PathLike[str], out: str | os.PathLike[str], *,
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    data = write_report(args.store, args.output, force=args.force)
+    from ._cli import UsageError
+
+    grid = None
+    if args.grid is not None:
+        axes = [a.strip() for a in args.grid.split(",")]
+        if len(axes) != 2 or not all(axes):
+            raise UsageError(f"--grid takes two key fields, e.g. --grid lr,seed, "
+                             f"not {args.grid!r}")
+        grid = (axes[0], axes[1])
+    try:
+        data = write_report(args.store, args.output, force=args.force, grid=grid)
+    except GridError as exc:
+        raise UsageError(str(exc)) from None
     c = data.counts
     print(f"Wrote {args.output}: {c['done']} done, {c['failed']} failed, {c['running']} "
           f"running" + (f", {c['pending']} pending" if data.planned else "")

@@ -12,7 +12,15 @@ import math
 from html import escape
 from typing import Any
 
-from ._report import MAX_FAILURES, MAX_POINTS, MAX_VALUES, STATES, Failure, ReportData
+from ._report import (
+    MAX_FAILURES,
+    MAX_GRID,
+    MAX_POINTS,
+    MAX_VALUES,
+    STATES,
+    Failure,
+    ReportData,
+)
 
 __all__ = ["render"]
 
@@ -128,9 +136,74 @@ def _progress(data: ReportData) -> str:
     out.append(_legend(states))
     if not data.fields:
         out.append("<p>No run with key fields yet.</p>")
+    out.append(_grid(data))
     for i, f in enumerate(data.fields):
         out.append(_heat_row(f"hm-{i}", f, data.by_value[f]))
     out.append("</section>")
+    return "".join(out)
+
+
+def _cell(x: float, y0: float, size: float, cell: dict[str, int], attrs: str,
+          what: str) -> str:
+    """One cell: its settings' states stacked from the bottom (done, failed, running,
+    pending), classed by the first of failed, running, pending it holds (else done)."""
+    total = sum(cell.values())
+    said = ", ".join(f"{cell[s]} {s}" for s in STATES if cell[s])
+    out = [f'<g class="cell state-{_worst(cell)}" {attrs}><title>{_e(what)}: {said} '
+           f"(of {total})</title>"]
+    y = float(y0 + size)
+    for s in STATES:
+        if cell[s]:
+            h = size * cell[s] / total
+            y -= h
+            out.append(f'<rect x="{x}" y="{y:.2f}" width="{size}" height="{h:.2f}" '
+                       f'fill="{_COLORS[s]}"/>')
+    out.append(f'<rect class="frame" x="{x}" y="{y0}" width="{size}" height="{size}"/></g>')
+    return "".join(out)
+
+
+def _grid(data: ReportData) -> str:
+    if data.grid is None:
+        return ""
+    xf, yf = data.grid
+    seen_x = {v for v, _ in data.grid_cells}
+    all_xs = [v for v in data.by_value[xf] if v in seen_x]  # (in the heat map's order)
+    xs = all_xs[:MAX_GRID]
+    shown_x = set(xs)
+    seen_y = {w for v, w in data.grid_cells if v in shown_x}
+    all_ys = [w for w in data.by_value[yf] if w in seen_y]
+    ys = all_ys[:MAX_GRID]
+    size = 22 if max(len(xs), len(ys)) <= 30 else 12
+    left = 12 + 7 * min(12, max(len(v) for v in ys))
+    top = 16 + 7 * min(12, max(len(v) for v in xs))
+    width, height = left + len(xs) * size + 10, top + len(ys) * size + 10
+    out = [f'<h3 id="grid-title">{_e(yf)} (rows) by {_e(xf)} (columns)</h3>',
+           f'<svg id="grid" data-x="{_e(xf)}" data-y="{_e(yf)}" width="{width}" '
+           f'height="{height}" role="img" aria-labelledby="grid-t"><title id="grid-t">'
+           f"Settings by {_e(xf)} and {_e(yf)}: {len(xs)} by {len(ys)} values</title>",
+           f'<text x="{left}" y="11" font-weight="600">{_e(xf)} →</text>']
+    for i, v in enumerate(xs):
+        lx, ly = left + i * size + size / 2, top - 4
+        label = v if len(v) <= 12 else v[:11] + "…"
+        out.append(f'<text x="{lx}" y="{ly}" transform="rotate(-60 {lx} {ly})">{_e(label)}'
+                   f"</text>")
+    for j, w in enumerate(ys):
+        label = w if len(w) <= 12 else w[:11] + "…"
+        out.append(f'<text x="{left - 4}" y="{top + j * size + size / 2 + 4}" '
+                   f'text-anchor="end">{_e(label)}</text>')
+        for i, v in enumerate(xs):
+            cell = data.grid_cells.get((v, w))
+            if cell is not None:
+                out.append(_cell(left + i * size, top + j * size, size, cell,
+                                 f'data-x="{_e(v)}" data-y="{_e(w)}"',
+                                 f"{xf} = {v}, {yf} = {w}"))
+    out.append("</svg>")
+    if len(all_xs) > len(xs) or len(all_ys) > len(ys):
+        out.append(f'<p class="note">Showing the first {len(xs)} of {len(all_xs):,} values '
+                   f"of {_e(xf)} and {len(ys)} of {len(all_ys):,} of {_e(yf)}.</p>")
+    out.append('<p class="note">A cell with no run of that pair of values is left empty; '
+               "choose the two fields with <code>stet report STORE -o OUT --grid X,Y"
+               "</code>.</p>")
     return "".join(out)
 
 
@@ -148,24 +221,12 @@ def _heat_row(ident: str, name: str, values: dict[str, dict[str, int]]) -> str:
     for i, (value, cell) in enumerate(shown):
         x = (i % per_line) * (size + gap) + 2
         y0 = (i // per_line) * (size + label_h)
-        total = sum(cell.values())
-        worst = _worst(cell)
-        said = ", ".join(f"{cell[s]} {s}" for s in STATES if cell[s])
-        out.append(f'<g class="cell state-{worst}" data-field="{_e(name)}" '
-                   f'data-value="{_e(value)}"><title>{_e(name)} = {_e(value)}: {said} '
-                   f"(of {total})</title>")
-        y = float(y0 + size)
-        for s in STATES:  # stacked from the bottom: done, failed, running, pending
-            if cell[s]:
-                h = size * cell[s] / total
-                y -= h
-                out.append(f'<rect x="{x}" y="{y:.2f}" width="{size}" height="{h:.2f}" '
-                           f'fill="{_COLORS[s]}"/>')
-        out.append(f'<rect class="frame" x="{x}" y="{y0}" width="{size}" height="{size}"/>')
+        out.append(_cell(x, y0, size, cell, f'data-field="{_e(name)}" data-value="{_e(value)}"',
+                         f"{name} = {value}"))
         label = value if len(value) <= 7 else value[:6] + "…"
         lx, ly = x + size / 2, y0 + size + 4
         out.append(f'<text x="{lx}" y="{ly}" transform="rotate(50 {lx} {ly})">{_e(label)}'
-                   f"</text></g>")
+                   f"</text>")
     out.append("</svg>")
     if len(values) > len(shown):
         out.append(f'<p class="note">Showing the first {len(shown)} of '
@@ -281,12 +342,12 @@ def _results(data: ReportData) -> str:
                    "what the function returns).</p></section>")
         return "".join(out)
     if data.sampled < data.result_runs:
-        out.append(f'<p class="note" id="sample-note">Each plot shows {data.sampled:,} of the '
-                   f"{data.result_runs:,} runs with a result (an even sample, at most "
+        out.append(f'<p class="note" id="sample-note">The plots show {data.sampled:,} of the '
+                   f"{data.result_runs:,} runs that saved a result (an even sample, at most "
                    f"{MAX_POINTS:,} points per plot).</p>")
     else:
-        out.append(f'<p class="note" id="sample-note">Each plot shows all '
-                   f"{data.result_runs:,} runs with a result.</p>")
+        out.append(f'<p class="note" id="sample-note">The plots show all '
+                   f"{data.result_runs:,} runs that saved a result.</p>")
     for i, (name, plots) in enumerate(data.results.items()):
         out.append(f"<h3>{_e(name)}</h3><div class=\"plots\">")
         out.extend(_scatter(f"sc-{i}-{j}", name, f, xs, ys)
