@@ -89,6 +89,18 @@ def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return out
 
 
+def _axes(box: tuple[int, int, int, int, int, int, int], xlabel: str, ylabel: str) -> str:
+    """A chart's axes and their labels, and the end of its SVG; ``box`` is its width,
+    height, left, right and top margins, and the plot's width and height."""
+    W, H, ml, mr, mt, pw, ph = box
+    return (f'<line class="axis" x1="{ml}" x2="{W - mr}" y1="{mt + ph}" y2="{mt + ph}"/>'
+            f'<line class="axis" x1="{ml}" x2="{ml}" y1="{mt}" y2="{mt + ph}"/>'
+            f'<text class="xlabel" x="{ml + pw / 2}" y="{H - 8}" text-anchor="middle">'
+            f"{_e(xlabel)}</text>"
+            f'<text class="ylabel" transform="rotate(-90)" x="{-(mt + ph / 2)}" y="12" '
+            f'text-anchor="middle">{_e(ylabel)}</text></svg>')
+
+
 def _legend(states: tuple[str, ...]) -> str:
     items = "".join(f'<span><i class="swatch" style="background:{_COLORS[s]}"></i>{s}</span>'
                     for s in states)
@@ -294,11 +306,7 @@ def _histogram(d: list[float]) -> str:
         px = ml + pw * (t - a) / (b - a)
         shown = _seconds(10 ** t) if log else _seconds(t)
         out.append(f'<text x="{px:.1f}" y="{mt + ph + 15}" text-anchor="middle">{shown}</text>')
-    out.append(f'<line class="axis" x1="{ml}" x2="{W - mr}" y1="{mt + ph}" y2="{mt + ph}"/>'
-               f'<text x="{ml + pw / 2}" y="{H - 8}" text-anchor="middle">duration '
-               f"(seconds, {scale})</text>"
-               f'<text transform="rotate(-90)" x="{-(mt + ph / 2)}" y="12" '
-               f'text-anchor="middle">runs</text></svg>')
+    out.append(_axes((W, H, ml, mr, mt, pw, ph), f"duration (seconds, {scale})", "runs"))
     return "".join(out)
 
 
@@ -412,12 +420,8 @@ def _scatter(ident: str, name: str, field: str, xs: list[str], ys: list[float]) 
                    f"{_e(label)}</text>")
     out.extend(f'<circle class="pt" cx="{x:.1f}" cy="{mt + ph - ph * (y - ylo) / (yhi - ylo):.1f}"'
                f' r="2.5"/>' for x, y in zip(px, ys, strict=True))
-    out.append(f'<line class="axis" x1="{ml}" x2="{W - mr}" y1="{mt + ph}" y2="{mt + ph}"/>'
-               f'<line class="axis" x1="{ml}" x2="{ml}" y1="{mt}" y2="{mt + ph}"/>'
-               f'<text class="xlabel" x="{ml + pw / 2}" y="{H - 8}" text-anchor="middle">'
-               f"{_e(field)}{' (log scale)' if log else ''}</text>"
-               f'<text class="ylabel" transform="rotate(-90)" x="{-(mt + ph / 2)}" y="12" '
-               f'text-anchor="middle">{_e(name)}</text></svg>')
+    out.append(_axes((W, H, ml, mr, mt, pw, ph), f"{field}{' (log scale)' if log else ''}",
+                     name))
     return "".join(out)
 
 
