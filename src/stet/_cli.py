@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from ._load import Table, display, open_store, select, tabulate
+from ._report_cli import Helpers as ReportHelpers
+from ._report_cli import add_parser as add_report
 from ._schema import (
     DURATION_FIELD,
     EMPTY_FIELD,
@@ -580,9 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace OUT if it exists (never a store, nor a file beside one)")
     s.set_defaults(handler=cmd_export)
 
-    from ._report import add_parser as add_report  # the page lives in its own modules
-
-    add_report(sub)
+    add_report(sub, ReportHelpers(UsageError, _clash, _write_new))  # (in _report_cli)
     return p
 
 

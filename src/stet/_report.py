@@ -10,23 +10,35 @@ not completed since; and each numeric saved result against each key field, at mo
 
 *Pending* is what the sweep planned and nothing has done yet. A store does not record its
 sweep's plan yet: :func:`collect` takes one (``plan``), and without it no setting is
-pending and the progress is drawn over the values seen in the store. The page itself is
-drawn by :mod:`stet._report_html`.
+pending and the progress is drawn over the values seen in the store. The page is drawn
+by :mod:`stet._report_html`, and :mod:`stet._report_cli` is the command.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
-__all__ = ["MAX_FAILURES", "MAX_POINTS", "MAX_VALUES", "ReportData", "Setting", "collect",
-           "write_report"]
+from ._schema import (
+    DURATION_FIELD,
+    ERROR_FIELD,
+    ERROR_TYPE_FIELD,
+    FUNC_FIELD,
+    HOST_FIELD,
+    RESERVED_PREFIX,
+    RESULT_FIELD,
+    TIMESTAMP_FIELD,
+    TRACEBACK_FIELD,
+)
+from ._status import store_status
+
+__all__ = ["MAX_FAILURES", "MAX_GRID", "MAX_POINTS", "MAX_VALUES", "STATES", "Failure",
+           "GridError", "ReportData", "Setting", "collect"]
 
 #: States of a setting, in the order the page shows them.
 STATES = ("done", "failed", "running", "pending")
@@ -42,17 +54,6 @@ MAX_FAILURES = 200
 MAX_PLOTS = 60
 #: A traceback longer than this is shown by its end (where the error is).
 MAX_TRACEBACK = 20_000
-
-# Field names of a store's records (stet's bookkeeping fields all begin with the prefix).
-_PREFIX = "_stet_"
-_FUNC = "_stet_func"
-_DURATION = "_stet_duration"
-_RESULT = "_stet_result"
-_TIMESTAMP = "_stet_timestamp"
-_ERROR_TYPE = "_stet_error_type"
-_ERROR = "_stet_error"
-_TRACEBACK = "_stet_traceback"
-_HOST = "_stet_host"
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -118,7 +119,7 @@ def _key(func: str, values: Mapping[str, str]) -> Key:
 
 
 def _values(record: Mapping[str, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in record.items() if not k.startswith(_PREFIX)}
+    return {k: str(v) for k, v in record.items() if not k.startswith(RESERVED_PREFIX)}
 
 
 def _numbers(prefix: str, value: Any, out: dict[str, float]) -> None:
@@ -163,8 +164,6 @@ def collect(store: str | os.PathLike[str],
         FileNotFoundError: There is no store at ``store``.
         GridError: A field of ``grid`` is no key field of the store's runs.
     """
-    from ._status import store_status
-
     st = store_status(store)
     data = ReportData(store=st.path, backend=st.backend, planned=plan is not None,
                       generated=datetime.datetime.now(datetime.UTC).strftime(
@@ -181,15 +180,15 @@ def collect(store: str | os.PathLike[str],
     # done first: a run done once is done, whatever failed or is claimed since
     done = [_values(r) for r in st.records]
     for r, values in zip(st.records, done, strict=True):
-        add(str(r.get(_FUNC) or ""), values, "done")
+        add(str(r.get(FUNC_FIELD) or ""), values, "done")
     for c in st.running:
         claimed = c.get("fields")
         if isinstance(claimed, Mapping):
             add(str(c.get("func") or ""), _values(claimed), "running")
     for f in st.failures:  # failures of runs not completed since, one per setting
-        add(str(f.get(_FUNC) or ""), _values(f), "failed")
+        add(str(f.get(FUNC_FIELD) or ""), _values(f), "failed")
     for p in plan or ():
-        add(str(p.get(_FUNC) or ""), _values(p), "pending")
+        add(str(p.get(FUNC_FIELD) or ""), _values(p), "pending")
 
     fields: dict[str, None] = {}
     functions: dict[str, None] = {}
@@ -225,30 +224,30 @@ def collect(store: str | os.PathLike[str],
 
     for r in st.records:
         try:
-            seconds = float(r.get(_DURATION) or "nan")
+            seconds = float(r.get(DURATION_FIELD) or "nan")
         except ValueError:
             continue
         if math.isfinite(seconds):
             data.durations.append(seconds)
 
-    failed = [f for f in st.failures if states.get(_key(str(f.get(_FUNC) or ""), _values(f)))
-              == "failed"]
+    failed = [f for f in st.failures
+              if states.get(_key(str(f.get(FUNC_FIELD) or ""), _values(f))) == "failed"]
     data.failure_count = len(failed)
     for f in failed:
-        kind = str(f.get(_ERROR_TYPE) or "(unknown error)")
+        kind = str(f.get(ERROR_TYPE_FIELD) or "(unknown error)")
         data.error_types[kind] = data.error_types.get(kind, 0) + 1
-    failed.sort(key=lambda f: str(f.get(_TIMESTAMP) or ""), reverse=True)  # latest first
+    failed.sort(key=lambda f: str(f.get(TIMESTAMP_FIELD) or ""), reverse=True)  # latest first
     for f in failed[:MAX_FAILURES]:
-        tb = f.get(_TRACEBACK)
+        tb = f.get(TRACEBACK_FIELD)
         tb = None if tb is None else str(tb)
         if tb is not None and len(tb) > MAX_TRACEBACK:
             tb = "…" + tb[-MAX_TRACEBACK:]
         data.failures.append(Failure(
-            func=str(f.get(_FUNC) or ""), values=_values(f),
-            error_type=str(f.get(_ERROR_TYPE) or "(unknown error)"),
-            message=str(f.get(_ERROR) or ""), traceback=tb,
-            when=None if f.get(_TIMESTAMP) is None else str(f.get(_TIMESTAMP)),
-            host=None if f.get(_HOST) is None else str(f.get(_HOST))))
+            func=str(f.get(FUNC_FIELD) or ""), values=_values(f),
+            error_type=str(f.get(ERROR_TYPE_FIELD) or "(unknown error)"),
+            message=str(f.get(ERROR_FIELD) or ""), traceback=tb,
+            when=None if f.get(TIMESTAMP_FIELD) is None else str(f.get(TIMESTAMP_FIELD)),
+            host=None if f.get(HOST_FIELD) is None else str(f.get(HOST_FIELD))))
 
     _collect_results(data, st.records, done)
     return data
@@ -258,12 +257,12 @@ def _collect_results(data: ReportData, records: list[dict[str, Any]],
                      keys: list[dict[str, str]]) -> None:
     """Each numeric saved result against each key field, an even sample of the runs
     that saved a result (only the sample's results are decoded)."""
-    saved = [i for i, r in enumerate(records) if r.get(_RESULT) is not None]
+    saved = [i for i, r in enumerate(records) if r.get(RESULT_FIELD) is not None]
     data.result_runs = len(saved)
     picked: list[tuple[dict[str, str], dict[str, float]]] = []
     for i in (saved[j] for j in _sample(len(saved), MAX_POINTS)):
         try:
-            value = json.loads(records[i][_RESULT])
+            value = json.loads(records[i][RESULT_FIELD])
         except (ValueError, RecursionError, TypeError):
             continue
         numbers: dict[str, float] = {}
@@ -287,94 +286,3 @@ def _collect_results(data: ReportData, records: list[dict[str, Any]],
             if xs:
                 data.results.setdefault(name, {})[f] = (xs, ys)
                 plots += 1
-
-
-# ------------------------------------------------------------------------- command
-def add_parser(sub: Any) -> None:
-    """Register ``stet report`` with the ``stet`` command's subparsers."""
-    s = sub.add_parser(
-        "report", help="write a sweep's report: one self-contained HTML page",
-        description="Write one HTML file showing a store's sweep: progress by key field "
-                    "(done / failed / running), the distribution of durations, the "
-                    "failures with their errors, and each numeric saved result against "
-                    "each key field. The file needs no network (no scripts, fonts or "
-                    "styles from elsewhere): open it from a cluster's scratch directory.")
-    s.add_argument("store", metavar="STORE")
-    s.add_argument("-o", "--output", metavar="OUT.html", required=True,
-                   help="the HTML file to write")
-    s.add_argument("--grid", metavar="X,Y",
-                   help="the two key fields to draw as a grid (default: the first two)")
-    s.add_argument("-f", "--force", action="store_true",
-                   help="replace OUT if it exists (never a store, nor a file beside one)")
-    s.set_defaults(handler=cmd_report)
-
-
-def _check_target(store: str, out: str, force: bool) -> None:
-    """Refuse to write the report onto the store, a file beside it, a store, a
-    directory or (without ``force``) any existing file."""
-    from pathlib import Path
-
-    from ._cli import UsageError, _clash
-    from ._sidecar import sidecars
-
-    if "://" in out:
-        raise UsageError(f"-o {out} is a URL; the report is an HTML file: give its path.")
-    clash = _clash(store, out)
-    if clash is not None:
-        raise UsageError(f"-o {out} is {clash}; the report is written to a new file and "
-                         f"never onto a store. Give another -o.")
-    if os.path.isdir(out):
-        raise UsageError(f"-o {out} is a directory; give the path of a file to write "
-                         f"(e.g. {os.path.join(out, 'sweep.html')}).")
-    if not os.path.lexists(out):
-        return
-    if not force:
-        raise UsageError(f"-o {out} exists; the report does not replace files unless told: "
-                         f"give another -o, or pass --force to replace it.")
-    beside = [p for p in sidecars(Path(out))[:4] if os.path.lexists(p)]
-    if beside:
-        raise UsageError(f"-o {out} is a stet store (it has {beside[0].name} beside it); "
-                         f"the report never replaces a store, even with --force.")
-
-
-def write_report(store: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                 force: bool = False, grid: tuple[str, str] | None = None) -> ReportData:
-    """Write the report of ``store`` to the HTML file ``out``; returns what it shows.
-
-    Raises:
-        FileNotFoundError: There is no store at ``store``.
-        stet.StoreError: ``out`` cannot be written.
-    """
-    from ._cli import _write_new
-    from ._report_html import render
-
-    store, out = os.fspath(store), os.fspath(out)
-    _check_target(store, out, force)
-    data = collect(store, grid=grid)
-    page = render(data).encode("utf-8", errors="backslashreplace")
-    def write(fh: IO[bytes]) -> None:
-        fh.write(page)
-
-    _write_new(out, force, write)
-    return data
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from ._cli import UsageError
-
-    grid = None
-    if args.grid is not None:
-        axes = [a.strip() for a in args.grid.split(",")]
-        if len(axes) != 2 or not all(axes):
-            raise UsageError(f"--grid takes two key fields, e.g. --grid lr,seed, "
-                             f"not {args.grid!r}")
-        grid = (axes[0], axes[1])
-    try:
-        data = write_report(args.store, args.output, force=args.force, grid=grid)
-    except GridError as exc:
-        raise UsageError(str(exc)) from None
-    c = data.counts
-    print(f"Wrote {args.output}: {c['done']} done, {c['failed']} failed, {c['running']} "
-          f"running" + (f", {c['pending']} pending" if data.planned else "")
-          + f" ({data.store}).")
-    return 0
