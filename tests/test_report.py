@@ -17,7 +17,7 @@ import pytest
 
 import stet
 from browser import Page
-from stet._report import MAX_POINTS, collect
+from stet._report import MAX_POINTS, MAX_TRACEBACK, collect
 from stet._report_html import render
 from stet.backends import get_backend
 
@@ -222,6 +222,21 @@ def test_a_recorded_traceback_is_shown_whole_and_text_is_never_markup(
                       "traceback": tb}
     assert got["scripts"] == 0
     assert ("lr", "<b>0.7</b>") in {(c["field"], c["value"]) for c in got["cells"]}
+
+
+def test_a_long_traceback_or_message_is_shown_by_its_end(tmp_path: Path) -> None:
+    store = tmp_path / "runs.csv"
+    sweep(store)
+    tb = "".join(f"  frame {i}\n" for i in range(20_000)) + "ValueError: the end"
+    with get_backend(store) as b:
+        b.append_failure({"lr": "9", "seed": "0", "_stet_func": "train",
+                          "_stet_timestamp": "2099-01-01T00:00:00+00:00",
+                          "_stet_error_type": "ValueError", "_stet_error": "x" * 50_000 + "!",
+                          "_stet_traceback": tb})
+    latest = collect(store).failures[0]
+    assert latest.traceback is not None and latest.traceback.endswith("ValueError: the end")
+    assert latest.traceback.startswith("…") and len(latest.traceback) == MAX_TRACEBACK + 1
+    assert latest.message.endswith("x!") and len(latest.message) == MAX_TRACEBACK + 1
 
 
 def test_the_network_check_sees_a_request_when_a_page_makes_one(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ MAX_GRID = 60
 MAX_FAILURES = 200
 #: At most this many scatter plots (results times key fields).
 MAX_PLOTS = 60
-#: A traceback longer than this is shown by its end (where the error is).
+#: A traceback (or error message) longer than this is shown by its end (where the error is).
 MAX_TRACEBACK = 20_000
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
@@ -131,6 +131,11 @@ def _numbers(prefix: str, value: Any, out: dict[str, float]) -> None:
             stack.extend(reversed([(f"{name}.{k}", x) for k, x in v.items()]))
         elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
             out[name] = float(v)
+
+
+def _tail(text: str) -> str:
+    """``text``, or its last :data:`MAX_TRACEBACK` characters (where the error is)."""
+    return text if len(text) <= MAX_TRACEBACK else "…" + text[-MAX_TRACEBACK:]
 
 
 def _sort_key(text: str) -> tuple[int, float, str]:
@@ -239,13 +244,11 @@ def collect(store: str | os.PathLike[str],
     failed.sort(key=lambda f: str(f.get(TIMESTAMP_FIELD) or ""), reverse=True)  # latest first
     for f in failed[:MAX_FAILURES]:
         tb = f.get(TRACEBACK_FIELD)
-        tb = None if tb is None else str(tb)
-        if tb is not None and len(tb) > MAX_TRACEBACK:
-            tb = "…" + tb[-MAX_TRACEBACK:]
+        tb = None if tb is None else _tail(str(tb))
         data.failures.append(Failure(
             func=str(f.get(FUNC_FIELD) or ""), values=_values(f),
             error_type=str(f.get(ERROR_TYPE_FIELD) or "(unknown error)"),
-            message=str(f.get(ERROR_FIELD) or ""), traceback=tb,
+            message=_tail(str(f.get(ERROR_FIELD) or "")), traceback=tb,
             when=None if f.get(TIMESTAMP_FIELD) is None else str(f.get(TIMESTAMP_FIELD)),
             host=None if f.get(HOST_FIELD) is None else str(f.get(HOST_FIELD))))
 
