@@ -5,6 +5,7 @@
     stet reset STORE [--where FIELD=VALUE ...] [--func NAME] [--failed] [--yes]
     stet copy SRC DST
     stet export STORE OUT.{csv,json,parquet} [--where ...] [--failed] [--func NAME] [--force]
+    stet report STORE -o OUT.html [--grid X,Y] [--force]
 
 Exit codes: 0 success, 1 an error with a store (missing, corrupt, unreadable), 2 a
 mistake in the command line, 130 interrupted.
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from ._load import Table, display, open_store, select, tabulate
+from ._report_cli import Helpers as ReportHelpers
+from ._report_cli import add_parser as add_report
 from ._schema import (
     DURATION_FIELD,
     EMPTY_FIELD,
@@ -505,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  stet ls runs.csv --failed\n"
                "  stet reset runs.csv --where alpha=0.1 --yes\n"
                "  stet copy runs.csv runs.sqlite\n"
-               "  stet export runs.sqlite results.parquet\n\n"
+               "  stet export runs.sqlite results.parquet\n"
+               "  stet report runs.csv -o sweep.html\n\n"
                "Exit status: 0 ok, 1 store error, 2 command-line mistake.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -577,6 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-f", "--force", action="store_true",
                    help="replace OUT if it exists (never a store, nor a file beside one)")
     s.set_defaults(handler=cmd_export)
+
+    add_report(sub, ReportHelpers(UsageError, _clash, _write_new))  # (in _report_cli)
     return p
 
 
