@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -13,13 +12,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._claims import calls, claim_offset
 from ._config import settings
-from ._exit import at_exit, report
 from ._identity import Binder, format_call
 from ._index import FUNC_FIELD
-from ._sidecar import os_error, sidecar
+from ._sidecar import os_error
 from .backends import shared_backend
-from .backends._base import TIMESTAMP_FIELD, BaseBackend, Record, utc_now
-from .errors import StoreError
+from .backends._base import TIMESTAMP_FIELD, Record, Store, utc_now
+from .backends._finish import declare as _declare
 
 if TYPE_CHECKING:
     from ._capture import ResultCache
@@ -69,7 +67,7 @@ class _Run:
 
         backend_class(store)  # an unknown extension fails at decoration, not mid-sweep
         _declare(store, self.options)
-        self.backend: BaseBackend | None = None
+        self.backend: Store | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled by value (e.g. a function of a script's __main__ sent to Dask workers):
@@ -78,7 +76,7 @@ class _Run:
         return (_Run, (self.func, self.store, self.key, self.name, self.verbose, fsync,
                        self.wait, self.skip_failed, self.save_result))
 
-    def get_backend(self) -> BaseBackend:
+    def get_backend(self) -> Store:
         backend = self.backend
         if backend is None:
             backend = self.backend = shared_backend(self.store, **self.options)
@@ -102,12 +100,10 @@ class _Run:
         backend = self.get_backend()
         # A store whose claim also catches up with it (PostgreSQL) is asked about its
         # local index alone here: the look after claiming, below, is the one that counts.
-        cached = getattr(backend, "contains_run_cached", None)
         try:
-            done = (backend.contains_run if cached is None else cached)(
-                self.name, names, sorted_texts)
-        except OSError as exc:  # any backend: the store's path, said in stet's words
-            raise os_error(getattr(backend, "path", self.store), "reading", exc) from exc
+            done = backend.contains_run_cached(self.name, names, sorted_texts)
+        except OSError as exc:  # any backend: the store's name, said in stet's words
+            raise os_error(backend.describe(), "reading", exc) from exc
         if done:
             self._say(fields, texts, skipped=skipped)
             return None
@@ -195,7 +191,7 @@ class _Attempt:
     __slots__ = ("backend", "claims", "fields", "info", "key", "names", "offset", "run",
                  "skipped", "sorted_texts", "texts")
 
-    def __init__(self, run: _Run, backend: BaseBackend, fields: tuple[str, ...],
+    def __init__(self, run: _Run, backend: Store, fields: tuple[str, ...],
                  texts: tuple[str, ...], names: tuple[str, ...],
                  sorted_texts: tuple[str, ...], skipped: list[str] | None) -> None:
         self.run, self.backend, self.skipped = run, backend, skipped
@@ -294,84 +290,6 @@ class _Ticket:
 def _error_text(exc: BaseException) -> str:
     text = str(exc)
     return text if len(text) <= 2000 else text[:1997] + "..."
-
-
-_declared: set[tuple[str, tuple[tuple[str, Any], ...]]] = set()
-
-
-def _declare(store: str | os.PathLike[str], options: dict[str, Any]) -> None:
-    """Remember file stores that may need finishing at exit (Parquet, SQLite): workers of
-    a process pool may have written them even if this process never opened them."""
-    if isinstance(store, str) and "://" in store:
-        return
-    if Path(store).suffix.lower() in (".parquet", ".sqlite", ".sqlite3", ".db"):
-        if not _declared:
-            at_exit(_finish_declared)
-        _declared.add((os.path.abspath(store), tuple(sorted(options.items()))))
-
-
-def _finish_declared() -> None:
-    """At exit: fold what pool workers left beside the declared Parquet and SQLite
-    stores. What cannot be finished (a sidecar that is a link, a store deleted or replaced
-    by a foreign file meanwhile) is one line on stderr, never a traceback; the store is
-    then read as it is, and the next process to write it folds it."""
-    for store, options in list(_declared):
-        try:
-            _finish_one(store, options)
-        except Exception as exc:  # an exit must stay clean
-            report(exc, store)
-
-
-# Run in a fresh interpreter: one line on stderr and status 1 for any failure.
-_FINISH_CODE = """\
-import sys
-sys.path.insert(0, sys.argv[2])
-try:
-    from stet.backends import get_backend
-    get_backend(sys.argv[1]).finish()
-except Exception as exc:
-    print(f"[stet] at exit: could not finish {sys.argv[1]}: {' '.join(str(exc).split())}",
-          file=sys.stderr)
-    sys.exit(1)
-except KeyboardInterrupt:  # the parent, interrupted too, says so
-    sys.exit(130)
-"""
-
-
-def _finish_one(store: str, options: tuple[tuple[str, Any], ...]) -> None:
-    if not (os.path.lexists(sidecar(Path(store), ".stet-log"))
-            or os.path.lexists(sidecar(Path(store), "-wal"))):
-        return
-    if Path(store).suffix.lower() != ".parquet":
-        _refuse_foreign_sqlite(store)
-    backend = shared_backend(store, create=False, **dict(options))
-    if backend is not None:
-        backend.finish()
-        return
-    # Never opened here (pool workers wrote it): finish it in a fresh interpreter, as
-    # this one is shutting down and can no longer import what Parquet needs.
-    import subprocess
-
-    package_root = str(Path(__file__).resolve().parent.parent)  # this very stet
-    subprocess.run([sys.executable, "-c", _FINISH_CODE, store, package_root],
-                   check=False, timeout=600)
-
-
-def _refuse_foreign_sqlite(store: str) -> None:
-    """Opening a database with a ``-wal`` beside it makes SQLite write the WAL's pages into
-    the file: if the store was replaced by a file that is no SQLite database, that would
-    overwrite someone else's file. Refuse instead (the WAL stays for whoever sorts it)."""
-    try:
-        with open(store, "rb") as fh:
-            head = fh.read(16)
-    except FileNotFoundError:
-        return  # deleted: SQLite is not asked to create it
-    if head and head != b"SQLite format 3\x00":
-        raise StoreError(
-            f"{store} is no longer a SQLite database, and {sidecar(Path(store), '-wal')} "
-            f"beside it holds runs of the store it replaced; both were left untouched. "
-            f"Move them aside, or put the database back."
-        )
 
 
 def _iso(epoch: float) -> str:
@@ -524,11 +442,7 @@ def _attach(wrapper: Any, run: _Run) -> None:
         if run.results is not None:
             run.results.forget(dict(zip(fields, texts, strict=True)))
         backend.remove_failures(run.name, dict(zip(fields, texts, strict=True)))
-        remove = getattr(backend, "remove_where", None)
-        if remove is None:
-            backend.remove(dict(zip(fields, texts, strict=True)))
-            return -1
-        return int(remove(run.name, dict(zip(fields, texts, strict=True))))
+        return backend.remove_where(run.name, dict(zip(fields, texts, strict=True)))
 
     def pending(settings: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """The settings (dicts of keyword arguments) whose runs are not done yet.

@@ -19,14 +19,12 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._capture import RESULT_FIELD
 from ._identity import RESERVED_PREFIX
 from ._index import FUNC_FIELD
-from ._sidecar import sidecar
-from .backends._base import TIMESTAMP_FIELD, BaseBackend
+from .backends._base import TIMESTAMP_FIELD, Store
 from .errors import StoreError
 
 if TYPE_CHECKING:
@@ -49,28 +47,23 @@ _FLOAT = re.compile(r"-?([0-9]+\.[0-9]+(e[+-][0-9]+)?|[0-9]+e[+-][0-9]+|inf)|nan
 
 def display(store: str | os.PathLike[str]) -> str:
     """The store as text for messages (a URL's password masked, where URLs are stores)."""
-    from . import backends
+    from .backends import display_store
 
-    show = getattr(backends, "display_store", None)
-    return str(show(store)) if show is not None else os.fspath(store)
+    return display_store(store)
 
 
-def open_store(store: str | os.PathLike[str]) -> BaseBackend:
+def open_store(store: str | os.PathLike[str]) -> Store:
     """The backend of an existing store; ``FileNotFoundError`` if there is none."""
     from .backends import get_backend
 
     backend = get_backend(store)
-    path = getattr(backend, "path", None)
-    if isinstance(path, Path) and path.is_dir():
+    if not isinstance(store, Store) and os.path.isdir(store):
         raise StoreError(f"{display(store)} is a directory, not a store file; give the "
                          f"path of a store (a file such as runs.csv), or a URL")
-    if not backend.exists():
-        # A sweep whose every run failed so far has failure records but no store file,
-        # and one whose first runs are still running has only claims.
-        companions = ([sidecar(path, ".failures.jsonl"), sidecar(path, ".claims")]
-                      if isinstance(path, Path) else [])  # (a URL store has no files)
-        if not any(c.exists() for c in companions):
-            raise FileNotFoundError(f"no stet store at {display(store)!r}")
+    # A sweep whose every run failed so far has failure records but no store file,
+    # and one whose first runs are still running has only claims.
+    if not backend.exists() and not backend.has_companions():
+        raise FileNotFoundError(f"no stet store at {display(store)!r}")
     return backend
 
 

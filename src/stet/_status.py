@@ -18,7 +18,7 @@ from typing import Any
 from ._identity import RESERVED_PREFIX, canonical
 from ._index import FUNC_FIELD
 from ._results import _FLOAT, _INT
-from .backends._base import TIMESTAMP_FIELD, BaseBackend
+from .backends._base import TIMESTAMP_FIELD, Store
 
 __all__ = ["FunctionStatus", "StoreStatus", "SweepProgress", "render_grid", "store_status"]
 
@@ -76,7 +76,7 @@ class SweepProgress:
 class StoreStatus:
     """The state of a store; ``str()`` is what :func:`stet.status` prints."""
 
-    def __init__(self, path: str, backend: BaseBackend) -> None:
+    def __init__(self, path: str, backend: Store) -> None:
         self.path = path
         self.backend = type(backend).__name__
         self.completed = 0
@@ -203,7 +203,7 @@ def store_status(
     return st
 
 
-def _progress(st: StoreStatus, backend: BaseBackend, settings: Iterable[Mapping[str, Any]],
+def _progress(st: StoreStatus, backend: Store, settings: Iterable[Mapping[str, Any]],
               run: Any) -> SweepProgress:
     """Done / failed / running / pending of each setting, and an ETA."""
     sp = SweepProgress()

@@ -11,7 +11,7 @@ from .._identity import RESERVED_PREFIX
 from .._index import Index
 from .._locking import StoreLock
 from .._log import LogFile, store_file
-from .._sidecar import os_error, sidecar
+from .._sidecar import lock_file, os_error
 from ..errors import StoreError
 from ._base import IndexedBackend, Record, record_matches
 
@@ -22,7 +22,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def lock_path(path: Path) -> Path:
     """The lock file kept beside a store (never deleted: see :mod:`stet._locking`)."""
-    return sidecar(path, ".lock")
+    return lock_file(path)
 
 
 class FileBackend(IndexedBackend):

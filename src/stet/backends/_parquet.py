@@ -8,17 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from .._codec import refuse_surrogate_pairs
-from .._exit import at_exit, ensure_registered
 from .._identity import RESERVED_PREFIX, canonical
 from .._index import Index, bulk
 from .._json_codec import JsonLinesCodec
 from .._locking import StoreLock
 from .._log import LogFile, _snapshot, atomic_write, store_file
 from .._pid import pid
-from .._sidecar import os_error, sidecar
+from .._sidecar import os_error, parquet_log_file
 from ..errors import CorruptStoreError, StoreError
 from ._base import IndexedBackend, Record, record_matches
 from ._file import lock_path
+from ._finish import fold_at_exit, folded
 
 __all__ = ["ParquetBackend", "sidecar_path"]
 
@@ -32,7 +32,7 @@ FOLD_MIN = 10_000
 
 def sidecar_path(path: Path) -> Path:
     """Where appended records wait until they are folded into the Parquet file."""
-    return sidecar(path, ".stet-log")
+    return parquet_log_file(path)
 
 
 _warm = False
@@ -55,19 +55,8 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-# Stores this process appended to and has not folded yet (paths, not backends, so that
-# backends and their descriptors can go when unused): folded when the process exits.
-_unfolded: set[Path] = set()
-
-
-def _fold_all_at_exit() -> None:
-    for path in list(_unfolded):
-        if sidecar_path(path).exists():
-            ParquetBackend(path).fold()
-        _unfolded.discard(path)
-
-
-at_exit(_fold_all_at_exit)
+def _fold(path: Path) -> None:
+    ParquetBackend(path).fold()
 
 
 class ParquetBackend(IndexedBackend):
@@ -287,8 +276,7 @@ class ParquetBackend(IndexedBackend):
         with self._lock.exclusive():
             self._poll_base(index)
             self._log.append(record, self._side)
-        _unfolded.add(self.path)
-        ensure_registered()
+        fold_at_exit(self.path, _fold)
         if self._log.count > max(FOLD_MIN, self._base_rows):
             self.fold()
 
@@ -305,7 +293,7 @@ class ParquetBackend(IndexedBackend):
             self._log.poll(self._side)
             if self._log.path.exists():
                 self._rewrite(lambda r: True)
-            _unfolded.discard(self.path)
+            folded(self.path)
 
     def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
         self._check_base()

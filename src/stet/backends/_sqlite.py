@@ -8,31 +8,27 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from .._codec import is_utf8
-from .._exit import at_exit, ensure_registered
 from .._fs import is_local_filesystem
 from .._identity import RESERVED_PREFIX
 from .._index import FUNC_FIELD, Index, bulk
 from .._log import store_file
 from .._pid import pid
-from .._sidecar import open_file, os_error, refuse_links
+from .._sidecar import SQLITE_JOURNALS, SQLITE_WAL, open_file, os_error, refuse_links, sidecar
 from .._sql import column_list, quote_ident
 from ..errors import CorruptStoreError, StoreError
-from ._base import IndexedBackend, Record
+from ._base import Capabilities, IndexedBackend, Record
+from ._finish import close_at_exit
 
 __all__ = ["SqliteBackend"]
 
 TABLE = "stet_records"
 META = "stet_meta"
 _BULK = 10_000  # records per transaction of append_records
-
-
-_open_backends: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
 
 
 class _RawFiles:
@@ -99,15 +95,6 @@ class _RawFiles:
 _raw_files = _RawFiles()
 
 
-def _close_all_at_exit() -> None:
-    """Close connections so SQLite folds the WAL into the database file itself."""
-    for backend in list(_open_backends):
-        backend.close()
-
-
-at_exit(_close_all_at_exit)
-
-
 class SqliteBackend(IndexedBackend):
     """Store experiment records in a SQLite database.
 
@@ -124,6 +111,9 @@ class SqliteBackend(IndexedBackend):
         path: Path to the ``.sqlite`` / ``.db`` file.
         fsync: fsync each commit (``synchronous=FULL``), for power loss.
     """
+
+    capabilities = Capabilities(shared_claims=True, durable_failures=True,
+                                remove_by_match=True, bulk_append=True)
 
     def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
         super().__init__(store_file(path), fsync=fsync)  # (a symlink: its target's sidecars)
@@ -166,7 +156,7 @@ class SqliteBackend(IndexedBackend):
             self._counter = None
         if not create and not self.path.exists():
             return None
-        refuse_links(self.path, ("-wal", "-shm", "-journal"))  # SQLite would follow them
+        refuse_links(self.path, SQLITE_JOURNALS)  # SQLite would follow them
         if not create and not _writable(self.path):
             return self._connect_read_only()
         self._read_only = False
@@ -194,8 +184,7 @@ class SqliteBackend(IndexedBackend):
             _raw_files.enter(key)
         self._conn, self._pid, self._file_key = conn, pid(), key
         self._data_version = -1
-        _open_backends.add(self)
-        ensure_registered()
+        close_at_exit(self)  # (so that SQLite folds the WAL into the database file)
         return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
@@ -227,7 +216,8 @@ class SqliteBackend(IndexedBackend):
         conn = None
         try:
             for options in ("?mode=ro", "?mode=ro&immutable=1"):
-                if options.endswith("immutable=1") and os.path.exists(f"{self.path}-wal"):
+                wal = sidecar(self.path, SQLITE_WAL)
+                if options.endswith("immutable=1") and os.path.exists(wal):
                     break
                 try:
                     conn = sqlite3.connect(uri + options, uri=True, timeout=600,
@@ -243,8 +233,9 @@ class SqliteBackend(IndexedBackend):
             if conn is None:
                 raise StoreError(
                     f"cannot read SQLite store {self.path}: it is in WAL mode with commits "
-                    f"in {self.path}-wal, which this process cannot open. Read it as a user "
-                    f"who can write its directory, or ask its owner to finish the sweep.")
+                    f"in {sidecar(self.path, SQLITE_WAL)}, which this process cannot open. "
+                    f"Read it as a user who can write its directory, or ask its owner to "
+                    f"finish the sweep.")
             self._table_columns(conn)  # a foreign database raises here, untouched
             self._journal_wal = False
         except sqlite3.DatabaseError as exc:
@@ -252,7 +243,7 @@ class SqliteBackend(IndexedBackend):
         self._conn, self._pid, self._file_key = conn, pid(), None
         self._read_only = True
         self._data_version = -1
-        _open_backends.add(self)
+        close_at_exit(self)
         return conn
 
     def _load_field_map(self, conn: sqlite3.Connection) -> None:
@@ -636,7 +627,7 @@ class SqliteBackend(IndexedBackend):
 
     def finish(self) -> None:
         """Fold the WAL into the database file (if no other process is using it)."""
-        if Path(str(self.path) + "-wal").exists():
+        if sidecar(self.path, SQLITE_WAL).exists():
             conn = self._connect(create=False)
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
