@@ -39,7 +39,7 @@ class _Run:
     def __init__(
         self,
         func: Callable[..., Any],
-        store: str | os.PathLike[str],
+        store: str | os.PathLike[str] | Store,
         key: Sequence[str] | None,
         name: str | None,
         verbose: bool | None,
@@ -306,7 +306,7 @@ def once(func: F, /) -> F: ...
 def once(
     func: None = None,
     *,
-    store: str | Path = ...,
+    store: str | Path | Store = ...,
     key: list[str] | None = ...,
     name: str | None = ...,
     verbose: bool | None = ...,
@@ -320,7 +320,7 @@ def once(
 def once(
     func: Callable[..., Any] | None = None,
     *,
-    store: str | Path = _DEFAULT_STORE,
+    store: str | Path | Store = _DEFAULT_STORE,
     key: list[str] | None = None,
     name: str | None = None,
     verbose: bool | None = None,
@@ -356,7 +356,8 @@ def once(
         func: The function to decorate (when used without parentheses).
         store: Path to the store file. Backend is inferred from extension:
             ``.csv``, ``.json``, ``.sqlite``/``.db``, ``.parquet``; or a PostgreSQL URL
-            (``postgresql://user@host/db?table=NAME``) for workers on many machines.
+            (``postgresql://user@host/db?table=NAME``) for workers on many machines;
+            or a :class:`stet.backends.Store` object (a store of your own).
         key: Parameter names that uniquely identify a run. If omitted, all parameters
             are used (a first ``self``/``cls`` is left out).
         name: The function name stored with each run (default ``func.__qualname__``).
