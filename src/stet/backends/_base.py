@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 from .._claims import ClaimFile, Claims
 from .._config import settings
@@ -24,9 +25,11 @@ from .._sidecar import (
     os_error,
     reraise_as_store_error,
 )
+from ._cache import IndexCache, RecordSource
 
 __all__ = [
     "BaseBackend",
+    "CachedBackend",
     "Capabilities",
     "FailureLog",
     "IndexedBackend",
@@ -391,39 +394,18 @@ class FailureLog:
                                      self._index)
 
 
-class IndexedBackend(BaseBackend):
-    """A backend that answers lookups from an in-memory :class:`~stet._index.Index`.
-
-    Subclasses implement four primitives; this class does the rest, thread-safely.
-    """
+class CachedBackend(BaseBackend):
+    """A file-kind store whose lookups are answered from an :class:`IndexCache` over a
+    :class:`RecordSource` (composed, set by the subclass as ``self._cache``)."""
 
     capabilities = Capabilities(shared_claims=True, durable_failures=True,
                                 remove_by_match=True)
+    _cache: IndexCache
 
     def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
         super().__init__(path)
         self.fsync = settings.fsync if fsync is None else fsync
-        self._index = Index()
-        self._mutex = threading.RLock()
 
-    # -- primitives --------------------------------------------------------------
-    @abstractmethod
-    def _poll(self, index: Index) -> None:
-        """Bring ``index`` up to date with the store (cheap when nothing changed)."""
-
-    @abstractmethod
-    def _append(self, record: Record, index: Index) -> None:
-        """Durably add ``record`` to the store and to ``index`` (after catching up)."""
-
-    @abstractmethod
-    def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
-        """Remove matching records atomically; rebuild ``index``; return how many."""
-
-    @abstractmethod
-    def _records(self) -> list[Record]:
-        """Every record, read afresh from the store."""
-
-    # -- the interface -----------------------------------------------------------
     def check_writable(self) -> None:
         """Raise :class:`~stet.errors.StoreError` unless the store file (or its directory,
         if it does not exist yet), its directory and the sidecars a run writes can be
@@ -431,32 +413,18 @@ class IndexedBackend(BaseBackend):
         if isinstance(self.path, Path):  # (a PostgreSQL store is a URL)
             check_writable(self.path)
 
-    # An OSError (a full disk, a vanished mount) becomes a StoreError naming the store;
-    # try/except costs nothing when nothing is raised (these are the hot paths).
     def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
-        with self._mutex:
-            try:
-                self._poll(self._index)
-            except OSError as exc:
-                raise os_error(self.path, "reading", exc) from exc
-            return self._index.contains(func, fields, texts)
+        return self._cache.contains_run(func, fields, texts)
 
     def contains_any(self, fields: Record) -> bool:
         """Whether any record (of any function) holds these field texts."""
-        names = tuple(sorted(fields))
-        with self._mutex:
-            try:
-                self._poll(self._index)
-            except OSError as exc:
-                raise os_error(self.path, "reading", exc) from exc
-            return self._index.contains_any(names, tuple(fields[n] for n in names))
+        return self._cache.contains_any(fields)
 
     def append_record(self, record: Record) -> None:
-        with self._mutex:
-            try:
-                self._append(record, self._index)
-            except OSError as exc:
-                raise os_error(self.path, "recording a run in", exc) from exc
+        self._cache.append(record)
+
+    def append_records(self, records: Sequence[Record]) -> None:
+        self._cache.append_many(records)
 
     def has(self, key_dict: dict[str, Any]) -> bool:
         """Check if key combination exists in the store (recorded by any function).
@@ -485,8 +453,7 @@ class IndexedBackend(BaseBackend):
         Returns:
             List of dicts, each representing one recorded experiment run.
         """
-        with self._mutex, reraise_as_store_error(self.path, "reading"):
-            return list(self._records())
+        return list(self._cache.records())
 
     def remove(self, key_dict: dict[str, Any]) -> int:
         """Remove every record holding this key combination (of any function).
@@ -501,17 +468,67 @@ class IndexedBackend(BaseBackend):
 
     def remove_where(self, func: str | None, fields: Record) -> int:
         """Remove records of ``func`` (``None``: any) holding these field texts."""
-        with self._mutex, reraise_as_store_error(self.path, "removing records from"):
-            return self._remove_where(func, fields, self._index)
+        return self._cache.remove_where(func, fields)
 
     def clear(self) -> None:
         """Remove all records from the store (the file is replaced atomically)."""
         self.remove_where(None, {})
 
+    def close(self) -> None:
+        self._cache.close()
+
     def __len__(self) -> int:
-        with self._mutex, reraise_as_store_error(self.path, "reading"):
-            self._poll(self._index)
-            return self._index.count
+        return self._cache.count()
+
+
+class _OwnPrimitives(RecordSource):
+    """The source of an :class:`IndexedBackend`: its own four primitives."""
+
+    def __init__(self, backend: IndexedBackend) -> None:
+        # (a proxy, not a cycle: a backend goes, with its files, as soon as it is unused)
+        self._backend = cast("IndexedBackend", weakref.proxy(backend))
+
+    def poll(self, index: Index) -> None:
+        self._backend._poll(index)
+
+    def append(self, record: Record, index: Index) -> None:
+        self._backend._append(record, index)
+
+    def remove_where(self, func: str | None, fields: Record, index: Index) -> int:
+        return self._backend._remove_where(func, fields, index)
+
+    def records(self) -> list[Record]:
+        return self._backend._records()
+
+
+class IndexedBackend(CachedBackend):
+    """A backend that is its own :class:`RecordSource`: it implements four primitives, and
+    its :class:`IndexCache` (``self._index``, ``self._mutex``) does the rest,
+    thread-safely. Kept for backends written against it (PostgreSQL); a new store
+    composes a source instead (see :class:`CachedBackend`)."""
+
+    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
+        super().__init__(path, fsync=fsync)
+        self._cache = IndexCache(_OwnPrimitives(self), self.path)
+        self._index = self._cache.index
+        self._mutex = self._cache.mutex
+
+    # -- primitives --------------------------------------------------------------
+    @abstractmethod
+    def _poll(self, index: Index) -> None:
+        """Bring ``index`` up to date with the store (cheap when nothing changed)."""
+
+    @abstractmethod
+    def _append(self, record: Record, index: Index) -> None:
+        """Durably add ``record`` to the store and to ``index`` (after catching up)."""
+
+    @abstractmethod
+    def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
+        """Remove matching records atomically; rebuild ``index``; return how many."""
+
+    @abstractmethod
+    def _records(self) -> list[Record]:
+        """Every record, read afresh from the store."""
 
 
 def is_bookkeeping(field: str) -> bool:
