@@ -58,15 +58,16 @@ class RecordSource:
 class IndexCache:
     """A :class:`RecordSource` with lookups answered from its :class:`Index`, thread-safe.
 
-    ``name`` is the store as messages name it.
+    ``name`` is the store as messages name it; ``index``: the one the source was made
+    with, if it keeps one (a new one otherwise).
     """
 
     __slots__ = ("index", "mutex", "name", "source")
 
-    def __init__(self, source: RecordSource, name: object) -> None:
+    def __init__(self, source: RecordSource, name: object, index: Index | None = None) -> None:
         self.source = source
         self.name = name
-        self.index = Index()
+        self.index = Index() if index is None else index
         self.mutex = threading.RLock()
 
     # try/except costs nothing when nothing is raised (these are the hot paths)

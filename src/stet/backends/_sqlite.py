@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._codec import is_utf8
+from .._exit import ensure_registered
 from .._fs import is_local_filesystem
 from .._identity import RESERVED_PREFIX
 from .._index import FUNC_FIELD, Index, bulk
@@ -21,7 +22,8 @@ from .._pid import pid
 from .._sidecar import SQLITE_JOURNALS, SQLITE_WAL, open_file, os_error, refuse_links, sidecar
 from .._sql import column_list, quote_ident
 from ..errors import CorruptStoreError, StoreError
-from ._base import Capabilities, IndexedBackend, Record
+from ._base import CachedBackend, Capabilities, Record
+from ._cache import IndexCache, RecordSource
 from ._finish import close_at_exit
 
 __all__ = ["SqliteBackend"]
@@ -95,28 +97,14 @@ class _RawFiles:
 _raw_files = _RawFiles()
 
 
-class SqliteBackend(IndexedBackend):
-    """Store experiment records in a SQLite database.
+class SqliteSource(RecordSource):
+    """The records of a SQLite database, kept in step with ``index`` (see
+    :class:`SqliteBackend`)."""
 
-    Uses Python's built-in :mod:`sqlite3`. No extra dependencies required. On a local
-    filesystem the database uses WAL mode (folded back into the file when the process
-    exits normally); on a network filesystem (NFS, SMB, Lustre, ... or anything not known
-    to be local), where WAL does not work, a rollback journal in ``PERSIST`` mode. Each
-    record is one committed transaction. Readers follow new
-    rows by ``rowid`` and ask ``PRAGMA data_version`` whether anything changed, so a
-    lookup reads no rows when nothing did. Removals bump a generation number in
-    ``stet_meta`` so that every reader reloads.
-
-    Args:
-        path: Path to the ``.sqlite`` / ``.db`` file.
-        fsync: fsync each commit (``synchronous=FULL``), for power loss.
-    """
-
-    capabilities = Capabilities(shared_claims=True, durable_failures=True,
-                                remove_by_match=True, bulk_append=True)
-
-    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
-        super().__init__(store_file(path), fsync=fsync)  # (a symlink: its target's sidecars)
+    def __init__(self, path: Path, fsync: bool, index: Index) -> None:
+        self.path = path
+        self.fsync = fsync
+        self._index = index  # (the cache's: reset when the connection is dropped)
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
         self._last_rowid = 0
@@ -184,7 +172,7 @@ class SqliteBackend(IndexedBackend):
             _raw_files.enter(key)
         self._conn, self._pid, self._file_key = conn, pid(), key
         self._data_version = -1
-        close_at_exit(self)  # (so that SQLite folds the WAL into the database file)
+        ensure_registered()  # (the exit hook closes it: SQLite folds the WAL into the file)
         return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
@@ -243,7 +231,6 @@ class SqliteBackend(IndexedBackend):
         self._conn, self._pid, self._file_key = conn, pid(), None
         self._read_only = True
         self._data_version = -1
-        close_at_exit(self)
         return conn
 
     def _load_field_map(self, conn: sqlite3.Connection) -> None:
@@ -325,7 +312,7 @@ class SqliteBackend(IndexedBackend):
         )
 
     # ---------------------------------------------------------------- reading
-    def _poll(self, index: Index) -> None:
+    def poll(self, index: Index) -> None:
         conn = self._connect(create=False)
         if conn is None:
             if self._columns is not None or index.count:
@@ -426,7 +413,7 @@ class SqliteBackend(IndexedBackend):
             return None  # no meta table (e.g. a store written by stet 0.0.2)
         return None if row is None else str(row[0])
 
-    def _records(self) -> list[Record]:
+    def records(self) -> list[Record]:
         conn = self._connect(create=False)
         if conn is None:
             return []
@@ -446,14 +433,13 @@ class SqliteBackend(IndexedBackend):
             raise self._error(exc) from None
 
     # ---------------------------------------------------------------- writing
-    def _append(self, record: Record, index: Index) -> None:
+    def append(self, record: Record, index: Index) -> None:
         self._append_many((record,), index)
 
-    def append_records(self, records: Sequence[Record]) -> None:
+    def append_many(self, records: Sequence[Record], index: Index) -> None:
         """Record many runs, thousands per transaction (one commit each)."""
-        with self._mutex:
-            for start in range(0, len(records), _BULK):
-                self._append_many(records[start:start + _BULK], self._index)
+        for start in range(0, len(records), _BULK):
+            self._append_many(records[start:start + _BULK], index)
 
     def _append_many(self, records: Sequence[Record], index: Index) -> None:
         if not records:
@@ -524,7 +510,7 @@ class SqliteBackend(IndexedBackend):
                 conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote_ident(column)} TEXT")
         self._columns = cols
 
-    def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
+    def remove_where(self, func: str | None, fields: Record, index: Index) -> int:
         conn = self._connect(create=False)
         if conn is None:
             return 0
@@ -639,17 +625,52 @@ class SqliteBackend(IndexedBackend):
         if key is not None and self._pid == pid():
             _raw_files.leave_later(key)
 
-    def close(self) -> None:
-        with self._mutex:
-            if self._conn is not None and self._pid == pid():
-                self._conn.close()
-                if self._file_key is not None:
-                    _raw_files.leave(self._file_key)
-            self._conn = None
-            self._file_key = None
-            self._raw_fd = -1
-            self._reset(self._index)
-            self._data_version = -1
+    def close(self, index: Index | None = None) -> None:
+        if self._conn is not None and self._pid == pid():
+            self._conn.close()
+            if self._file_key is not None:
+                _raw_files.leave(self._file_key)
+        self._conn = None
+        self._file_key = None
+        self._raw_fd = -1
+        self._reset(self._index)
+        self._data_version = -1
+
+
+class SqliteBackend(CachedBackend):
+    """Store experiment records in a SQLite database.
+
+    Uses Python's built-in :mod:`sqlite3`. No extra dependencies required. On a local
+    filesystem the database uses WAL mode (folded back into the file when the process
+    exits normally); on a network filesystem (NFS, SMB, Lustre, ... or anything not known
+    to be local), where WAL does not work, a rollback journal in ``PERSIST`` mode. Each
+    record is one committed transaction. Readers follow new
+    rows by ``rowid`` and ask ``PRAGMA data_version`` whether anything changed, so a
+    lookup reads no rows when nothing did. Removals bump a generation number in
+    ``stet_meta`` so that every reader reloads.
+
+    Args:
+        path: Path to the ``.sqlite`` / ``.db`` file.
+        fsync: fsync each commit (``synchronous=FULL``), for power loss.
+    """
+
+    capabilities = Capabilities(shared_claims=True, durable_failures=True,
+                                remove_by_match=True, bulk_append=True)
+
+    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
+        super().__init__(store_file(path), fsync=fsync)  # (a symlink: its target's sidecars)
+        index = Index()
+        self._source = SqliteSource(self.path, self.fsync, index)
+        self._cache = IndexCache(self._source, self.path, index)
+        close_at_exit(self)  # (so that SQLite folds the WAL into the database file)
+
+    def finish(self) -> None:
+        """Fold the WAL into the database file (if no other process is using it)."""
+        with self._cache.mutex:
+            self._source.finish()
+
+    def _connect(self, create: bool) -> sqlite3.Connection | None:
+        return self._source._connect(create)
 
 
 def _writable(path: Path) -> bool:
