@@ -26,6 +26,10 @@ class RecordSource:
     itself: :class:`IndexCache` serialises calls). Subclasses implement the four
     primitives; the rest have defaults."""
 
+    #: Records waiting beside the store (Parquet's log), indexed apart from the store's
+    #: own: lookups look there too. ``None``: the index holds every record.
+    pending: Index | None = None
+
     def poll(self, index: Index) -> None:
         """Bring ``index`` up to date with the store (cheap when nothing changed)."""
         raise NotImplementedError
@@ -79,6 +83,9 @@ class IndexCache:
                 raise os_error(self.name, "reading", exc) from exc
             if self.index.contains(func, fields, texts):
                 return True
+            pending = self.source.pending
+            if pending is not None and pending.contains(func, fields, texts):
+                return True
         self.source.check_new_run(fields, texts)  # the run is about to be made
         return False
 
@@ -89,7 +96,10 @@ class IndexCache:
                 self.source.poll(self.index)
             except OSError as exc:
                 raise os_error(self.name, "reading", exc) from exc
-            return self.index.contains_any(names, tuple(fields[n] for n in names))
+            texts = tuple(fields[n] for n in names)
+            pending = self.source.pending
+            return self.index.contains_any(names, texts) or (
+                pending is not None and pending.contains_any(names, texts))
 
     def append(self, record: Record) -> None:
         with self.mutex:
@@ -116,7 +126,8 @@ class IndexCache:
     def count(self) -> int:
         with self.mutex, reraise_as_store_error(self.name, "reading"):
             self.source.poll(self.index)
-            return self.index.count
+            pending = self.source.pending
+            return self.index.count + (0 if pending is None else pending.count)
 
     def close(self) -> None:
         with self.mutex:
