@@ -30,6 +30,7 @@ from ._cache import IndexCache, RecordSource
 __all__ = [
     "BaseBackend",
     "CachedBackend",
+    "CachedStore",
     "Capabilities",
     "FailureLog",
     "IndexedBackend",
@@ -394,24 +395,13 @@ class FailureLog:
                                      self._index)
 
 
-class CachedBackend(BaseBackend):
-    """A file-kind store whose lookups are answered from an :class:`IndexCache` over a
-    :class:`RecordSource` (composed, set by the subclass as ``self._cache``)."""
+class CachedStore(Store):
+    """A store (path-free) whose records live in a :class:`RecordSource` and whose
+    lookups are answered from an :class:`IndexCache` over it, composed: the subclass sets
+    ``self._cache``. The five methods and what stet calls are the cache's."""
 
-    capabilities = Capabilities(shared_claims=True, durable_failures=True,
-                                remove_by_match=True)
+    capabilities = Capabilities(remove_by_match=True)
     _cache: IndexCache
-
-    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
-        super().__init__(path)
-        self.fsync = settings.fsync if fsync is None else fsync
-
-    def check_writable(self) -> None:
-        """Raise :class:`~stet.errors.StoreError` unless the store file (or its directory,
-        if it does not exist yet), its directory and the sidecars a run writes can be
-        written by this process (see :func:`stet._sidecar.check_writable`)."""
-        if isinstance(self.path, Path):  # (a PostgreSQL store is a URL)
-            check_writable(self.path)
 
     def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
         return self._cache.contains_run(func, fields, texts)
@@ -479,6 +469,24 @@ class CachedBackend(BaseBackend):
 
     def __len__(self) -> int:
         return self._cache.count()
+
+
+class CachedBackend(CachedStore, BaseBackend):
+    """A :class:`CachedStore` kept in a file (its claims and failures beside it)."""
+
+    capabilities = Capabilities(shared_claims=True, durable_failures=True,
+                                remove_by_match=True)
+
+    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
+        super().__init__(path)
+        self.fsync = settings.fsync if fsync is None else fsync
+
+    def check_writable(self) -> None:
+        """Raise :class:`~stet.errors.StoreError` unless the store file (or its directory,
+        if it does not exist yet), its directory and the sidecars a run writes can be
+        written by this process (see :func:`stet._sidecar.check_writable`)."""
+        if isinstance(self.path, Path):  # (a PostgreSQL store is a URL)
+            check_writable(self.path)
 
 
 class _OwnPrimitives(RecordSource):
