@@ -4,6 +4,8 @@ real server of ``pgserver.py``) and against a store made outside stet
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -99,3 +101,49 @@ def test_importing_stet_does_not_import_pytest_or_the_contract() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+# ------------------------------------------------------------- structural promises
+SRC = Path(__file__).resolve().parents[1] / "src" / "stet"
+#: What stet appends to a store's name for the files it keeps beside it.
+SIDE_NAMES = (".lock", ".claims", ".failures.jsonl", ".stet-log", "-wal", "-shm",
+              "-journal", ".stet-tmp-", ".stet-export-")
+
+
+def _string_constants(tree: ast.AST) -> list[tuple[int, str]]:
+    """String constants of a module, docstrings left out."""
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                 ast.AsyncFunctionDef))
+            and node.body and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)}
+    return [(n.lineno, n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_side_file_names_are_spelled_in_the_sidecar_module_alone() -> None:
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path.name == "_sidecar.py":
+            continue
+        for line, text in _string_constants(ast.parse(path.read_text("utf-8"))):
+            hits = [n for n in SIDE_NAMES if re.search(re.escape(n) + "(?![A-Za-z_])", text)]
+            if hits:
+                found.append(f"{path.relative_to(SRC)}:{line}: {text!r}")
+    assert found == []
+
+
+def test_callers_read_capabilities_instead_of_probing_stores() -> None:
+    """No getattr() on a store in the modules that use one: they call the interface."""
+    names = {n for n in dir(Store) if not n.startswith("__")} | {"path"}
+    found = []
+    for name in ("_decorator", "_sweep", "_cli", "_results", "_status", "_utils",
+                 "_capture"):
+        path = SRC / f"{name}.py"
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in ("getattr", "hasattr") and len(node.args) >= 2
+                    and isinstance(node.args[1], ast.Constant)
+                    and node.args[1].value in names | {"display_store"}):
+                found.append(f"{name}.py:{node.lineno}: {ast.unparse(node)}")
+    assert found == []

@@ -30,6 +30,7 @@ __all__ = [
     "PARQUET_LOG",
     "SIDECAR_SUFFIXES",
     "SQLITE_JOURNALS",
+    "SQLITE_SHM",
     "SQLITE_WAL",
     "check_writable",
     "claims_file",
@@ -54,7 +55,8 @@ CLAIMS = ".claims"  #: claims of runs being executed (see :mod:`stet._claims`)
 FAILURES = ".failures.jsonl"  #: failed runs, JSON Lines
 PARQUET_LOG = ".stet-log"  #: records appended to a Parquet store, waiting to be folded
 SQLITE_WAL = "-wal"  #: SQLite's write-ahead log (commits not yet in the database file)
-SQLITE_JOURNALS = (SQLITE_WAL, "-shm", "-journal")  #: SQLite's own, beside its database
+SQLITE_SHM = "-shm"  #: SQLite's WAL index (memory shared by its connections)
+SQLITE_JOURNALS = (SQLITE_WAL, SQLITE_SHM, "-journal")  #: SQLite's own, beside its database
 #: What stet (or SQLite) appends to a store's name for the files it keeps beside it.
 SIDECAR_SUFFIXES = (LOCK, CLAIMS, FAILURES, PARQUET_LOG, *SQLITE_JOURNALS)
 #: Sidecars a run writes to (``.lock`` is only locked, which a read-only descriptor can;

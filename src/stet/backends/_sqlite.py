@@ -19,7 +19,15 @@ from .._identity import RESERVED_PREFIX
 from .._index import FUNC_FIELD, Index, bulk
 from .._log import store_file
 from .._pid import pid
-from .._sidecar import SQLITE_JOURNALS, SQLITE_WAL, open_file, os_error, refuse_links, sidecar
+from .._sidecar import (
+    SQLITE_JOURNALS,
+    SQLITE_SHM,
+    SQLITE_WAL,
+    open_file,
+    os_error,
+    refuse_links,
+    sidecar,
+)
 from .._sql import column_list, quote_ident
 from ..errors import CorruptStoreError, StoreError
 from ._base import CachedBackend, Capabilities, Record
@@ -347,7 +355,7 @@ class SqliteSource(RecordSource):
             key = self._file_key
             if key is None or self._pid != pid():
                 return None
-            target = str(self.path) + "-shm" if self._journal_wal else str(self.path)
+            target = str(sidecar(self.path, SQLITE_SHM)) if self._journal_wal else str(self.path)
             try:
                 self._raw_fd = _raw_files.fd(key, target)
             except OSError:
