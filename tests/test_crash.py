@@ -34,7 +34,7 @@ import pytest
 
 import stet
 from formats import other_tools_rows
-from stet._log import StoreWarning
+from stet._logfile import StoreWarning
 from stet.backends import BaseBackend, get_backend
 from stet.backends._parquet import ParquetBackend, sidecar_path
 

@@ -313,16 +313,36 @@ def test_nav_lists_every_page() -> None:
         assert rel in nav, f"{rel} is not in mkdocs.yml's nav"
 
 
-def test_reference_documents_the_original_api() -> None:
-    """The module paths the original API reference names are all documented."""
+# Documented where they are defined, for a reason: StoreStatus is not exported by stet (a
+# status() returns one), and stet.backends imports PostgresBackend only when asked for it.
+PRIVATE_PATHS_DOCUMENTED = {"stet._status.StoreStatus", "stet.backends._postgres.PostgresBackend"}
+
+
+def test_the_reference_documents_public_names_not_private_modules() -> None:
     text = "\n".join((DOCS / "reference" / name).read_text(encoding="utf-8")
                      for name in ("api.md", "backends.md"))
-    for ident in ("stet._decorator.once", "stet._utils.status", "stet._utils.reset",
-                  "stet.backends._base.BaseBackend", "stet.backends._csv.CsvBackend",
-                  "stet.backends._json.JsonBackend", "stet.backends._sqlite.SqliteBackend",
-                  "stet.backends._parquet.ParquetBackend", "stet._grid.grid",
-                  "stet._sweep.sweep", "stet._results.load"):
-        assert re.search(rf"^::: {re.escape(ident)}$", text, re.MULTILINE), ident
+    documented = set(re.findall(r"^::: (\S+)$", text, re.MULTILINE))
+    private = {d for d in documented if any(p.startswith("_") for p in d.split("."))}
+    assert private == PRIVATE_PATHS_DOCUMENTED
+    for name in ("stet.once", "stet.status", "stet.reset", "stet.sweep", "stet.load",
+                 "stet.grid", "stet.backends.BaseBackend", "stet.backends.CsvBackend",
+                 "stet.backends.JsonBackend", "stet.backends.SqliteBackend",
+                 "stet.backends.ParquetBackend"):
+        assert name in documented, name
+
+
+def test_the_paths_the_original_reference_names_still_import() -> None:
+    """Code written for the original API reference runs unchanged."""
+    import importlib
+
+    import stet
+    import stet.backends
+
+    for path, obj in (("stet._decorator.once", stet.once), ("stet._utils.status", stet.status),
+                      ("stet._utils.reset", stet.reset),
+                      ("stet.backends._base.BaseBackend", stet.backends.BaseBackend)):
+        module, _, name = path.rpartition(".")
+        assert getattr(importlib.import_module(module), name) is obj, path
 
 
 def test_output_matching() -> None:

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stet._log import StoreWarning
+from stet._logfile import StoreWarning
 from stet.backends import get_backend
 from stet.backends._base import FailureLog
 from stet.errors import CorruptStoreError

@@ -137,8 +137,8 @@ def test_callers_read_capabilities_instead_of_probing_stores() -> None:
     """No getattr() on a store in the modules that use one: they call the interface."""
     names = {n for n in dir(Store) if not n.startswith("__")} | {"path"}
     found = []
-    for name in ("_decorator", "_sweep", "_cli", "_results", "_status", "_utils",
-                 "_capture"):
+    for name in ("_decorator", "_run", "_sweep", "_cli", "_load", "_status", "_admin",
+                 "_saved", "_hydra"):
         path = SRC / f"{name}.py"
         for node in ast.walk(ast.parse(path.read_text("utf-8"))):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import stet
-from stet._log import StoreWarning
+from stet._logfile import StoreWarning
 from stet.backends import get_backend
 from stet.errors import CorruptStoreError
 
@@ -464,7 +464,7 @@ def test_rewrites_keep_the_stores_access_list_and_extended_attributes(
 
 
 def test_a_read_only_store_stays_read_only_after_a_rewrite(tmp_path: Path) -> None:
-    from stet._log import atomic_write
+    from stet._logfile import atomic_write
 
     path = tmp_path / "runs.csv"
     path.write_bytes(b"old")

@@ -6,14 +6,15 @@ combination that already finished, and nothing else.
 
 from __future__ import annotations
 
-from ._capture import ResultNotSavedWarning
+from ._admin import reset, status
 from ._config import configure, settings
 from ._decorator import once
 from ._grid import Grid, grid
 from ._identity import UnstableValueError, canonical
-from ._results import load
-from ._sweep import SweepInterrupted, SweepSummary, sweep
-from ._utils import reset, status
+from ._load import load
+from ._saved import ResultNotSavedWarning
+from ._summary import SweepInterrupted, SweepSummary
+from ._sweep import sweep
 from .errors import CorruptStoreError, StoreError
 
 __all__ = [

@@ -33,8 +33,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from ._log import read_from
+from ._logfile import read_from
 from ._pid import close_if_ours, pid
+from ._schema import HOST
 from ._sidecar import open_file
 from .errors import StoreError
 
@@ -43,7 +44,6 @@ __all__ = ["CallClaims", "ClaimFile", "Claims", "calls", "claim_offset"]
 _BASE = 1 << 40  # lock offsets live far beyond the announcements
 _SPAN = (1 << 62) - _BASE
 _COMPACT_AT = 1 << 20  # announcement bytes before stale lines are dropped
-_HOST = os.uname().nodename
 
 _registry: weakref.WeakValueDictionary[str, ClaimFile] = weakref.WeakValueDictionary()
 _registry_lock = threading.Lock()
@@ -258,7 +258,7 @@ class ClaimFile:
     # ----------------------------------------------------------- announcements
     def _announce(self, offset: int, info: dict[str, Any]) -> None:
         line = json.dumps(
-            {"o": offset, "host": _HOST, "pid": pid(), "since": time.time(), **info},
+            {"o": offset, "host": HOST, "pid": pid(), "since": time.time(), **info},
             ensure_ascii=True,
         )
         try:

@@ -24,11 +24,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from ._identity import RESERVED_PREFIX
-from ._index import FUNC_FIELD
-from ._results import EMPTY_FIELD, Table, display, open_store, select, tabulate
+from ._load import Table, display, open_store, select, tabulate
+from ._schema import (
+    DURATION_FIELD,
+    EMPTY_FIELD,
+    ERROR_FIELD,
+    ERROR_TYPE_FIELD,
+    FUNC_FIELD,
+    HOST_FIELD,
+    PID_FIELD,
+    RESERVED_PREFIX,
+    STARTED_FIELD,
+    TIMESTAMP_FIELD,
+    Record,
+    run_key,
+)
 from ._sidecar import export_temp_file, is_sidecar, same_file, sidecars
-from .backends._base import Record
+from .backends import get_backend
 from .errors import StoreError
 
 __all__ = ["main"]
@@ -186,26 +198,26 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.all:
         columns = list(table.columns)
     else:
-        shown_book = [FUNC_FIELD, "_stet_timestamp", "_stet_duration"]
+        shown_book = [FUNC_FIELD, TIMESTAMP_FIELD, DURATION_FIELD]
         if args.failed:
-            shown_book += ["_stet_error_type", "_stet_error"]
+            shown_book += [ERROR_TYPE_FIELD, ERROR_FIELD]
         columns = [*table.key_columns(), *table.result_columns(),
                    *(c for c in shown_book if c in table.columns)]
         if not args.failed:
             funcs = {v for v in table.columns.get(FUNC_FIELD, [])}
             if len(funcs) == 1 and FUNC_FIELD in columns and not args.all:
                 columns.remove(FUNC_FIELD)
-    headers = {FUNC_FIELD: "function", "_stet_timestamp": "finished (UTC)",
-               "_stet_duration": "seconds", "_stet_error_type": "error",
-               "_stet_error": "message", "_stet_host": "host", "_stet_started": "started",
-               "_stet_pid": "pid"}
-    if "_stet_timestamp" in table.columns:
-        table.columns["_stet_timestamp"] = [
+    headers = {FUNC_FIELD: "function", TIMESTAMP_FIELD: "finished (UTC)",
+               DURATION_FIELD: "seconds", ERROR_TYPE_FIELD: "error",
+               ERROR_FIELD: "message", HOST_FIELD: "host", STARTED_FIELD: "started",
+               PID_FIELD: "pid"}
+    if TIMESTAMP_FIELD in table.columns:
+        table.columns[TIMESTAMP_FIELD] = [
             None if t is None else t.replace("T", " ")[:19] for t in table.columns[
-                "_stet_timestamp"]]
-    if "_stet_duration" in table.columns and table.kinds["_stet_duration"] == "float":
-        table.columns["_stet_duration"] = [
-            None if d is None else float(f"{d:.3g}") for d in table.columns["_stet_duration"]]
+                TIMESTAMP_FIELD]]
+    if DURATION_FIELD in table.columns and table.kinds[DURATION_FIELD] == "float":
+        table.columns[DURATION_FIELD] = [
+            None if d is None else float(f"{d:.3g}") for d in table.columns[DURATION_FIELD]]
     print(_render_table(table, columns, headers, max_width=40 if not args.all else 60))
     shown = len(rows)
     print(f"({shown} {kind}{'s' if shown != 1 else ''}"
@@ -276,18 +288,11 @@ def _clash(store: str, out: str) -> str | None:
     return None
 
 
-def _identity(record: Record) -> tuple[Any, ...]:
-    return (record.get(FUNC_FIELD) or "",
-            tuple(sorted((k, v) for k, v in record.items() if not k.startswith(RESERVED_PREFIX))))
-
-
 def _clean(record: Record) -> Record:
     return {k: v for k, v in record.items() if k != EMPTY_FIELD}
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
-    from .backends import get_backend
-
     clash = _clash(args.src, args.dst)
     if clash is not None:
         raise UsageError(f"DST {display(args.dst)} is {clash}: copying a store onto itself "
@@ -296,11 +301,11 @@ def cmd_copy(args: argparse.Namespace) -> int:
     dst = get_backend(args.dst)
     records = [_clean(r) for r in src.load()]
     failures = [_clean(r) for r in src.failures()]
-    have = {_identity(r) for r in dst.load()} if dst.exists() else set()
+    have = {run_key(r) for r in dst.load()} if dst.exists() else set()
     have_failures = {tuple(sorted(r.items())) for r in dst.failures()} if dst.exists() else set()
     todo: list[Record] = []
     for r in records:
-        ident = _identity(r)
+        ident = run_key(r)
         if ident in have:
             continue
         todo.append(r)
@@ -512,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--where", metavar="FIELD=VALUE", action="append",
                         help=f"only {what} whose FIELD holds VALUE, compared as stored text "
                              "(repeat for several fields; bookkeeping fields such as "
-                             "_stet_host work too)")
+                             f"{HOST_FIELD} work too)")
         sp.add_argument("--func", metavar="NAME",
                         help=f"only {what} of this function (records without a function "
                              "name, from stet 0.0.2, match any)")

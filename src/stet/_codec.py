@@ -2,7 +2,7 @@
 
 A codec knows how a file starts, how one record is written, how complete records are
 read back from a chunk of bytes, and what may follow the last complete record. The log
-(:mod:`stet._log`) does everything else, the same way for every format. The formats are
+(:mod:`stet._logfile`) does everything else, the same way for every format. The formats are
 :mod:`stet._csv_codec` and :mod:`stet._json_codec`.
 """
 
@@ -15,19 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from ._index import Index, bulk
+from ._schema import EMPTY_FIELD, ESCAPED_FIELD, Record
 from .errors import CorruptStoreError, StoreError
 
 __all__ = ["EMPTY_FIELD", "ESCAPED_FIELD", "TEAR_ALIGN", "Chunk", "Codec", "Damage", "Parsed",
            "Record", "corrupt", "is_utf8",
            "refuse_surrogate_pairs"]
 
-Record = dict[str, str]
-
-#: CSV bookkeeping column listing (as a JSON array) the fields whose value is "".
-EMPTY_FIELD = "_stet_empty"
-#: CSV bookkeeping column listing (as a JSON array) the fields whose cell holds their
-#: value as a JSON string: text UTF-8 cannot hold (a lone surrogate such as "\ud800").
-ESCAPED_FIELD = "_stet_escaped"
+# EMPTY_FIELD: CSV bookkeeping column listing (as a JSON array) the fields whose value
+# is "". ESCAPED_FIELD: the fields whose cell holds their value as a JSON string: text
+# UTF-8 cannot hold (a lone surrogate such as "\ud800").
 
 
 class Chunk:

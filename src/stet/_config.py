@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["configure", "settings"]
+__all__ = ["config", "configure", "settings"]
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -30,12 +30,14 @@ class Settings:
         return f"Settings(verbose={self.verbose}, fsync={self.fsync})"
 
 
-settings = Settings()
+#: The configuration. Inside the package it is called ``config``, as a sweep's inputs are
+#: its settings; ``stet.settings`` is its public name.
+config = settings = Settings()
 
 
 def configure(*, verbose: bool | None = None, fsync: bool | None = None) -> None:
     """Change the process-wide defaults (see :class:`Settings`)."""
     if verbose is not None:
-        settings.verbose = verbose
+        config.verbose = verbose
     if fsync is not None:
-        settings.fsync = fsync
+        config.fsync = fsync

@@ -24,8 +24,8 @@ from ._codec import (
     corrupt,
     is_utf8,
 )
-from ._identity import RESERVED_PREFIX
 from ._index import bulk
+from ._schema import RESERVED_PREFIX
 from .errors import StoreError
 
 __all__ = ["CsvCodec"]

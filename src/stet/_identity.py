@@ -15,10 +15,11 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["Binder", "UnstableValueError", "canonical", "format_call"]
+from ._schema import RESERVED_PREFIX
 
-#: Prefix of every bookkeeping field; key fields never start with it.
-RESERVED_PREFIX = "_stet_"
+# RESERVED_PREFIX is re-exported for the PostgreSQL backend until it imports _schema.
+__all__ = ["RESERVED_PREFIX", "Binder", "UnstableValueError", "canonical", "format_call"]
+
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _BIG = 10**18  # ints beyond take the slow path (Python limits int-to-text conversion)

@@ -12,12 +12,10 @@ import gc
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from ._identity import RESERVED_PREFIX
+from ._schema import FUNC_FIELD, RESERVED_PREFIX, key_names
 
+# FUNC_FIELD is re-exported for the PostgreSQL backend until it imports _schema.
 __all__ = ["FUNC_FIELD", "Index"]
-
-#: Bookkeeping field holding the function name ("" or absent: matches any function).
-FUNC_FIELD = "_stet_func"
 
 Row = tuple[str, ...]
 
@@ -123,7 +121,7 @@ class Index:
 
     def add(self, record: Mapping[str, str]) -> None:
         """Add one record (a mapping of field name to canonical text)."""
-        names = tuple(sorted(k for k in record if not k.startswith(RESERVED_PREFIX)))
+        names = key_names(record)
         self._add(names, (record.get(FUNC_FIELD) or "", *(record[n] for n in names)))
 
     def _add(self, names: tuple[str, ...], row: Row) -> None:

@@ -18,8 +18,8 @@ from ._codec import (
     Record,
     corrupt,
 )
-from ._identity import RESERVED_PREFIX
-from ._index import FUNC_FIELD, bulk
+from ._index import bulk
+from ._schema import FUNC_FIELD, GENERATION_FIELD, RESERVED_PREFIX
 from .errors import CorruptStoreError
 
 __all__ = ["JsonCodec", "JsonLinesCodec"]
@@ -272,7 +272,7 @@ class JsonLinesCodec(Codec):
             return None, 0
         try:
             head = json.loads(data[:nl])
-            gen = head["_stet_generation"]
+            gen = head[GENERATION_FIELD]
         except (ValueError, KeyError, TypeError, RecursionError):
             raise corrupt(path, "its first line is not a stet sidecar header", "sidecar") from None
         return str(gen), nl + 1
@@ -312,7 +312,7 @@ class JsonLinesCodec(Codec):
 
     def render(self, records: Sequence[Mapping[str, str]], head: Any) -> tuple[bytes, Any]:
         gen = head or os.urandom(16).hex()
-        out = [json.dumps({"_stet_generation": gen})]
+        out = [json.dumps({GENERATION_FIELD: gen})]
         out += [json.dumps(r, ensure_ascii=True) for r in records]
         return ("\n".join(out) + "\n").encode("ascii"), gen
 

@@ -13,8 +13,10 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from ._schema import format_duration
+
 if TYPE_CHECKING:
-    from ._sweep import SweepSummary
+    from ._summary import SweepSummary
 
 __all__ = ["Reporter", "make_reporter"]
 
@@ -50,13 +52,6 @@ def _counts(s: SweepSummary) -> str:
         parts.append(f"{s.skipped_failed} failed before")
     parts.append(f"{s.failed} failed")
     return ", ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}"
 
 
 class LineReporter(Reporter):
@@ -104,7 +99,7 @@ class LineReporter(Reporter):
             line += f" | {rate:.3g} runs/s" if rate >= 1 else f" | {1 / rate:.3g} s/run"
             left = s.not_run + s.in_flight
             if left:
-                line += f" | ETA {_duration(left / rate)}"
+                line += f" | ETA {format_duration(left / rate)}"
         return line
 
     def close(self, summary: SweepSummary) -> None:

@@ -15,27 +15,22 @@ import statistics
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._identity import RESERVED_PREFIX, canonical
-from ._index import FUNC_FIELD
-from ._results import _FLOAT, _INT
-from .backends._base import TIMESTAMP_FIELD, Store
+from ._identity import canonical
+from ._load import _FLOAT, _INT, display, open_store
+from ._schema import (
+    DURATION_FIELD,
+    ERROR_FIELD,
+    ERROR_TYPE_FIELD,
+    FUNC_FIELD,
+    RESERVED_PREFIX,
+    TIMESTAMP_FIELD,
+    RunKey,
+    format_duration,
+    run_key,
+)
+from .backends._base import Store
 
 __all__ = ["FunctionStatus", "StoreStatus", "SweepProgress", "render_grid", "store_status"]
-
-Key = tuple[str, tuple[tuple[str, str], ...]]  # (function, sorted (field, text) pairs)
-
-
-def _key(record: Mapping[str, Any]) -> Key:
-    items = sorted((k, str(v)) for k, v in record.items() if not k.startswith(RESERVED_PREFIX))
-    return str(record.get(FUNC_FIELD) or ""), tuple(items)
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}"
-
 
 class FunctionStatus:
     """One function's runs in a store."""
@@ -96,7 +91,7 @@ class StoreStatus:
     def lines(self) -> list[str]:
         out = [f"Store: {self.path} ({self.backend})",
                f"Completed runs: {self.completed}",
-               f"Key fields: {', '.join(self.key_fields) if self.key_fields else '(none)'}"]
+               f"RunKey fields: {', '.join(self.key_fields) if self.key_fields else '(none)'}"]
         if self.first:
             out.append(f"First run: {self.first}")
             out.append(f"Last run:  {self.last}")
@@ -120,7 +115,7 @@ class StoreStatus:
             line = (f"Sweep: {sw.done} of {sw.total} done ({pct}%), {sw.failed} failed, "
                     f"{sw.running} running, {sw.pending} pending")
             if sw.eta is not None and sw.done < sw.total:
-                line += f"; ETA {_duration(sw.eta)}"
+                line += f"; ETA {format_duration(sw.eta)}"
                 line += f" ({sw.workers} worker{'s' if sw.workers != 1 else ''})"
             elif sw.done < sw.total:
                 line += "; ETA unknown (no completed run yet)"
@@ -136,7 +131,7 @@ class StoreStatus:
 
 
 def _seconds(x: float) -> str:
-    return f"{x:.3g} s" if x < 60 else f"{x:.0f} s ({_duration(x)})"
+    return f"{x:.3g} s" if x < 60 else f"{x:.0f} s ({format_duration(x)})"
 
 
 def store_status(
@@ -146,8 +141,6 @@ def store_status(
     func: Any = None,
 ) -> StoreStatus:
     """Gather a store's state; see :func:`stet.status`."""
-    from ._results import display, open_store
-
     run = getattr(func, "__stet_run__", None)
     backend = open_store(store)
     st = StoreStatus(display(store), backend)
@@ -160,10 +153,10 @@ def store_status(
     if stamps:
         st.first, st.last = stamps[0], stamps[-1]
 
-    done_keys = {_key(r) for r in records}
-    failed: dict[str, dict[Key, dict[str, Any]]] = {}
+    done_keys = {run_key(r) for r in records}
+    failed: dict[str, dict[RunKey, dict[str, Any]]] = {}
     for f in backend.failures():
-        k = _key(f)
+        k = run_key(f)
         if k not in done_keys:
             failed.setdefault(k[0], {})[k] = f
     st.failures = [f for by_key in failed.values() for f in by_key.values()]
@@ -185,8 +178,8 @@ def store_status(
         fs.failed = len(fails)
         if fails:
             latest = max(fails.values(), key=lambda f: f.get(TIMESTAMP_FIELD, ""))
-            fs.latest_error = (f"{latest.get('_stet_error_type', '?')}: "
-                               f"{str(latest.get('_stet_error', ''))[:80]}")
+            fs.latest_error = (f"{latest.get(ERROR_TYPE_FIELD, '?')}: "
+                               f"{str(latest.get(ERROR_FIELD, ''))[:80]}")
         fs.running = running_by.get(name, 0)
         times = sorted(r[TIMESTAMP_FIELD] for r in recs if r.get(TIMESTAMP_FIELD))
         if times:
@@ -194,7 +187,7 @@ def store_status(
         durations = []
         for r in recs:
             with contextlib.suppress(KeyError, ValueError):
-                durations.append(float(r["_stet_duration"]))
+                durations.append(float(r[DURATION_FIELD]))
         if durations:
             fs.mean_duration = statistics.fmean(durations)
 

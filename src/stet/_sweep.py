@@ -5,6 +5,9 @@ printed); only the rest are run, in this process or through any
 :class:`concurrent.futures.Executor` (a process pool, a thread pool, Dask's
 ``Client.get_executor()``, ...). Each run still goes through the decorated function's
 claim, so several sweeps (or plain loops) sharing a store never run a setting twice.
+
+The plan (which settings are pending) and each call's claim are :mod:`stet._run`'s; the
+summary types are :mod:`stet._summary`'s.
 """
 
 from __future__ import annotations
@@ -17,189 +20,16 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._identity import UnstableValueError, format_call
+from ._identity import format_call
 from ._interrupt import ABANDON, STOP, SigintWatch, StopFlag, ignore_sigint_in_worker, kill_workers
+from ._progress import make_reporter
+from ._run import Run, Setting, Skip, plan_sweep, run_of
+from ._summary import Error, Failure, Kind, Outcome, SweepInterrupted, SweepSummary
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor, Future
 
-    from ._decorator import _Run
-
-__all__ = ["Failure", "SweepInterrupted", "SweepSummary", "pending_settings", "sweep"]
-
-Setting = dict[str, Any]
-
-
-class Failure:
-    """A run of the sweep that raised: its setting, the error, and the traceback text."""
-
-    __slots__ = ("error_type", "exception", "message", "setting", "traceback")
-
-    def __init__(self, setting: Setting, exception: BaseException | None, error_type: str,
-                 message: str, traceback: str) -> None:
-        self.setting = setting
-        #: The exception itself (``None`` if it could not be brought back from a worker).
-        self.exception = exception
-        self.error_type = error_type
-        self.message = message
-        self.traceback = traceback
-
-    def __repr__(self) -> str:
-        return f"Failure({self.setting!r}, {self.error_type}: {self.message[:200]!r})"
-
-
-class SweepSummary:
-    """What :func:`sweep` did. ``str()`` gives a one-line account.
-
-    Attributes:
-        func: the function's name.
-        total: distinct settings in the sweep (``duplicates`` more were given twice).
-        ran: runs executed and recorded as done in this sweep.
-        skipped_done: settings already done (before the sweep or meanwhile elsewhere).
-        skipped_running: settings another worker was running, so this sweep left them.
-        skipped_failed: settings that failed before, skipped with ``skip_failed=True``.
-        failed: runs that raised (``failures`` has each setting with its error).
-        not_run: settings not run because the sweep was stopped (Ctrl-C,
-            ``stop_on_error``), including runs stopped midway (nothing recorded).
-        results: ``(setting, return value)`` of every run executed in this sweep (empty
-            with ``keep_results=False``; without the few runs counted in ``ran`` from
-            the store because Ctrl-C stopped their worker just after their record).
-        elapsed: seconds the sweep took.
-        interrupted: whether Ctrl-C stopped it.
-
-    Each run is counted once: ``ran`` are the runs this sweep recorded as done, even when
-    Ctrl-C came while they finished.
-    """
-
-    def __init__(self, func: str) -> None:
-        self.func = func
-        self.total = 0
-        self.duplicates = 0
-        self.ran = 0
-        self.skipped_done = 0
-        self.skipped_running = 0
-        self.skipped_failed = 0
-        self.failures: list[Failure] = []
-        self.results: list[tuple[Setting, Any]] = []
-        self.not_run = 0
-        self.in_flight = 0
-        self.elapsed = 0.0
-        self.interrupted = False
-
-    @property
-    def failed(self) -> int:
-        return len(self.failures)
-
-    @property
-    def ok(self) -> bool:
-        """No run failed and none was left out by a stop."""
-        return not self.failures and not self.not_run and not self.interrupted
-
-    @property
-    def complete(self) -> bool:
-        """Every setting is done (ran now, or before)."""
-        return self.ran + self.skipped_done == self.total
-
-    def __str__(self) -> str:
-        parts = [f"{self.ran} ran", f"{self.skipped_done} skipped as done"]
-        if self.skipped_running:
-            parts.append(f"{self.skipped_running} skipped as running elsewhere")
-        if self.skipped_failed:
-            parts.append(f"{self.skipped_failed} skipped as failed before")
-        parts.append(f"{self.failed} failed")
-        if self.not_run:
-            parts.append(f"{self.not_run} not run")
-        text = f"{self.func}: {self.total} settings: {', '.join(parts)} in {self.elapsed:.1f} s"
-        if self.interrupted:
-            text += " (interrupted; run the sweep again to resume)"
-        elif self.failures:
-            f = self.failures[-1]
-            text += f"; last error: {f.error_type}: {f.message[:200]}"
-        return text
-
-    def __repr__(self) -> str:
-        return f"<SweepSummary {self}>"
-
-
-class SweepInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a sweep; ``.summary`` says what was done (claims are released)."""
-
-    def __init__(self, summary: SweepSummary) -> None:
-        super().__init__(str(summary))
-        self.summary = summary
-
-
-SweepInterrupted.__module__ = "stet"  # shown as stet.SweepInterrupted in tracebacks
-
-
-# ----------------------------------------------------------------------------- planning
-def _run_of(func: Any) -> _Run:
-    run = getattr(func, "__stet_run__", None)
-    if run is None:
-        raise TypeError(
-            f"sweep() runs a function decorated with @stet.once; {func!r} is not "
-            f"(decorate it, e.g. @stet.once(store='runs.csv'))"
-        )
-    return run  # type: ignore[no-any-return]
-
-
-class _Plan:
-    __slots__ = ("done", "duplicates", "failed_before", "pending", "total")
-
-    def __init__(self) -> None:
-        self.pending: list[Setting] = []
-        self.done = self.failed_before = self.duplicates = self.total = 0
-
-
-def _plan(run: _Run, settings: Iterable[Mapping[str, Any]]) -> _Plan:
-    """Sort settings into done, failed before (skip_failed) and pending, in bulk."""
-    if isinstance(settings, Mapping) or not isinstance(settings, Iterable):
-        raise TypeError(
-            f"settings must be an iterable of dicts of keyword arguments (e.g. "
-            f"stet.grid(...) or a list of dicts), not {type(settings).__name__}"
-        )
-    backend = run.get_backend()
-    binder = run.binder
-    plan = _Plan()
-    seen: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
-    for setting in settings:
-        if not isinstance(setting, Mapping):
-            raise TypeError(f"a setting must be a dict of keyword arguments, not {setting!r}")
-        setting = dict(setting)
-        try:
-            fields, texts = binder.bind((), setting)
-        except UnstableValueError:
-            raise
-        except TypeError as exc:
-            raise TypeError(
-                f"setting {setting!r} does not fit {run.func.__qualname__}"
-                f"{binder.signature}: {exc}"
-            ) from None
-        ident = binder.sorted_view(fields, texts)
-        if ident in seen:
-            plan.duplicates += 1
-            continue
-        seen.add(ident)
-        plan.total += 1
-        if backend.contains_run(run.name, *ident):
-            plan.done += 1
-        elif run.skip_failed and backend.contains_failure(run.name, *ident):
-            plan.failed_before += 1
-        else:
-            plan.pending.append(setting)
-    return plan
-
-
-def pending_settings(run: _Run, settings: Iterable[Mapping[str, Any]]) -> list[Setting]:
-    """The settings whose runs are not done (nor failed, with ``skip_failed``)."""
-    return _plan(run, settings).pending
-
-
-# ---------------------------------------------------------------------------- executing
-# An outcome: (kind, payload, seconds). kind "ran": payload is the return value;
-# "failed": (exception or None, type name, message, traceback text); "done",
-# "running", "failed-before": skipped, payload None.
-Outcome = tuple[str, Any, float]
+__all__ = ["Failure", "SweepInterrupted", "SweepSummary", "sweep"]
 
 
 def _execute(func: Any, setting: Setting, remote: bool = False, keep: bool = True,
@@ -207,20 +37,18 @@ def _execute(func: Any, setting: Setting, remote: bool = False, keep: bool = Tru
     """Run one setting through the decorated function's claim (in a worker, or here);
     without ``keep``, its return value is not sent back. Once ``stop`` says the sweep
     stopped, the run does not start ("not-run"), or, if it had, is not recorded."""
-    run = func if not callable(func) else _run_of(func)
+    run = func if not callable(func) else run_of(func)
     if stop is not None:
         if stop.remote:
             ignore_sigint_in_worker(stop.owner)
         if stop.stopped():
-            return "not-run", None, 0.0
-    skipped: list[str] = []
-    ticket = run.begin((), setting, skipped)
-    if ticket is None:
-        why = skipped[0] if skipped else "done"
-        return ("failed-before" if why == "failed" else why), None, 0.0
+            return Outcome.not_run()
+    ticket = run.begin((), setting, quiet=True)
+    if isinstance(ticket, Skip):
+        return Outcome.skipped(ticket)
     if stop is not None and stop.stopped():  # stopped while this run was being claimed
         ticket.failed(KeyboardInterrupt())  # releases the claim, records nothing
-        return "not-run", None, 0.0
+        return Outcome.not_run()
     t0 = time.perf_counter()
     try:
         result = run.func(**setting)
@@ -230,18 +58,18 @@ def _execute(func: Any, setting: Setting, remote: bool = False, keep: bool = Tru
         ticket.failed(exc)
         if not isinstance(exc, Exception):
             raise  # Ctrl-C, SystemExit: the claim is released, nothing recorded
-        return "failed", _failure_payload(exc, remote), time.perf_counter() - t0
+        return Outcome.failed(_error(exc, remote), time.perf_counter() - t0)
     if stop is None:
         ticket.done(result)
     elif not stop.begin_record():  # the sweep was stopped at once: run it next time
         ticket.failed(KeyboardInterrupt())
-        return "not-run", None, time.perf_counter() - t0
+        return Outcome.not_run(time.perf_counter() - t0)
     else:
         try:
             ticket.done(result)
         finally:
             stop.end_record()
-    return "ran", result if keep else None, time.perf_counter() - t0
+    return Outcome.ran(result if keep else None, time.perf_counter() - t0)
 
 
 def _run_coroutine(coro: Any) -> Any:
@@ -271,7 +99,7 @@ def _run_coroutine(coro: Any) -> Any:
     return value
 
 
-def _failure_payload(exc: BaseException, remote: bool) -> tuple[Any, ...]:
+def _error(exc: BaseException, remote: bool) -> Error:
     import traceback
 
     text = "".join(traceback.format_exception(exc))
@@ -286,13 +114,13 @@ def _failure_payload(exc: BaseException, remote: bool) -> tuple[Any, ...]:
             carried = None
         if carried is not None:
             carried.__traceback__ = None
-    return carried, type(exc).__qualname__, str(exc), text
+    return Error(carried, type(exc).__qualname__, str(exc), text)
 
 
 class _Runner:
     """Runs a plan and keeps the summary and the progress display up to date."""
 
-    def __init__(self, func: Any, run: _Run, summary: SweepSummary, reporter: Any,
+    def __init__(self, func: Any, run: Run, summary: SweepSummary, reporter: Any,
                  stop_on_error: bool, keep_results: bool) -> None:
         self.func, self.run, self.summary = func, run, summary
         self.reporter = reporter
@@ -301,27 +129,30 @@ class _Runner:
         self.first_error: BaseException | None = None
 
     def settle(self, setting: Setting, outcome: Outcome) -> None:
-        kind, payload, _ = outcome
         s = self.summary
         s.in_flight -= 1
-        if kind == "ran":
+        kind = outcome.kind
+        if kind is Kind.RAN:
             s.ran += 1
             if self.keep_results:
-                s.results.append((setting, payload))
-        elif kind == "done":
-            s.skipped_done += 1
-        elif kind == "running":
-            s.skipped_running += 1
-        elif kind == "failed-before":
-            s.skipped_failed += 1
-        elif kind == "not-run":  # cancelled, refused once stopped, or stopped midway
+                s.results.append((setting, outcome.value))
+        elif kind is Kind.SKIPPED:
+            if outcome.skip is Skip.RUNNING:
+                s.skipped_running += 1
+            elif outcome.skip is Skip.FAILED_BEFORE:
+                s.skipped_failed += 1
+            else:
+                s.skipped_done += 1
+        elif kind is Kind.NOT_RUN:  # cancelled, refused once stopped, or stopped midway
             s.not_run += 1
         else:
-            exc, error_type, message, text = payload
-            s.failures.append(Failure(setting, exc, error_type, message, text))
+            e = outcome.error
+            assert e is not None
+            s.failures.append(Failure(setting, e.exception, e.error_type, e.message,
+                                      e.traceback))
             if self.first_error is None:
-                self.first_error = exc if exc is not None else RuntimeError(
-                    f"{error_type}: {message}")
+                self.first_error = e.exception if e.exception is not None else RuntimeError(
+                    f"{e.error_type}: {e.message}")
         self.reporter.update(s)
 
     def stopping(self) -> bool:
@@ -339,7 +170,8 @@ class _Runner:
             return False
 
     def settle_lost(self, setting: Setting) -> None:
-        self.settle(setting, ("ran" if self.recorded(setting) else "not-run", None, 0.0))
+        self.settle(setting, Outcome.ran(None, 0.0) if self.recorded(setting)
+                    else Outcome.not_run())
 
     # -- in this process -------------------------------------------------------
     def here(self, pending: list[Setting]) -> None:
@@ -388,7 +220,7 @@ class _Runner:
     def _outcome(self, fut: Future[Outcome]) -> Outcome | BaseException:
         """A finished future's outcome, or the exception that lost it."""
         if fut.cancelled():
-            return "not-run", None, 0.0
+            return Outcome.not_run()
         exc = fut.exception()
         if exc is None:
             return fut.result()
@@ -410,7 +242,7 @@ class _Runner:
         if watch.count:  # stopping: the worker may have been stopped by Ctrl-C too
             self.settle_lost(setting)
             return None
-        self.settle(setting, ("failed", _worker_lost(outcome), 0.0))  # e.g. Dask's
+        self.settle(setting, Outcome.failed(_worker_lost(outcome)))  # e.g. Dask's
         return outcome if isinstance(outcome, BrokenExecutor) else None  # KilledWorker
 
     def _submit_all(self, executor: Executor, todo: Any, window: int,
@@ -494,7 +326,7 @@ class _Runner:
         n = min(len(in_flight), _workers(executor) or len(in_flight))
         for fut, setting in list(in_flight.items()):
             outcome = self._outcome(fut) if fut.done() else None
-            if isinstance(outcome, tuple) and not (fut.cancelled() and _is_dask(executor)):
+            if isinstance(outcome, Outcome) and not (fut.cancelled() and _is_dask(executor)):
                 self.settle(setting, outcome)
             else:  # killed, or cancelled by Dask even if running: the store says
                 self.settle_lost(setting)
@@ -525,9 +357,9 @@ def _runs(n: int) -> str:
     return f"{n} run" if n == 1 else f"{n} runs"
 
 
-def _worker_lost(exc: BaseException) -> tuple[Any, ...]:
+def _worker_lost(exc: BaseException) -> Error:
     message = f"the run's result could not be had from the executor: {exc}"
-    return exc, type(exc).__qualname__, message, message
+    return Error(exc, type(exc).__qualname__, message, message)
 
 
 def _cancel(executor: Any, in_flight: dict[Any, Setting], stop: StopFlag) -> None:
@@ -628,13 +460,11 @@ def sweep(
         TypeError: ``func`` is not decorated, or a setting does not fit its signature.
         SweepInterrupted: Ctrl-C.
     """
-    from ._progress import make_reporter
-
-    run = _run_of(func)
+    run = run_of(func)
     reporter = make_reporter(progress)
     t0 = time.perf_counter()
     summary = SweepSummary(run.name)
-    plan = _plan(run, settings)
+    plan = plan_sweep(run, settings)
     summary.total, summary.duplicates = plan.total, plan.duplicates
     summary.skipped_done, summary.skipped_failed = plan.done, plan.failed_before
     summary.not_run = len(plan.pending)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ._base import BaseBackend, Capabilities, Store
 from ._csv import CsvBackend
+from ._finish import use_opener
 from ._json import JsonBackend
 from ._parquet import ParquetBackend
 from ._sqlite import SqliteBackend
@@ -144,3 +145,6 @@ def shared_backend(
         if backend is None and create:
             backend = _shared[key] = cls(where if url else Path(where), **options)
         return backend
+
+
+use_opener(shared_backend)

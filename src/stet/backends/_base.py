@@ -4,6 +4,7 @@ file-store base :class:`BaseBackend`, and the indexed backend built-in stores sh
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import threading
 import weakref
 from abc import ABC, abstractmethod
@@ -14,9 +15,10 @@ from typing import Any, ClassVar, Self, cast
 
 from .._claims import ClaimFile, Claims
 from .._config import settings
-from .._identity import RESERVED_PREFIX, canonical
-from .._index import FUNC_FIELD, Index
+from .._identity import canonical
+from .._index import Index
 from .._pid import pid
+from .._schema import FUNC_FIELD, TIMESTAMP_FIELD, Record, is_bookkeeping
 from .._sidecar import (
     check_writable,
     claims_file,
@@ -40,8 +42,6 @@ __all__ = [
     "utc_now",
 ]
 
-Record = dict[str, str]
-TIMESTAMP_FIELD = "_stet_timestamp"
 
 
 def utc_now() -> str:
@@ -268,9 +268,9 @@ class Store(ABC):
         return _LOCAL_CLAIMS
 
     def _failure_log(self) -> FailureLog | _MemoryFailures:
-        log: FailureLog | _MemoryFailures | None = self.__dict__.get("_stet_failures")
+        log: FailureLog | _MemoryFailures | None = self.__dict__.get("_failures_cached")
         if log is None:
-            log = self.__dict__.setdefault("_stet_failures", self._new_failure_log())
+            log = self.__dict__.setdefault("_failures_cached", self._new_failure_log())
         return log
 
     def _new_failure_log(self) -> FailureLog | _MemoryFailures:
@@ -309,6 +309,8 @@ class Store(ABC):
 
 
 _LOCAL_CLAIMS = _LocalClaims()
+_USERINFO_SECRET = re.compile(r"(://[^/?#@:]*:)[^/?#@]*@")
+_QUERY_SECRET = re.compile(r"([?&](?:password|sslpassword)=)[^&#]*", re.IGNORECASE)
 
 
 class BaseBackend(Store):
@@ -332,10 +334,12 @@ class BaseBackend(Store):
         return f"{type(self).__name__}({str(self.path)!r})"
 
     def describe(self) -> str:
-        """The store's path (a URL's password masked)."""
-        from . import display_store
-
-        return display_store(self.path)
+        """The store's path (a URL's password masked: a store named by a URL overrides
+        this with its own masking, which knows all the places its URLs hold secrets)."""
+        if isinstance(self.path, Path):
+            return str(self.path)
+        text = _USERINFO_SECRET.sub(r"\1***@", str(self.path))
+        return _QUERY_SECRET.sub(r"\1***", text)
 
     def exists(self) -> bool:
         """Whether the store exists yet (a store is created by its first record)."""
@@ -348,10 +352,10 @@ class BaseBackend(Store):
     # -- claims and failures: beside the store file unless a backend does better ----
     def claims(self) -> Claims:
         """The claims of this store (see :mod:`stet._claims`)."""
-        cached: tuple[int, Claims] | None = self.__dict__.get("_stet_claims")
+        cached: tuple[int, Claims] | None = self.__dict__.get("_claims_cached")
         if cached is None or cached[0] != pid():
             cached = (pid(), ClaimFile.for_path(claims_file(self.path)))
-            self._stet_claims = cached
+            self._claims_cached = cached
         return cached[1]
 
     def _new_failure_log(self) -> FailureLog | _MemoryFailures:
@@ -364,7 +368,7 @@ class FailureLog:
     def __init__(self, path: Path, lock_path: Path) -> None:
         from .._json_codec import JsonLinesCodec
         from .._locking import StoreLock
-        from .._log import LogFile
+        from .._logfile import LogFile
 
         self.path = path
         self._index = Index()
@@ -537,8 +541,3 @@ class IndexedBackend(CachedBackend):
     @abstractmethod
     def _records(self) -> list[Record]:
         """Every record, read afresh from the store."""
-
-
-def is_bookkeeping(field: str) -> bool:
-    """Whether ``field`` is one of stet's own (``_stet_``-prefixed) fields."""
-    return field.startswith(RESERVED_PREFIX)

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from .._codec import Codec, refuse_surrogate_pairs
-from .._identity import RESERVED_PREFIX
 from .._index import Index
 from .._locking import StoreLock
-from .._log import LogFile, store_file
+from .._logfile import LogFile, store_file
+from .._schema import RESERVED_PREFIX
 from .._sidecar import lock_file
 from ..errors import StoreError
 from ._base import CachedBackend, Record, record_matches

@@ -33,6 +33,9 @@ _open: weakref.WeakSet[Store] = weakref.WeakSet()
 # descriptors can go when unused), with the function that folds one.
 _unfolded: dict[Path, Callable[[Path], None]] = {}
 _declared: set[tuple[str, tuple[tuple[str, Any], ...]]] = set()
+#: The process's own backend of a store path, if it has one (``stet.backends`` sets it:
+#: importing the package from here would make a cycle).
+_opener: Callable[..., Store | None] | None = None
 #: Extensions of the file stores that may need finishing (Parquet, SQLite).
 _FINISHED = (".parquet", ".sqlite", ".sqlite3", ".db")
 
@@ -52,6 +55,13 @@ def fold_at_exit(path: Path, fold: Callable[[Path], None]) -> None:
 def folded(path: Path) -> None:
     """``path`` needs no folding at exit any more."""
     _unfolded.pop(path, None)
+
+
+def use_opener(opener: Callable[..., Store | None]) -> None:
+    """Set how a declared store's backend in this process is found (``shared_backend``
+    with ``create=False``)."""
+    global _opener
+    _opener = opener
 
 
 def declare(store: object, options: dict[str, Any]) -> None:
@@ -110,9 +120,7 @@ def _finish_one(store: str, options: tuple[tuple[str, Any], ...]) -> None:
         return
     if Path(store).suffix.lower() != ".parquet":
         _refuse_foreign_sqlite(store)
-    from . import shared_backend
-
-    backend = shared_backend(store, create=False, **dict(options))
+    backend = None if _opener is None else _opener(store, create=False, **dict(options))
     if backend is not None:
         backend.finish()
         return

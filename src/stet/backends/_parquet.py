@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from .._codec import refuse_surrogate_pairs
-from .._identity import RESERVED_PREFIX, canonical
+from .._identity import canonical
 from .._index import Index, bulk
 from .._json_codec import JsonLinesCodec
 from .._locking import StoreLock
-from .._log import LogFile, _snapshot, atomic_write, store_file
+from .._logfile import LogFile, _snapshot, atomic_write, store_file
 from .._pid import pid
+from .._schema import RESERVED_PREFIX
 from .._sidecar import os_error, parquet_log_file
 from ..errors import CorruptStoreError, StoreError
 from ._base import CachedBackend, Record, record_matches

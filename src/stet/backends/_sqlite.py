@@ -15,10 +15,10 @@ from typing import Any
 from .._codec import is_utf8
 from .._exit import ensure_registered
 from .._fs import is_local_filesystem
-from .._identity import RESERVED_PREFIX
-from .._index import FUNC_FIELD, Index, bulk
-from .._log import store_file
+from .._index import Index, bulk
+from .._logfile import store_file
 from .._pid import pid
+from .._schema import FUNC_FIELD, RESERVED_PREFIX
 from .._sidecar import (
     SQLITE_JOURNALS,
     SQLITE_SHM,
@@ -387,7 +387,7 @@ class SqliteSource(RecordSource):
             if self._columns is None:
                 return
         # Only what the index needs: key fields and the function (not timestamps, results)
-        wanted = [c for c in self._columns if c == FUNC_FIELD or not c.startswith("_stet_")]
+        wanted = [c for c in self._columns if c == FUNC_FIELD or not c.startswith(RESERVED_PREFIX)]
         if not wanted:
             wanted = self._columns[:1]
         select = column_list(self._column(c) for c in wanted)
@@ -529,8 +529,9 @@ class SqliteSource(RecordSource):
                 return 0
             where = [f"{quote_ident(self._column(k))} = ?" for k in fields]
             params: list[Any] = [_to_sql(v) for v in fields.values()]
-            if func is not None and "_stet_func" in cols:
-                where.append("(_stet_func IS NULL OR _stet_func = '' OR _stet_func = ?)")
+            if func is not None and FUNC_FIELD in cols:
+                f = quote_ident(FUNC_FIELD)
+                where.append(f"({f} IS NULL OR {f} = '' OR {f} = ?)")
                 params.append(func)
             sql = f"DELETE FROM {TABLE}" + (" WHERE " + " AND ".join(where) if where else "")
             n = conn.execute(sql, params).rowcount

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import stet
+from stet._schema import ERROR_FIELD, FUNC_FIELD, TIMESTAMP_FIELD, is_bookkeeping
 from stet.backends import Store
 
 __all__ = ["StoreContract"]
@@ -22,7 +23,7 @@ TRICKY: list[Any] = [None, "", "NA", "null", "nan", " ", "0", "-0", "a,b", 'say 
 
 
 def _user(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if not k.startswith("_stet_")}
+    return {k: v for k, v in record.items() if not is_bookkeeping(k)}
 
 
 class StoreContract:
@@ -56,7 +57,7 @@ class StoreContract:
         assert not store.has({"alpha": 0.1, "seed": 1})
         [rec] = store.load()
         assert _user(rec) == {"alpha": "0.1", "seed": "0"}
-        assert rec["_stet_timestamp"]
+        assert rec[TIMESTAMP_FIELD]
 
     def test_tricky_values_round_trip_as_distinct_texts(self, store: Store) -> None:
         for i, value in enumerate(TRICKY):
@@ -91,8 +92,8 @@ class StoreContract:
 
     # -------------------------------------------------------- what stet calls
     def test_runs_are_told_apart_by_function(self, store: Store) -> None:
-        store.append_record({"_stet_func": "f", "seed": "1", "_stet_timestamp": "t"})
-        store.append_record({"seed": "2", "_stet_timestamp": "t"})  # of no function
+        store.append_record({FUNC_FIELD: "f", "seed": "1", TIMESTAMP_FIELD: "t"})
+        store.append_record({"seed": "2", TIMESTAMP_FIELD: "t"})  # of no function
         assert store.contains_run("f", ("seed",), ("1",))
         assert not store.contains_run("g", ("seed",), ("1",))
         assert store.contains_run("g", ("seed",), ("2",))
@@ -101,17 +102,17 @@ class StoreContract:
     def test_append_records_keeps_order_and_fields_appearing_midway(
         self, store: Store
     ) -> None:
-        store.append_records([{"a": "1", "_stet_timestamp": "t"},
-                              {"a": "2", "b": "x", "_stet_timestamp": "t"},
-                              {"a": "3", "_stet_timestamp": "t"}])
+        store.append_records([{"a": "1", TIMESTAMP_FIELD: "t"},
+                              {"a": "2", "b": "x", TIMESTAMP_FIELD: "t"},
+                              {"a": "3", TIMESTAMP_FIELD: "t"}])
         assert [_user(r) for r in store.load()] == [{"a": "1"}, {"a": "2", "b": "x"},
                                                    {"a": "3"}]
 
     def test_remove_where_removes_as_the_capabilities_say(self, store: Store) -> None:
-        store.append_records([{"_stet_func": "f", "seed": "1", "_stet_timestamp": "t"},
-                              {"_stet_func": "g", "seed": "1", "_stet_timestamp": "t"}])
+        store.append_records([{FUNC_FIELD: "f", "seed": "1", TIMESTAMP_FIELD: "t"},
+                              {FUNC_FIELD: "g", "seed": "1", TIMESTAMP_FIELD: "t"}])
         removed = store.remove_where("f", {"seed": "1"})
-        left = [r.get("_stet_func") for r in store.load()]
+        left = [r.get(FUNC_FIELD) for r in store.load()]
         if store.capabilities.remove_by_match:
             assert removed == 1
             assert left == ["g"]
@@ -121,14 +122,14 @@ class StoreContract:
 
     def test_failures_are_kept_apart_and_forgotten(self, open_store: OpenStore) -> None:
         with open_store() as store:
-            store.append_failure({"_stet_func": "f", "seed": "1", "_stet_error": "boom"})
+            store.append_failure({FUNC_FIELD: "f", "seed": "1", ERROR_FIELD: "boom"})
             assert store.contains_failure("f", ("seed",), ("1",))
             assert not store.contains_failure("g", ("seed",), ("1",))
             assert store.load() == []
             with open_store() as other:
                 seen = other.failures()
                 if store.capabilities.durable_failures:
-                    assert [f["_stet_error"] for f in seen] == ["boom"]
+                    assert [f[ERROR_FIELD] for f in seen] == ["boom"]
                 else:
                     assert seen == []
             assert store.remove_failures("f", {"seed": "1"}) == 1

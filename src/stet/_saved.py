@@ -25,12 +25,10 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from ._index import FUNC_FIELD
+from ._schema import FUNC_FIELD, RESULT_FIELD
 
 __all__ = ["RESULT_FIELD", "ResultCache", "ResultNotSavedWarning", "encode_result"]
 
-#: Bookkeeping field holding a run's return value as JSON text.
-RESULT_FIELD = "_stet_result"
 #: Deepest nesting of a saved result: any reader (a skip, ``load``, ``stet ls``) decodes
 #: it well within Python's recursion limit, whoever wrote it with whatever limit.
 MAX_RESULT_DEPTH = 200

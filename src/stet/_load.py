@@ -21,10 +21,20 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._capture import RESULT_FIELD
-from ._identity import RESERVED_PREFIX
-from ._index import FUNC_FIELD
-from .backends._base import TIMESTAMP_FIELD, Store
+from ._schema import (
+    BOOKKEEPING_ORDER,
+    DEFAULT_STORE,
+    DURATION_FIELD,
+    EMPTY_FIELD,
+    FUNC_FIELD,
+    PID_FIELD,
+    RESERVED_PREFIX,
+    RESULT_FIELD,
+    STARTED_FIELD,
+    TIMESTAMP_FIELD,
+)
+from .backends import display_store, get_backend
+from .backends._base import Store
 from .errors import StoreError
 
 if TYPE_CHECKING:
@@ -32,14 +42,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Table", "load", "open_store", "tabulate"]
 
-#: CSV's record of which fields hold the empty string: an encoding detail, never shown.
-EMPTY_FIELD = "_stet_empty"
-#: Bookkeeping columns, in the order a table shows them (others follow, then the rest).
-BOOK_ORDER = (FUNC_FIELD, TIMESTAMP_FIELD, "_stet_started", "_stet_duration", "_stet_host",
-              "_stet_pid", "_stet_error_type", "_stet_error")
-_FLOAT_BOOK = {"_stet_duration"}
-_INT_BOOK = {"_stet_pid"}
-_TIME_BOOK = {TIMESTAMP_FIELD, "_stet_started"}
+# EMPTY_FIELD (CSV's record of which fields hold the empty string) is an encoding
+# detail, never shown. Bookkeeping columns come in BOOKKEEPING_ORDER (others follow).
+_FLOAT_BOOK = {DURATION_FIELD}
+_INT_BOOK = {PID_FIELD}
+_TIME_BOOK = {TIMESTAMP_FIELD, STARTED_FIELD}
 
 _INT = re.compile(r"-?(0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"-?([0-9]+\.[0-9]+(e[+-][0-9]+)?|[0-9]+e[+-][0-9]+|inf)|nan")
@@ -47,15 +54,11 @@ _FLOAT = re.compile(r"-?([0-9]+\.[0-9]+(e[+-][0-9]+)?|[0-9]+e[+-][0-9]+|inf)|nan
 
 def display(store: str | os.PathLike[str]) -> str:
     """The store as text for messages (a URL's password masked, where URLs are stores)."""
-    from .backends import display_store
-
     return display_store(store)
 
 
 def open_store(store: str | os.PathLike[str]) -> Store:
     """The backend of an existing store; ``FileNotFoundError`` if there is none."""
-    from .backends import get_backend
-
     backend = get_backend(store)
     if not isinstance(store, Store) and os.path.isdir(store):
         raise StoreError(f"{display(store)} is a directory, not a store file; give the "
@@ -173,7 +176,8 @@ def tabulate(records: Sequence[Mapping[str, Any]]) -> Table:
             column = name if name not in table.columns else RESERVED_PREFIX + name
             table.columns[column] = [f.get(name) for f in flat]
             table.kinds[column] = "json"
-    ordered = [b for b in BOOK_ORDER if b in book] + [b for b in book if b not in BOOK_ORDER]
+    ordered = [b for b in BOOKKEEPING_ORDER if b in book]
+    ordered += [b for b in book if b not in BOOKKEEPING_ORDER]
     for k in ordered:
         texts = [r.get(k) for r in records]
         if k in _FLOAT_BOOK or k in _INT_BOOK:
@@ -205,7 +209,7 @@ def func_name(func: Any) -> str | None:
 
 
 def load(
-    store: str | os.PathLike[str] | Any = "_stet_store.csv",
+    store: str | os.PathLike[str] | Any = DEFAULT_STORE,
     *,
     func: str | Any = None,
     failures: bool = False,
