@@ -91,7 +91,7 @@ class StoreStatus:
     def lines(self) -> list[str]:
         out = [f"Store: {self.path} ({self.backend})",
                f"Completed runs: {self.completed}",
-               f"RunKey fields: {', '.join(self.key_fields) if self.key_fields else '(none)'}"]
+               f"Key fields: {', '.join(self.key_fields) if self.key_fields else '(none)'}"]
         if self.first:
             out.append(f"First run: {self.first}")
             out.append(f"Last run:  {self.last}")
