@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 import stet
+from formats import pg_rows
 from stet.backends import BaseBackend, get_backend
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stet-0.0.2"
+__all__ = ["IN_CI", "LOCAL_FIXTURES", "PgStore", "pg_rows", "pg_store"]
+
 LOCAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stet-0.0.2"
 
 #: Every store format; the conformance suite runs each behaviour against each. The
@@ -74,13 +76,8 @@ def pg_server() -> Iterator[Any]:
         _missing_postgres("no PostgreSQL server binaries (apt-get install postgresql)")
         raise AssertionError  # unreachable
     server = PgServer(bindir)
-    _PG["server"] = server
     yield server
-    _PG.pop("server", None)
     server.close()
-
-
-_PG: dict[str, Any] = {}
 
 
 def pg_store(server: Any, prefix: str = "t") -> PgStore:
@@ -107,31 +104,21 @@ def backend(store_path: Path) -> Iterator[BaseBackend]:
     b.close()
 
 
-def pg_rows(url: PgStore) -> list[dict[str, Any]]:
-    """A PostgreSQL store's records as another tool (plain SQL) sees them."""
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(url.server.url()) as conn:
-        rows = conn.execute(
-            sql.SQL("SELECT record FROM {} ORDER BY id").format(sql.Identifier(url.table))
-        ).fetchall()
-    return [dict(r[0]) for r in rows]
-
-
-def fixture_store(fmt: str, dest: Path) -> Path:
-    """Copy the stet 0.0.2 fixture store of ``fmt`` to ``dest`` (writable). For
-    ``postgres`` (which stet 0.0.2 did not have), a new table holding the same records."""
+@pytest.fixture
+def v002_store(fmt: str, tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """A writable copy of the stet 0.0.2 fixture store of ``fmt`` (12 runs: alpha 0.1,
+    0.5, 1.0 by seed 0 to 3). For ``postgres`` (which stet 0.0.2 did not have), a new
+    table holding the same records."""
     if fmt == "postgres":
         import csv
 
-        url = pg_store(_PG["server"], "v002")
+        url = pg_store(request.getfixturevalue("pg_server"), "v002")
         with open(LOCAL_FIXTURES / "v002_store.csv", newline="") as fh, \
                 get_backend(url) as b:
             for row in csv.DictReader(fh):
                 b.append_record(dict(row))
         return url  # type: ignore[return-value]
     src = LOCAL_FIXTURES / f"v002_store.{fmt}"
-    target = dest / f"v002_store.{fmt}"
+    target = tmp_path / f"v002_store.{fmt}"
     shutil.copyfile(src, target)
     return target

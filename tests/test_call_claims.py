@@ -1,7 +1,8 @@
 """A claim belongs to the call, not to the thread that made it.
 
 Concurrent calls of one run, from async tasks sharing a thread, threads, processes or
-any mix of them, execute the run once (SPEC §8). Every test runs against every format.
+any mix of them, execute the run once (docs/explanation/promises.md, "Exactly once").
+Every test runs against every format.
 """
 
 from __future__ import annotations

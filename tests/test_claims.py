@@ -9,7 +9,8 @@ URL stores).
 * Exactly once: 4 processes running the same sweep script, 8 threads calling the same
   decorated function, and a forked ``multiprocessing`` pool whose parent already used the
   store, execute every combination exactly once (skipping, or with ``wait=True``).
-* The README's process-pool example leaves every run in the store file itself (SPEC 4).
+* The README's process-pool example leaves every run in the store file itself
+  (docs/explanation/durability.md).
 * A run held by a live worker is skipped with a "running elsewhere" message (or waited for
   with ``wait=True``); a worker killed by SIGKILL frees its claim within seconds.
 * A failing run is recorded as failed (type, message, time, host, pid) apart from
@@ -29,16 +30,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import csv
 import datetime as dt
-import json
 import multiprocessing
 import os
 import queue
 import random
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -51,6 +49,7 @@ from typing import Any
 import pytest
 
 import stet
+from formats import other_tools_rows
 from stet.backends import get_backend
 
 HOST = os.uname().nodename
@@ -297,7 +296,8 @@ def skip_lines(out: str) -> list[str]:
 
 def parse_iso(text: str) -> dt.datetime:
     stamp = dt.datetime.fromisoformat(text)
-    assert stamp.tzinfo is not None, f"{text!r} has no time zone (SPEC: ISO 8601, UTC)"
+    # docs/reference/store-files.md: ISO 8601, UTC
+    assert stamp.tzinfo is not None, f"{text!r} has no time zone"
     return stamp
 
 
@@ -481,30 +481,16 @@ def _rows_in_store_file_alone(store_path: Path, fmt: str, scratch: Path) -> int:
         alone.write_bytes(store_path.read_bytes())
     else:
         return 0
-    if fmt == "csv":
-        with open(alone, newline="", encoding="utf-8") as f:
-            return len(list(csv.DictReader(f)))
-    if fmt == "json":
-        return len(json.loads(alone.read_text(encoding="utf-8")))
-    if fmt == "sqlite":
-        conn = sqlite3.connect(alone)
-        try:
-            return int(conn.execute("SELECT count(*) FROM stet_records").fetchone()[0])
-        except sqlite3.OperationalError:  # no such table: the runs are elsewhere
-            return 0
-        finally:
-            conn.close()
-    import pyarrow.parquet as pq
-
-    return int(pq.read_table(alone).num_rows)
+    return len(other_tools_rows(alone, fmt))
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])  # forkserver behaves as fork
 def test_pool_sweep_leaves_every_run_in_the_store_file(
     workers: Workers, store_path: Path, fmt: str, method: str
 ) -> None:
-    """File-specific. SPEC 4: once the script has ended normally, the store file alone
-    holds every completed run, also when a process pool's workers wrote them."""
+    """File-specific (docs/explanation/durability.md): once the script has ended
+    normally, the store file alone holds every completed run, also when a process pool's
+    workers wrote them."""
     store_path = file_store(store_path)
     script = workers.dir / "pool_sweep.py"
     script.write_text(POOL_SCRIPT, encoding="utf-8")

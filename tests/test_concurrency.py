@@ -1,4 +1,5 @@
-"""Concurrency (SPEC §5): threads and processes on one machine share a store of any format.
+"""Concurrency: threads and processes on one machine share a store of any format
+(docs/explanation/promises.md).
 
 No record is lost, and a call sees what other processes recorded before it started. These
 tests are not about claims (exactly-once across workers): workers record disjoint sets of
@@ -8,13 +9,10 @@ runs, or overlapping ones where duplicates are allowed but nothing may be lost.
 from __future__ import annotations
 
 import collections
-import csv
-import json
 import multiprocessing
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,29 +22,14 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 import stet
-from conftest import pg_rows
+from formats import FOLDED_LATER, other_tools_rows
+from stet._sidecar import parquet_log_file
 from stet.backends import BaseBackend, get_backend
-from stet.backends._parquet import ParquetBackend, sidecar_path
 
 Key = tuple[int, int]
-
-#: These tests are about stores shared on one machine: the four file formats, and the
-#: PostgreSQL store (which other tools read with SQL).
-FILE_FORMATS = ("csv", "json", "sqlite", "parquet", "postgres")
-
-
-@pytest.fixture(autouse=True)
-def _file_formats_only(request: pytest.FixtureRequest) -> None:
-    """Skip formats other than the four file formats (e.g. a server store), if enabled."""
-    callspec = getattr(request.node, "callspec", None)
-    fmt = callspec.params.get("fmt") if callspec is not None else None
-    if fmt is not None and fmt not in FILE_FORMATS:
-        pytest.skip(f"{fmt} is not a store file")
-
 
 def _is_done(f: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
     """``f.is_done(...)``, the helper stet attaches to a decorated function."""
@@ -82,32 +65,14 @@ def _fresh_counts(path: Path) -> collections.Counter[Key]:
 
 def _other_tools_count(path: Path, fmt: str) -> int:
     """Records in the store file as another tool sees it (raises if it is not valid)."""
-    if fmt == "postgres":
-        return len(pg_rows(path))  # type: ignore[arg-type]
-    if fmt == "csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-        assert all(len(r) == len(rows[0]) for r in rows), "ragged CSV"
-        return len(rows) - 1
-    if fmt == "json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        assert all(isinstance(r, dict) for r in data)
-        return len(data)
-    if fmt == "sqlite":
-        conn = sqlite3.connect(path)
-        try:
-            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-            return int(conn.execute("SELECT count(*) FROM stet_records").fetchone()[0])
-        finally:
-            conn.close()
-    return int(pq.read_table(path).num_rows)
+    return len(other_tools_rows(path, fmt))
 
 
 def _fold(path: Path) -> None:
-    """Parquet: fold the sidecar into the file, so that other tools see every record."""
+    """Make the store file whole on its own (Parquet: fold the log beside it), so that
+    other tools see every record."""
     with get_backend(path) as b:
-        if isinstance(b, ParquetBackend):
-            b.fold()
+        b.finish()
 
 
 def _wait_for(go: str) -> None:
@@ -251,8 +216,8 @@ def test_spawned_processes_record_disjoint_sets(
     expected = {(w, i) for w in range(N_PROCS) for i in range(PER_PROC)}
     _expect_each_once(_fresh_counts(store_path), expected)
     # every worker ended normally: the store file alone holds every run
-    if fmt == "parquet":
-        assert not sidecar_path(store_path).exists()
+    if fmt in FOLDED_LATER:
+        assert not parquet_log_file(store_path).exists()
     assert _other_tools_count(store_path, fmt) == len(expected)
 
 

@@ -1,4 +1,5 @@
-"""Crash safety (SPEC §5): SIGKILL at any instant never breaks a store or loses a run.
+"""Crash safety: SIGKILL at any instant never breaks a store or loses a run
+(docs/explanation/durability.md).
 
 * A real child process runs a sweep and acknowledges each call in a separate file only
   after the decorated call returned; the parent kills it with SIGKILL at a random moment,
@@ -13,7 +14,6 @@
 from __future__ import annotations
 
 import collections
-import csv
 import errno
 import inspect
 import json
@@ -21,7 +21,6 @@ import os
 import random
 import select
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -34,23 +33,22 @@ import pyarrow.parquet as pq
 import pytest
 
 import stet
+from formats import other_tools_rows
 from stet._logfile import StoreWarning
 from stet.backends import BaseBackend, get_backend
 from stet.backends._parquet import ParquetBackend, sidecar_path
 
 Key = tuple[int, int]
 
-#: These tests are about store files on one machine.
+#: These tests are about store files on one machine (PostgreSQL's crash safety is tested
+#: in test_postgres*.py, against its server).
 FILE_FORMATS = ("csv", "json", "sqlite", "parquet")
 
 
-@pytest.fixture(autouse=True)
-def _file_formats_only(request: pytest.FixtureRequest) -> None:
-    """Skip formats other than the four file formats (e.g. a server store), if enabled."""
-    callspec = getattr(request.node, "callspec", None)
-    fmt = callspec.params.get("fmt") if callspec is not None else None
-    if fmt is not None and fmt not in FILE_FORMATS:
-        pytest.skip(f"{fmt} is not a store file")
+@pytest.fixture(params=FILE_FORMATS)
+def fmt(request: pytest.FixtureRequest) -> str:
+    """The file formats only (``store_path`` and ``backend`` follow this choice)."""
+    return str(request.param)
 
 
 def _is_done(f: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
@@ -204,22 +202,7 @@ def _done(backend: BaseBackend) -> collections.Counter[Key]:
 
 
 def _check_valid_for_other_tools(path: Path, fmt: str, n: int) -> None:
-    if fmt == "csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-        assert all(len(r) == len(rows[0]) for r in rows)
-        assert len(rows) == n + 1
-    elif fmt == "json":
-        assert len(json.loads(path.read_text(encoding="utf-8"))) == n
-    elif fmt == "sqlite":
-        conn = sqlite3.connect(path)
-        try:
-            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-            assert conn.execute("SELECT count(*) FROM stet_records").fetchone()[0] == n
-        finally:
-            conn.close()
-    else:
-        assert pq.read_table(path).num_rows == n
+    assert len(other_tools_rows(path, fmt)) == n
 
 
 ROUNDS = 14
@@ -476,13 +459,13 @@ def test_leftover_temporary_file_is_ignored(tmp_path: Path, store_path: Path, fm
     _check_valid_for_other_tools(store_path, fmt, 4)
 
 
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])  # (SQLite: a transaction)
 def test_full_disk_during_a_replace_leaves_the_store_as_it_was(
     store_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A replace that cannot be written (no space left) fails with a message naming the
-    store, leaves the store whole and unchanged, and leaves no temporary file."""
-    if fmt in ("sqlite", "postgres"):
-        pytest.skip(f"{fmt} removes in a transaction, not by replacing a file")
+    store, leaves the store whole and unchanged, and leaves no temporary file (the stores
+    that remove by replacing their file)."""
     with get_backend(store_path) as b:
         for rec in _records(4):
             b.record(rec)

@@ -1,4 +1,4 @@
-"""Field names and values are data in every file format (SPEC §8).
+"""Field names and values are data in every file format (docs/explanation/identity.md).
 
 No name (a backend's own column such as SQLite's ``rowid``, names differing only in
 case, quotes, dots, brackets, invisible or very long names, lone surrogates) and no value

@@ -1,6 +1,7 @@
 """A file that is not a stet store is refused and left untouched, in every format.
 
-One rule (SPEC §8): a store is recognised by stet's own marker, a ``_stet_`` field (every
+One rule (docs/reference/store-files.md, "How a store is recognised"):
+a store is recognised by stet's own marker, a ``_stet_`` field (every
 store has ``_stet_timestamp``, 0.0.2's included): in a CSV header, in the first object
 of a JSON array, among a Parquet file's columns (or stet's schema metadata), among the
 columns of SQLite's ``stet_records`` (or beside its ``stet_meta`` table). Any other file
@@ -286,9 +287,9 @@ def test_empty_files_and_empty_stores_still_work(
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "sqlite", "parquet"])
 def test_stores_of_stet_0_0_2_are_still_recognised(tmp_path: Path, fmt: str) -> None:
-    from conftest import FIXTURES, LOCAL_FIXTURES
+    from conftest import LOCAL_FIXTURES
 
-    source = (FIXTURES if FIXTURES.exists() else LOCAL_FIXTURES) / f"v002_store.{fmt}"
+    source = LOCAL_FIXTURES / f"v002_store.{fmt}"
     path = tmp_path / source.name
     path.write_bytes(source.read_bytes())
     with get_backend(path) as b:

@@ -1,4 +1,5 @@
-"""A store-file fuzzer (SPEC §8): random damage to valid append-only store files.
+"""A store-file fuzzer: random damage to valid append-only store files
+(docs/explanation/durability.md).
 
 A valid store of each append-only format (CSV, JSON, and the ``.failures.jsonl`` log) is
 written by stet itself, record by record, so the byte span of every record is known. Then

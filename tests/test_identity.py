@@ -1,6 +1,7 @@
-"""Run identity (SPEC §2): canonical text of values, and binding a call to key fields.
+"""Run identity: canonical text of values, and binding a call to key fields
+(docs/explanation/identity.md).
 
-Unit tests pin the exact texts the SPEC names; hypothesis properties check that the
+Unit tests pin the exact texts identity.md names; hypothesis properties check that the
 texts are deterministic (also across processes and hash seeds), that different values of
 one type family never share a text, and that texts survive a round trip through every
 store format.
@@ -1212,7 +1213,8 @@ def test_values_round_trip_through_store(fmt: str, records: list[dict[str, Any]]
     )
 )
 def test_odd_field_names_round_trip_through_store(fmt: str, records: list[dict[str, Any]]) -> None:
-    """SPEC §6: field names with quotes, spaces, SQL are stored and matched as data."""
+    """Field names with quotes, spaces, SQL are stored and matched as data
+    (docs/explanation/identity.md)."""
     _check_round_trip(fmt, records)
 
 

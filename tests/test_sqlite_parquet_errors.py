@@ -1,4 +1,5 @@
-"""Store failures that are not corruption are said as what they are (SPEC §8).
+"""Store failures that are not corruption are said as what they are
+(docs/explanation/promises.md).
 
 A full disk under a SQLite store used to be reported as a corrupt file to move aside.
 These tests fill a real filesystem: a small tmpfs mounted for the test (root only, as

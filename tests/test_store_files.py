@@ -1,4 +1,5 @@
-"""The append-only store files (CSV, JSON, the failures log) one step off the path (SPEC §8).
+"""The append-only store files (CSV, JSON, the failures log) one step off the path
+(docs/reference/store-files.md).
 
 * Only a torn final append (a prefix of one record after the last whole one) may be
   dropped; anything else malformed is a ``CorruptStoreError`` naming the file and the

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._schema import DEFAULT_STORE
 from .backends import display_store, get_backend
-from .backends._base import BaseBackend, canonical_fields
+from .backends._base import Store, canonical_fields
 
 if TYPE_CHECKING:
     from ._status import StoreStatus
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["reset", "status"]
 
 
-def _open_existing(store_path: str | os.PathLike[str]) -> BaseBackend:
+def _open_existing(store_path: str | os.PathLike[str]) -> Store:
     backend = get_backend(store_path)
     if not backend.exists():
         raise FileNotFoundError(f"no stet store at {display_store(store_path)!r}")

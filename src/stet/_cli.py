@@ -42,7 +42,7 @@ from ._schema import (
     Record,
     run_key,
 )
-from ._sidecar import is_sidecar, same_file, sidecars
+from ._sidecar import export_temp_file, is_sidecar, same_file, sidecars
 from .backends import get_backend
 from .errors import StoreError
 
@@ -258,10 +258,10 @@ def cmd_reset(args: argparse.Namespace) -> int:
             return 1
     removed = 0
     if n_records:
-        remove = getattr(backend, "remove_where", None)
-        if remove is None:
-            raise StoreError(f"{type(backend).__name__} cannot remove selected records")
-        removed = int(remove(args.func, where))
+        if not backend.capabilities.remove_by_match:
+            raise StoreError(f"{backend.describe()} ({type(backend).__name__}) cannot "
+                             f"remove selected records")
+        removed = backend.remove_where(args.func, where)
     dropped = backend.remove_failures(args.func, where) if n_failures else 0
     parts = []
     if n_records:
@@ -387,8 +387,7 @@ def _write_new(out: str, force: bool, write: Callable[[IO[bytes]], None]) -> Non
     """Write ``out`` whole or not at all: into a new temporary file beside it (never
     through a link), then put in place; without ``force`` only if ``out`` still does
     not exist. A symbolic link at ``out`` is replaced, not written through."""
-    directory, name = os.path.split(os.path.abspath(out))
-    tmp = os.path.join(directory, f".{name}.stet-export-{os.getpid()}")
+    tmp = export_temp_file(out)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                      | os.O_CLOEXEC, 0o666)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar, overload
 
 from ._run import Run, Skip, pending_settings
 from ._schema import DEFAULT_STORE
+from .backends._base import Store
 
 __all__ = ["once"]
 
@@ -28,7 +29,7 @@ def once(func: F, /) -> F: ...
 def once(
     func: None = None,
     *,
-    store: str | Path = ...,
+    store: str | Path | Store = ...,
     key: list[str] | None = ...,
     name: str | None = ...,
     verbose: bool | None = ...,
@@ -42,7 +43,7 @@ def once(
 def once(
     func: Callable[..., Any] | None = None,
     *,
-    store: str | Path = DEFAULT_STORE,
+    store: str | Path | Store = DEFAULT_STORE,
     key: list[str] | None = None,
     name: str | None = None,
     verbose: bool | None = None,
@@ -78,7 +79,8 @@ def once(
         func: The function to decorate (when used without parentheses).
         store: Path to the store file. Backend is inferred from extension:
             ``.csv``, ``.json``, ``.sqlite``/``.db``, ``.parquet``; or a PostgreSQL URL
-            (``postgresql://user@host/db?table=NAME``) for workers on many machines.
+            (``postgresql://user@host/db?table=NAME``) for workers on many machines;
+            or a :class:`stet.backends.Store` object (a store of your own).
         key: Parameter names that uniquely identify a run. If omitted, all parameters
             are used (a first ``self``/``cls`` is left out).
         name: The function name stored with each run (default ``func.__qualname__``).
@@ -164,11 +166,7 @@ def _attach(wrapper: Any, run: Run) -> None:
         if run.results is not None:
             run.results.forget(dict(zip(fields, texts, strict=True)))
         backend.remove_failures(run.name, dict(zip(fields, texts, strict=True)))
-        remove = getattr(backend, "remove_where", None)
-        if remove is None:
-            backend.remove(dict(zip(fields, texts, strict=True)))
-            return -1
-        return int(remove(run.name, dict(zip(fields, texts, strict=True))))
+        return backend.remove_where(run.name, dict(zip(fields, texts, strict=True)))
 
     def pending(settings: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """The settings (dicts of keyword arguments) whose runs are not done yet.

@@ -19,7 +19,6 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._schema import (
@@ -34,9 +33,8 @@ from ._schema import (
     STARTED_FIELD,
     TIMESTAMP_FIELD,
 )
-from ._sidecar import sidecar
 from .backends import display_store, get_backend
-from .backends._base import BaseBackend
+from .backends._base import Store
 from .errors import StoreError
 
 if TYPE_CHECKING:
@@ -59,20 +57,16 @@ def display(store: str | os.PathLike[str]) -> str:
     return display_store(store)
 
 
-def open_store(store: str | os.PathLike[str]) -> BaseBackend:
+def open_store(store: str | os.PathLike[str]) -> Store:
     """The backend of an existing store; ``FileNotFoundError`` if there is none."""
     backend = get_backend(store)
-    path = getattr(backend, "path", None)
-    if isinstance(path, Path) and path.is_dir():
+    if not isinstance(store, Store) and os.path.isdir(store):
         raise StoreError(f"{display(store)} is a directory, not a store file; give the "
                          f"path of a store (a file such as runs.csv), or a URL")
-    if not backend.exists():
-        # A sweep whose every run failed so far has failure records but no store file,
-        # and one whose first runs are still running has only claims.
-        companions = ([sidecar(path, ".failures.jsonl"), sidecar(path, ".claims")]
-                      if isinstance(path, Path) else [])  # (a URL store has no files)
-        if not any(c.exists() for c in companions):
-            raise FileNotFoundError(f"no stet store at {display(store)!r}")
+    # A sweep whose every run failed so far has failure records but no store file,
+    # and one whose first runs are still running has only claims.
+    if not backend.exists() and not backend.has_companions():
+        raise FileNotFoundError(f"no stet store at {display(store)!r}")
     return backend
 
 

@@ -31,7 +31,7 @@ from ._codec import Codec, Damage, Parsed, Record
 from ._fork import close_if_ours, pid
 from ._index import Index
 from ._locking import StoreLock
-from ._sidecar import open_file
+from ._sidecar import open_file, temp_file, temp_files_glob
 from .errors import CorruptStoreError, StoreError
 
 __all__ = ["LogFile", "StoreWarning", "atomic_write", "store_file"]
@@ -53,9 +53,8 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
     fails (a full disk) removes its own and leaves ``path`` as it was.
     """
     path = _target(path)
-    tmp = path.with_name(f".{path.name}.stet-tmp-{pid()}")
-    for leftover in glob.glob(glob.escape(str(path.with_name(f".{path.name}.stet-tmp-")))
-                              + "*"):
+    tmp = temp_file(path, pid())
+    for leftover in glob.glob(temp_files_glob(path)):
         with contextlib.suppress(OSError):
             os.unlink(leftover)
     try:

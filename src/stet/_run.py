@@ -32,7 +32,7 @@ from ._schema import (
 )
 from ._sidecar import os_error
 from .backends import backend_class, shared_backend
-from .backends._base import BaseBackend, utc_now
+from .backends._base import Store, utc_now
 from .backends._finish import declare
 
 __all__ = ["Attempt", "Plan", "Run", "Setting", "Skip", "Ticket", "pending_settings",
@@ -59,7 +59,7 @@ class Run:
     def __init__(
         self,
         func: Callable[..., Any],
-        store: str | os.PathLike[str],
+        store: str | os.PathLike[str] | Store,
         key: Sequence[str] | None,
         name: str | None,
         verbose: bool | None,
@@ -83,7 +83,7 @@ class Run:
             self.results = ResultCache(self.name)
         backend_class(store)  # an unknown extension fails at decoration, not mid-sweep
         declare(store, self.options)
-        self.backend: BaseBackend | None = None
+        self.backend: Store | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled by value (e.g. a function of a script's __main__ sent to Dask workers):
@@ -92,7 +92,7 @@ class Run:
         return (Run, (self.func, self.store, self.key, self.name, self.verbose, fsync,
                        self.wait, self.skip_failed, self.save_result))
 
-    def get_backend(self) -> BaseBackend:
+    def get_backend(self) -> Store:
         backend = self.backend
         if backend is None:
             backend = self.backend = shared_backend(self.store, **self.options)
@@ -116,12 +116,10 @@ class Run:
         backend = self.get_backend()
         # A store whose claim also catches up with it (PostgreSQL) is asked about its
         # local index alone here: the look after claiming, below, is the one that counts.
-        cached = getattr(backend, "contains_run_cached", None)
         try:
-            done = (backend.contains_run if cached is None else cached)(
-                self.name, names, sorted_texts)
-        except OSError as exc:  # any backend: the store's path, said in stet's words
-            raise os_error(getattr(backend, "path", self.store), "reading", exc) from exc
+            done = backend.contains_run_cached(self.name, names, sorted_texts)
+        except OSError as exc:  # any backend: the store's name, said in stet's words
+            raise os_error(backend.describe(), "reading", exc) from exc
         if done:
             return self._skip(fields, texts, Skip.DONE, quiet)
         if self.skip_failed and backend.contains_failure(self.name, names, sorted_texts):
@@ -200,7 +198,7 @@ class Attempt:
     __slots__ = ("backend", "claims", "fields", "info", "key", "names", "offset", "quiet",
                  "run", "sorted_texts", "texts")
 
-    def __init__(self, run: Run, backend: BaseBackend, fields: tuple[str, ...],
+    def __init__(self, run: Run, backend: Store, fields: tuple[str, ...],
                  texts: tuple[str, ...], names: tuple[str, ...],
                  sorted_texts: tuple[str, ...], quiet: bool) -> None:
         self.run, self.backend, self.quiet = run, backend, quiet

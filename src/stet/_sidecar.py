@@ -23,24 +23,86 @@ from pathlib import Path
 from .errors import StoreError
 
 __all__ = [
+    "CLAIMS",
+    "FAILURES",
+    "LOCK",
+    "PARQUET_LOG",
     "SIDECAR_SUFFIXES",
+    "SQLITE_JOURNALS",
+    "SQLITE_SHM",
+    "SQLITE_WAL",
     "check_writable",
+    "claims_file",
+    "export_temp_file",
+    "failures_file",
     "is_sidecar",
+    "lock_file",
     "open_file",
+    "parquet_log_file",
     "refuse_links",
     "reraise_as_store_error",
     "same_file",
     "sidecar",
     "sidecars",
+    "temp_file",
+    "temp_files_glob",
 ]
 
+# Every name stet gives a file beside a store is spelled here, and only here.
+LOCK = ".lock"  #: the store's lock (never deleted: see :mod:`stet._locking`)
+CLAIMS = ".claims"  #: claims of runs being executed (see :mod:`stet._claims`)
+FAILURES = ".failures.jsonl"  #: failed runs, JSON Lines
+PARQUET_LOG = ".stet-log"  #: records appended to a Parquet store, waiting to be folded
+SQLITE_WAL = "-wal"  #: SQLite's write-ahead log (commits not yet in the database file)
+SQLITE_SHM = "-shm"  #: SQLite's WAL index (memory shared by its connections)
+SQLITE_JOURNALS = (SQLITE_WAL, SQLITE_SHM, "-journal")  #: SQLite's own, beside its database
 #: What stet (or SQLite) appends to a store's name for the files it keeps beside it.
-SIDECAR_SUFFIXES = (".lock", ".claims", ".failures.jsonl", ".stet-log",
-                    "-wal", "-shm", "-journal")
+SIDECAR_SUFFIXES = (LOCK, CLAIMS, FAILURES, PARQUET_LOG, *SQLITE_JOURNALS)
 #: Sidecars a run writes to (``.lock`` is only locked, which a read-only descriptor can;
 #: ``.claims`` is opened for writing when claiming, before the function runs).
-_WRITTEN = (".failures.jsonl", ".stet-log", "-wal", "-shm", "-journal")
+_WRITTEN = (FAILURES, PARQUET_LOG, *SQLITE_JOURNALS)
 _TMP_INFIX = ".stet-tmp-"
+_EXPORT_INFIX = ".stet-export-"
+
+
+def lock_file(store: Path) -> Path:
+    """The lock file kept beside ``store``."""
+    return sidecar(store, LOCK)
+
+
+def claims_file(store: Path) -> Path:
+    """The claims file kept beside ``store``."""
+    return sidecar(store, CLAIMS)
+
+
+def failures_file(store: Path) -> Path:
+    """The failure log kept beside ``store``."""
+    return sidecar(store, FAILURES)
+
+
+def parquet_log_file(store: Path) -> Path:
+    """Where records appended to the Parquet store ``store`` wait to be folded."""
+    return sidecar(store, PARQUET_LOG)
+
+
+def temp_file(store: Path, owner: int | str) -> Path:
+    """The temporary file of ``owner`` (a process id) rewriting ``store`` (which must not
+    be a symbolic link: the file it names is rewritten)."""
+    return store.with_name(f".{store.name}{_TMP_INFIX}{owner}")
+
+
+def temp_files_glob(store: Path) -> str:
+    """A :mod:`glob` pattern for every temporary file of ``store`` (left by writers
+    killed mid-write)."""
+    import glob
+
+    return glob.escape(str(store.with_name(f".{store.name}{_TMP_INFIX}"))) + "*"
+
+
+def export_temp_file(out: str) -> str:
+    """The file ``stet export`` writes before renaming it to ``out``."""
+    directory, name = os.path.split(os.path.abspath(out))
+    return os.path.join(directory, f".{name}{_EXPORT_INFIX}{os.getpid()}")
 
 
 def sidecar(store: Path, suffix: str) -> Path:
@@ -240,21 +302,21 @@ def _check_writable(store: Path) -> None:
             raise _unwritable(store, side, exc.strerror or str(exc)) from None
         if stat.S_ISLNK(st.st_mode):
             raise _refuse_link(side)
-        if st.st_nlink > 1 and suffix in (*_WRITTEN, ".claims"):
+        if st.st_nlink > 1 and suffix in (*_WRITTEN, CLAIMS):
             raise _refuse_hard_link(side, st.st_nlink)
         if (suffix in _WRITTEN and not os.access(side, os.W_OK, effective_ids=True)
                 and not _can_append(side)):
             raise _unwritable(store, side, _why(str(side)))
 
 
-_SQLITE = ("-wal", "-shm", "-journal")
-_OWN = {".parquet": (".stet-log",), ".sqlite": _SQLITE, ".sqlite3": _SQLITE, ".db": _SQLITE}
+_OWN = {".parquet": (PARQUET_LOG,), ".sqlite": SQLITE_JOURNALS, ".sqlite3": SQLITE_JOURNALS,
+        ".db": SQLITE_JOURNALS}
 
 
 def _used_by(store: Path) -> tuple[str, ...]:
     """The sidecars a store of this kind uses: a file merely named like another kind's
     (``runs.csv-wal``) is none of its business, and no reason to refuse it."""
-    return (".lock", ".claims", ".failures.jsonl", *_OWN.get(store.suffix.lower(), ()))
+    return (LOCK, CLAIMS, FAILURES, *_OWN.get(store.suffix.lower(), ()))
 
 
 def _can_append(path: Path) -> bool:
@@ -270,7 +332,7 @@ def _can_append(path: Path) -> bool:
 def _can_create_in(real: Path) -> bool:
     """Whether a file can be made (and removed) beside ``real``: a temporary file of the
     store's own kind, which rewrites clear away if it is ever left behind."""
-    probe = real.with_name(f".{real.name}{_TMP_INFIX}probe-{os.getpid()}")
+    probe = temp_file(real, f"probe-{os.getpid()}")
     try:
         os.close(open_file(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except (OSError, StoreError):

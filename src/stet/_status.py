@@ -28,7 +28,7 @@ from ._schema import (
     format_duration,
     run_key,
 )
-from .backends._base import BaseBackend
+from .backends._base import Store
 
 __all__ = ["FunctionStatus", "StoreStatus", "SweepProgress", "render_grid", "store_status"]
 
@@ -71,7 +71,7 @@ class SweepProgress:
 class StoreStatus:
     """The state of a store; ``str()`` is what :func:`stet.status` prints."""
 
-    def __init__(self, path: str, backend: BaseBackend) -> None:
+    def __init__(self, path: str, backend: Store) -> None:
         self.path = path
         self.backend = type(backend).__name__
         self.completed = 0
@@ -196,7 +196,7 @@ def store_status(
     return st
 
 
-def _progress(st: StoreStatus, backend: BaseBackend, settings: Iterable[Mapping[str, Any]],
+def _progress(st: StoreStatus, backend: Store, settings: Iterable[Mapping[str, Any]],
               run: Any) -> SweepProgress:
     """Done / failed / running / pending of each setting, and an ETA."""
     sp = SweepProgress()

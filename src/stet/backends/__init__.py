@@ -1,4 +1,5 @@
-"""Store backends, chosen by the store path's extension (or URL scheme)."""
+"""Store backends, chosen by the store path's extension (or URL scheme); a
+:class:`~stet.backends.Store` object given in place of a path is that store."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 from .. import _fork
 from .._platform import require_file_locks
-from ._base import BaseBackend
+from ._base import BaseBackend, Capabilities, Store
 from ._csv import CsvBackend
+from ._finish import use_opener
 from ._json import JsonBackend
 from ._parquet import ParquetBackend
 from ._sqlite import SqliteBackend
@@ -18,11 +20,13 @@ from ._sqlite import SqliteBackend
 __all__ = [
     "BACKENDS",
     "BaseBackend",
+    "Capabilities",
     "CsvBackend",
     "JsonBackend",
     "ParquetBackend",
     "PostgresBackend",
     "SqliteBackend",
+    "Store",
     "display_store",
     "get_backend",
     "shared_backend",
@@ -56,8 +60,10 @@ def _url_scheme(path: object) -> str | None:
     return None
 
 
-def display_store(path: str | os.PathLike[str]) -> str:
+def display_store(path: str | os.PathLike[str] | Store) -> str:
     """The store as text for messages: a URL's password is masked."""
+    if isinstance(path, Store):
+        return path.describe()
     if _url_scheme(path) is not None:
         from ._postgres import mask_url
 
@@ -65,8 +71,15 @@ def display_store(path: str | os.PathLike[str]) -> str:
     return os.fspath(path)
 
 
-def backend_class(path: str | os.PathLike[str]) -> type[BaseBackend]:
-    """The backend class for a store path; ``ValueError`` for an unknown extension."""
+def backend_class(path: str | os.PathLike[str] | Store) -> type[Store]:
+    """The backend class for a store path (or a store object's own class); ``ValueError``
+    for an unknown extension."""
+    if isinstance(path, Store):
+        return type(path)
+    return _path_class(path)
+
+
+def _path_class(path: str | os.PathLike[str]) -> type[BaseBackend]:
     scheme = _url_scheme(path)
     if scheme is not None:
         from ._postgres import SCHEMES, PostgresBackend
@@ -91,18 +104,21 @@ def backend_class(path: str | os.PathLike[str]) -> type[BaseBackend]:
     return cls
 
 
-def get_backend(path: str | os.PathLike[str], **options: Any) -> BaseBackend:
+def get_backend(path: str | os.PathLike[str] | Store, **options: Any) -> Store:
     """Return a new backend for ``path``, chosen by its extension.
 
     Args:
         path: Store file path (``.csv``, ``.json``, ``.sqlite``/``.db``, ``.parquet``),
-            or a PostgreSQL URL (``postgresql://user@host/db?table=name``).
+            or a PostgreSQL URL (``postgresql://user@host/db?table=name``), or a
+            :class:`Store` object (returned as it is).
         **options: Passed to the backend (e.g. ``fsync=True``).
 
     Raises:
         ValueError: If the extension is not supported.
     """
-    cls = backend_class(path)
+    if isinstance(path, Store):
+        return path
+    cls = _path_class(path)
     if _url_scheme(path) is not None:
         return cls(os.fspath(path), **options)
     return cls(Path(path), **options)
@@ -111,16 +127,19 @@ def get_backend(path: str | os.PathLike[str], **options: Any) -> BaseBackend:
 # Weak: a backend lives as long as a decorated function (or other user) holds it. A
 # forked child keeps them: each resets what was its parent's (see stet._fork).
 _SharedKey = tuple[str, tuple[tuple[str, Any], ...]]
-_shared: weakref.WeakValueDictionary[_SharedKey, BaseBackend] = weakref.WeakValueDictionary()
+_shared: weakref.WeakValueDictionary[_SharedKey, Store] = weakref.WeakValueDictionary()
 _shared_lock = _fork.RLock()
 
 
 def shared_backend(
-    path: str | os.PathLike[str], *, create: bool = True, **options: Any
-) -> BaseBackend | Any:
+    path: str | os.PathLike[str] | Store, *, create: bool = True, **options: Any
+) -> Store | Any:
     """The process-wide backend for ``path`` used by decorated functions (one index each);
-    with ``create=False``, ``None`` unless this process already has it."""
-    cls = backend_class(path)
+    with ``create=False``, ``None`` unless this process already has it. A :class:`Store`
+    object is its own."""
+    if isinstance(path, Store):
+        return path
+    cls = _path_class(path)
     url = _url_scheme(path) is not None
     where = os.fspath(path) if url else os.path.abspath(path)
     key = (where, tuple(sorted(options.items())))
@@ -129,3 +148,6 @@ def shared_backend(
         if backend is None and create:
             backend = _shared[key] = cls(where if url else Path(where), **options)
         return backend
+
+
+use_opener(shared_backend)

@@ -1,22 +1,46 @@
-"""The backend interface, and the indexed backend every built-in store is built on."""
+"""The store interface (:class:`Store`, path-free, with its :class:`Capabilities`), the
+file-store base :class:`BaseBackend`, and the indexed backend built-in stores share."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import re
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self, cast
 
 from .._claims import ClaimFile, Claims
 from .._config import settings
 from .._fork import RLock
 from .._identity import canonical
 from .._index import Index
-from .._schema import FUNC_FIELD, TIMESTAMP_FIELD, Record
-from .._sidecar import check_writable, os_error, reraise_as_store_error, sidecar
+from .._schema import FUNC_FIELD, TIMESTAMP_FIELD, Record, is_bookkeeping
+from .._sidecar import (
+    check_writable,
+    claims_file,
+    failures_file,
+    lock_file,
+    os_error,
+    reraise_as_store_error,
+)
+from ._cache import IndexCache, RecordSource
 
-__all__ = ["BaseBackend", "FailureLog", "IndexedBackend", "Record", "record_matches", "utc_now"]
+__all__ = [
+    "BaseBackend",
+    "CachedBackend",
+    "CachedStore",
+    "Capabilities",
+    "FailureLog",
+    "IndexedBackend",
+    "Record",
+    "Store",
+    "record_matches",
+    "utc_now",
+]
+
 
 
 def utc_now() -> str:
@@ -45,23 +69,98 @@ def record_matches(record: Mapping[str, str], func: str | None, fields: Mapping[
     return all(record.get(k) == v for k, v in fields.items())
 
 
-class BaseBackend(ABC):
-    """Abstract base class defining the backend interface.
+@dataclass(frozen=True)
+class Capabilities:
+    """What a store can do beyond the interface's defaults; declared on the class
+    (``capabilities = Capabilities(...)``), read by stet, never probed.
 
-    All backends must implement :meth:`has`, :meth:`record`, :meth:`load`,
-    :meth:`remove`, and :meth:`clear`. The decorator uses :meth:`contains_run` and
-    :meth:`append_record`, which a custom backend gets for free from those five.
-
-    Args:
-        path: Path to the store file.
+    Every flag is ``False`` by default: a store declares only what it implements.
     """
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+    #: :meth:`Store.claims` excludes other processes (and, for a shared store, other
+    #: machines); otherwise a run is claimed against this process's calls only.
+    shared_claims: bool = False
+    #: Failures are kept with the store (other processes and later sessions see them);
+    #: otherwise they are kept in memory by the store object.
+    durable_failures: bool = False
+    #: :meth:`Store.remove_where` removes only the given function's records; otherwise
+    #: it removes matching records of every function, through :meth:`Store.remove`.
+    remove_by_match: bool = False
+    #: A claim also catches up with the store, so :meth:`Store.contains_run_cached` may
+    #: answer from what this process already read, and the look after claiming decides.
+    claim_catches_up: bool = False
+    #: :meth:`Store.append_records` writes many records per write (not one by one).
+    bulk_append: bool = False
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.path)!r})"
 
+class _LocalClaims:
+    """Claims that exclude nothing beyond this process's calls (which stet's call table
+    already serialises): the default of a store without :attr:`~Capabilities.shared_claims`."""
+
+    def try_claim(self, offset: int, info: dict[str, Any]) -> str | None:
+        return None
+
+    def wait_claim(self, offset: int, info: dict[str, Any]) -> None:
+        return None
+
+    def release(self, offset: int) -> None:
+        return None
+
+    def running(self) -> list[dict[str, Any]]:
+        return []
+
+
+class _MemoryFailures:
+    """Failed runs kept by the store object (the default of a store without
+    :attr:`~Capabilities.durable_failures`)."""
+
+    def __init__(self) -> None:
+        self._records: list[Record] = []
+        self._mutex = RLock()  # (stet._fork's: unheld in a forked child)
+
+    def append(self, record: Record) -> None:
+        with self._mutex:
+            self._records.append(dict(record))
+
+    def contains(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
+        wanted = dict(zip(fields, texts, strict=True))
+        with self._mutex:
+            return any(_same_run(r, func, wanted) for r in self._records)
+
+    def records(self) -> list[Record]:
+        with self._mutex:
+            return [dict(r) for r in self._records]
+
+    def remove(self, func: str | None, fields: Record) -> int:
+        with self._mutex:
+            kept = [r for r in self._records if not record_matches(r, func, fields)]
+            n = len(self._records) - len(kept)
+            self._records = kept
+            return n
+
+
+def _same_run(record: Mapping[str, str], func: str, fields: Mapping[str, str]) -> bool:
+    """Whether ``record`` is a record of this very run: of ``func`` (or of no function),
+    and holding exactly these key fields with these texts."""
+    keys = {k for k in record if not is_bookkeeping(k)}
+    return keys == fields.keys() and record_matches(record, func, fields)
+
+
+class Store(ABC):
+    """The interface stet uses to keep runs; path-free (a file, a table, a service).
+
+    A store implements five methods: :meth:`has`, :meth:`record`, :meth:`load`,
+    :meth:`remove` and :meth:`clear`. Everything the decorator, :func:`stet.sweep`,
+    :func:`stet.load`, :func:`stet.status` and the ``stet`` command call has a default
+    built on those five; a store overrides a default to do better, and declares in
+    :attr:`capabilities` what it does beyond them. ``stet.testing`` checks a store
+    against this contract. Pass a store object as ``@stet.once(store=...)``.
+    """
+
+    #: What this store does beyond the defaults (see :class:`Capabilities`).
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    # -- the five a store implements --------------------------------------------
     @abstractmethod
     def has(self, key_dict: dict[str, Any]) -> bool:
         """Check if a key combination exists in the store.
@@ -103,13 +202,31 @@ class BaseBackend(ABC):
     def clear(self) -> None:
         """Remove all records from the store."""
 
-    # -- used by the decorator; built-in backends answer from their index ----------
-    def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
-        """Whether a run of ``func`` with these field texts is recorded.
+    # -- naming -------------------------------------------------------------------
+    def describe(self) -> str:
+        """The store as text for messages (never a password)."""
+        return type(self).__name__
 
-        ``fields`` are sorted; ``texts`` are canonical texts in the same order.
+    # -- runs: used by the decorator and sweep ------------------------------------
+    def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
+        """Whether a run of ``func`` with these field texts is recorded (a record of no
+        function counts for every function).
+
+        ``fields`` are sorted; ``texts`` are canonical texts in the same order. The
+        default asks :meth:`has` (fast when the run is not there) and then looks for a
+        record of this function among :meth:`load`'s.
         """
-        return self.has(dict(zip(fields, texts, strict=True)))
+        wanted = dict(zip(fields, texts, strict=True))
+        if not self.has(dict(wanted)):
+            return False
+        return any(_same_run(r, func, wanted) for r in self.load())
+
+    def contains_run_cached(self, func: str, fields: tuple[str, ...],
+                            texts: tuple[str, ...]) -> bool:
+        """:meth:`contains_run`, allowed to answer from what this process already read
+        when the store declares :attr:`~Capabilities.claim_catches_up` (the look after
+        claiming is the one that counts); otherwise the same as :meth:`contains_run`."""
+        return self.contains_run(func, fields, texts)
 
     def append_record(self, record: Record) -> None:
         """Record a run given as canonical texts, bookkeeping fields included."""
@@ -117,34 +234,46 @@ class BaseBackend(ABC):
 
     def append_records(self, records: Sequence[Record]) -> None:
         """Record many runs (as :meth:`append_record` does), in order. Stores that can
-        write many at once do (PostgreSQL: thousands per statement); for copies."""
+        write many at once do (:attr:`~Capabilities.bulk_append`); for copies."""
         for record in records:
             self.append_record(record)
 
+    def remove_where(self, func: str | None, fields: Record) -> int:
+        """Remove records of ``func`` (``None``: any) holding these field texts; return
+        how many, or -1 when the store does not say. Without
+        :attr:`~Capabilities.remove_by_match`, :meth:`remove` removes matching records
+        of every function."""
+        removed = self.remove(dict(fields))
+        return removed if isinstance(removed, int) and not isinstance(removed, bool) else -1
+
     def exists(self) -> bool:
         """Whether the store exists yet (a store is created by its first record)."""
-        return self.path.exists()
+        return bool(self.load())
 
-    def check_writable(self) -> None:  # noqa: B027 - optional for custom backends
+    def has_companions(self) -> bool:
+        """Whether the store keeps failures or claims though it has no record yet (a
+        sweep whose every run so far failed, or is still running)."""
+        return False
+
+    def check_writable(self) -> None:  # noqa: B027 - optional for custom stores
         """Raise :class:`~stet.errors.StoreError` if a run's record could not be written;
         asked before a run starts, so that a function never runs only for its record to
         be lost. The default checks nothing."""
 
-    # -- claims and failures: beside the store file unless a backend does better ----
+    # -- claims and failures ------------------------------------------------------
     def claims(self) -> Claims:
-        """The claims of this store (see :mod:`stet._claims`)."""
-        cached: Claims | None = getattr(self, "_claims_cached", None)
-        if cached is None:  # (a forked child keeps it: it forgets the parent's claims)
-            cached = self._claims_cached = ClaimFile.for_path(sidecar(self.path, ".claims"))
-        return cached
+        """The claims of this store (see :mod:`stet._claims`); by default, they exclude
+        this process's other calls only (:attr:`~Capabilities.shared_claims`)."""
+        return _LOCAL_CLAIMS
 
-    def _failure_log(self) -> FailureLog:
-        log: FailureLog | None = getattr(self, "_failures_cached", None)
+    def _failure_log(self) -> FailureLog | _MemoryFailures:
+        log: FailureLog | _MemoryFailures | None = self.__dict__.get("_failures_cached")
         if log is None:
-            log = FailureLog(sidecar(self.path, ".failures.jsonl"),
-                             sidecar(self.path, ".lock"))
-            self._failures_cached = log
+            log = self.__dict__.setdefault("_failures_cached", self._new_failure_log())
         return log
+
+    def _new_failure_log(self) -> FailureLog | _MemoryFailures:
+        return _MemoryFailures()
 
     def append_failure(self, record: Record) -> None:
         """Record a failed run (kept apart from completed runs)."""
@@ -164,17 +293,71 @@ class BaseBackend(ABC):
         """Forget recorded failures of matching runs."""
         return self._failure_log().remove(func, fields)
 
-    def finish(self) -> None:  # noqa: B027 - optional for custom backends
-        """Make the store file alone hold every run (fold sidecars); done at exit."""
+    # -- lifetime -----------------------------------------------------------------
+    def finish(self) -> None:  # noqa: B027 - optional for custom stores
+        """Make the store whole on its own (fold what waits beside it); done at exit."""
 
-    def close(self) -> None:  # noqa: B027 - optional for custom backends
-        """Release files and connections; the backend reopens them if used again."""
+    def close(self) -> None:  # noqa: B027 - optional for custom stores
+        """Release files and connections; the store reopens them if used again."""
 
-    def __enter__(self) -> BaseBackend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_LOCAL_CLAIMS = _LocalClaims()
+_USERINFO_SECRET = re.compile(r"(://[^/?#@:]*:)[^/?#@]*@")
+_QUERY_SECRET = re.compile(r"([?&](?:password|sslpassword)=)[^&#]*", re.IGNORECASE)
+
+
+class BaseBackend(Store):
+    """Abstract base class defining the backend interface: a :class:`Store` kept in a
+    file, with its claims and failures in files beside it.
+
+    All backends must implement :meth:`has`, :meth:`record`, :meth:`load`,
+    :meth:`remove`, and :meth:`clear`. The decorator uses :meth:`contains_run` and
+    :meth:`append_record`, which a custom backend gets for free from those five.
+
+    Args:
+        path: Path to the store file.
+    """
+
+    capabilities = Capabilities(shared_claims=True, durable_failures=True)
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    def describe(self) -> str:
+        """The store's path (a URL's password masked: a store named by a URL overrides
+        this with its own masking, which knows all the places its URLs hold secrets)."""
+        if isinstance(self.path, Path):
+            return str(self.path)
+        text = _USERINFO_SECRET.sub(r"\1***@", str(self.path))
+        return _QUERY_SECRET.sub(r"\1***", text)
+
+    def exists(self) -> bool:
+        """Whether the store exists yet (a store is created by its first record)."""
+        return self.path.exists()
+
+    def has_companions(self) -> bool:
+        return isinstance(self.path, Path) and any(
+            p.exists() for p in (failures_file(self.path), claims_file(self.path)))
+
+    # -- claims and failures: beside the store file unless a backend does better ----
+    def claims(self) -> Claims:
+        """The claims of this store (see :mod:`stet._claims`)."""
+        cached: Claims | None = self.__dict__.get("_claims_cached")
+        if cached is None:  # (a forked child keeps it: it forgets the parent's claims)
+            cached = self._claims_cached = ClaimFile.for_path(claims_file(self.path))
+        return cached
+
+    def _new_failure_log(self) -> FailureLog | _MemoryFailures:
+        return FailureLog(failures_file(self.path), lock_file(self.path))
 
 
 class FailureLog:
@@ -214,69 +397,26 @@ class FailureLog:
                                      self._index)
 
 
-class IndexedBackend(BaseBackend):
-    """A backend that answers lookups from an in-memory :class:`~stet._index.Index`.
+class CachedStore(Store):
+    """A store (path-free) whose records live in a :class:`RecordSource` and whose
+    lookups are answered from an :class:`IndexCache` over it, composed: the subclass sets
+    ``self._cache``. The five methods and what stet calls are the cache's."""
 
-    Subclasses implement four primitives; this class does the rest, thread-safely.
-    """
+    capabilities = Capabilities(remove_by_match=True)
+    _cache: IndexCache
 
-    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
-        super().__init__(path)
-        self.fsync = settings.fsync if fsync is None else fsync
-        self._index = Index()
-        self._mutex = RLock()  # (stet._fork's: unheld in a forked child)
-
-    # -- primitives --------------------------------------------------------------
-    @abstractmethod
-    def _poll(self, index: Index) -> None:
-        """Bring ``index`` up to date with the store (cheap when nothing changed)."""
-
-    @abstractmethod
-    def _append(self, record: Record, index: Index) -> None:
-        """Durably add ``record`` to the store and to ``index`` (after catching up)."""
-
-    @abstractmethod
-    def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
-        """Remove matching records atomically; rebuild ``index``; return how many."""
-
-    @abstractmethod
-    def _records(self) -> list[Record]:
-        """Every record, read afresh from the store."""
-
-    # -- the interface -----------------------------------------------------------
-    def check_writable(self) -> None:
-        """Raise :class:`~stet.errors.StoreError` unless the store file (or its directory,
-        if it does not exist yet), its directory and the sidecars a run writes can be
-        written by this process (see :func:`stet._sidecar.check_writable`)."""
-        if isinstance(self.path, Path):  # (a PostgreSQL store is a URL)
-            check_writable(self.path)
-
-    # An OSError (a full disk, a vanished mount) becomes a StoreError naming the store;
-    # try/except costs nothing when nothing is raised (these are the hot paths).
     def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
-        with self._mutex:
-            try:
-                self._poll(self._index)
-            except OSError as exc:
-                raise os_error(self.path, "reading", exc) from exc
-            return self._index.contains(func, fields, texts)
+        return self._cache.contains_run(func, fields, texts)
 
     def contains_any(self, fields: Record) -> bool:
         """Whether any record (of any function) holds these field texts."""
-        names = tuple(sorted(fields))
-        with self._mutex:
-            try:
-                self._poll(self._index)
-            except OSError as exc:
-                raise os_error(self.path, "reading", exc) from exc
-            return self._index.contains_any(names, tuple(fields[n] for n in names))
+        return self._cache.contains_any(fields)
 
     def append_record(self, record: Record) -> None:
-        with self._mutex:
-            try:
-                self._append(record, self._index)
-            except OSError as exc:
-                raise os_error(self.path, "recording a run in", exc) from exc
+        self._cache.append(record)
+
+    def append_records(self, records: Sequence[Record]) -> None:
+        self._cache.append_many(records)
 
     def has(self, key_dict: dict[str, Any]) -> bool:
         """Check if key combination exists in the store (recorded by any function).
@@ -305,8 +445,7 @@ class IndexedBackend(BaseBackend):
         Returns:
             List of dicts, each representing one recorded experiment run.
         """
-        with self._mutex, reraise_as_store_error(self.path, "reading"):
-            return list(self._records())
+        return list(self._cache.records())
 
     def remove(self, key_dict: dict[str, Any]) -> int:
         """Remove every record holding this key combination (of any function).
@@ -321,15 +460,82 @@ class IndexedBackend(BaseBackend):
 
     def remove_where(self, func: str | None, fields: Record) -> int:
         """Remove records of ``func`` (``None``: any) holding these field texts."""
-        with self._mutex, reraise_as_store_error(self.path, "removing records from"):
-            return self._remove_where(func, fields, self._index)
+        return self._cache.remove_where(func, fields)
 
     def clear(self) -> None:
         """Remove all records from the store (the file is replaced atomically)."""
         self.remove_where(None, {})
 
-    def __len__(self) -> int:
-        with self._mutex, reraise_as_store_error(self.path, "reading"):
-            self._poll(self._index)
-            return self._index.count
+    def close(self) -> None:
+        self._cache.close()
 
+    def __len__(self) -> int:
+        return self._cache.count()
+
+
+class CachedBackend(CachedStore, BaseBackend):
+    """A :class:`CachedStore` kept in a file (its claims and failures beside it)."""
+
+    capabilities = Capabilities(shared_claims=True, durable_failures=True,
+                                remove_by_match=True)
+
+    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
+        super().__init__(path)
+        self.fsync = settings.fsync if fsync is None else fsync
+
+    def check_writable(self) -> None:
+        """Raise :class:`~stet.errors.StoreError` unless the store file (or its directory,
+        if it does not exist yet), its directory and the sidecars a run writes can be
+        written by this process (see :func:`stet._sidecar.check_writable`)."""
+        if isinstance(self.path, Path):  # (a PostgreSQL store is a URL)
+            check_writable(self.path)
+
+
+class _OwnPrimitives(RecordSource):
+    """The source of an :class:`IndexedBackend`: its own four primitives."""
+
+    def __init__(self, backend: IndexedBackend) -> None:
+        # (a proxy, not a cycle: a backend goes, with its files, as soon as it is unused)
+        self._backend = cast("IndexedBackend", weakref.proxy(backend))
+
+    def poll(self, index: Index) -> None:
+        self._backend._poll(index)
+
+    def append(self, record: Record, index: Index) -> None:
+        self._backend._append(record, index)
+
+    def remove_where(self, func: str | None, fields: Record, index: Index) -> int:
+        return self._backend._remove_where(func, fields, index)
+
+    def records(self) -> list[Record]:
+        return self._backend._records()
+
+
+class IndexedBackend(CachedBackend):
+    """A backend that is its own :class:`RecordSource`: it implements four primitives, and
+    its :class:`IndexCache` (``self._index``, ``self._mutex``) does the rest,
+    thread-safely. Kept for backends written against it (PostgreSQL); a new store
+    composes a source instead (see :class:`CachedBackend`)."""
+
+    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
+        super().__init__(path, fsync=fsync)
+        self._cache = IndexCache(_OwnPrimitives(self), self.path)
+        self._index = self._cache.index
+        self._mutex = self._cache.mutex
+
+    # -- primitives --------------------------------------------------------------
+    @abstractmethod
+    def _poll(self, index: Index) -> None:
+        """Bring ``index`` up to date with the store (cheap when nothing changed)."""
+
+    @abstractmethod
+    def _append(self, record: Record, index: Index) -> None:
+        """Durably add ``record`` to the store and to ``index`` (after catching up)."""
+
+    @abstractmethod
+    def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
+        """Remove matching records atomically; rebuild ``index``; return how many."""
+
+    @abstractmethod
+    def _records(self) -> list[Record]:
+        """Every record, read afresh from the store."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -11,24 +12,74 @@ from .._index import Index
 from .._locking import StoreLock
 from .._logfile import LogFile, store_file
 from .._schema import RESERVED_PREFIX
-from .._sidecar import os_error, sidecar
+from .._sidecar import lock_file
 from ..errors import StoreError
-from ._base import IndexedBackend, Record, record_matches
+from ._base import CachedBackend, Record, record_matches
+from ._cache import IndexCache, RecordSource
 
-__all__ = ["FileBackend", "lock_path"]
+__all__ = ["FileBackend", "LogSource", "lock_path"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def lock_path(path: Path) -> Path:
     """The lock file kept beside a store (never deleted: see :mod:`stet._locking`)."""
-    return sidecar(path, ".lock")
+    return lock_file(path)
 
 
-class FileBackend(IndexedBackend):
-    """A store that is one append-only file framed by :attr:`codec_type`."""
+class LogSource(RecordSource):
+    """The records of one append-only :class:`~stet._log.LogFile`.
+
+    ``utf8_names``: field names must be UTF-8 text (a CSV header), so a name with a lone
+    surrogate is refused before the run, not after it.
+    """
+
+    def __init__(self, log: LogFile, utf8_names: bool) -> None:
+        self.log = log
+        self.utf8_names = utf8_names
+
+    def poll(self, index: Index) -> None:
+        self.log.poll(index)
+
+    def check_new_run(self, fields: tuple[str, ...], texts: tuple[str, ...]) -> None:
+        label = self.log.codec.label
+        refuse_surrogate_pairs(self.log.path, label, zip(fields, texts, strict=True))
+        if self.utf8_names:
+            for name in fields:
+                if not name.isascii() and _SURROGATE.search(name):
+                    raise StoreError(
+                        f"cannot record in {label} store {self.log.path}: the name of "
+                        f"parameter {name!r:.80} holds a lone surrogate, which a {label} "
+                        f"header (UTF-8 text) cannot hold. Nothing was run or recorded; "
+                        f"rename the parameter, or use a .json store."
+                    )
+
+    def append(self, record: Record, index: Index) -> None:
+        refuse_surrogate_pairs(self.log.path, self.log.codec.label, (
+            (k, v) for k, v in record.items() if not k.startswith(RESERVED_PREFIX)))
+        self.log.append(record, index)
+
+    def append_many(self, records: Sequence[Record], index: Index) -> None:
+        for record in records:
+            self.append(record, index)
+
+    def remove_where(self, func: str | None, fields: Record, index: Index) -> int:
+        return self.log.rewrite(lambda r: not record_matches(r, func, fields), index)
+
+    def records(self) -> list[Record]:
+        return self.log.records()
+
+    def close(self, index: Index) -> None:
+        self.log.close()
+        index.clear()
+
+
+class FileBackend(CachedBackend):
+    """A store that is one append-only file framed by :attr:`codec_type`, its lookups
+    answered by an :class:`~stet.backends._cache.IndexCache` over a :attr:`source_type`."""
 
     codec_type: ClassVar[type[Codec]]
+    source_type: ClassVar[type[LogSource]] = LogSource
     #: Whether field names must be UTF-8 text (a CSV header): a name with a lone
     #: surrogate is then refused before the run, not after it.
     utf8_names: ClassVar[bool] = False
@@ -39,44 +90,4 @@ class FileBackend(IndexedBackend):
             self.path, self.codec_type(), StoreLock.for_path(lock_path(self.path)),
             fsync=self.fsync,
         )
-
-    def _poll(self, index: Index) -> None:
-        self._log.poll(index)
-
-    def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
-        with self._mutex:  # (IndexedBackend's, inlined: a skip costs no more)
-            try:
-                self._poll(self._index)
-            except OSError as exc:  # (free when nothing is raised)
-                raise os_error(self.path, "reading", exc) from exc
-            if self._index.contains(func, fields, texts):
-                return True
-        # Not done: the run is about to be made. Refuse now what could never be found.
-        refuse_surrogate_pairs(self.path, self._log.codec.label,
-                               zip(fields, texts, strict=True))
-        if self.utf8_names:
-            for name in fields:
-                if not name.isascii() and _SURROGATE.search(name):
-                    raise StoreError(
-                        f"cannot record in {self._log.codec.label} store {self.path}: the "
-                        f"name of parameter {name!r:.80} holds a lone surrogate, which a "
-                        f"{self._log.codec.label} header (UTF-8 text) cannot hold. Nothing "
-                        f"was run or recorded; rename the parameter, or use a .json store."
-                    )
-        return False
-
-    def _append(self, record: Record, index: Index) -> None:
-        refuse_surrogate_pairs(self.path, self._log.codec.label, (
-            (k, v) for k, v in record.items() if not k.startswith(RESERVED_PREFIX)))
-        self._log.append(record, index)
-
-    def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
-        return self._log.rewrite(lambda r: not record_matches(r, func, fields), index)
-
-    def _records(self) -> list[Record]:
-        return self._log.records()
-
-    def close(self) -> None:
-        with self._mutex:
-            self._log.close()
-            self._index.clear()
+        self._cache = IndexCache(self.source_type(self._log, self.utf8_names), self.path)

@@ -7,9 +7,43 @@ from typing import cast
 from .._index import Index
 from .._json_codec import JsonCodec
 from ._base import Record
-from ._file import FileBackend
+from ._file import FileBackend, LogSource
 
 __all__ = ["JsonBackend"]
+
+
+class _JsonSource(LogSource):
+    """A JSON file, refused from its first bytes if foreign."""
+
+    def _check_start(self) -> None:
+        """Refuse a foreign file from its first bytes, before taking the store's lock
+        (which would create ``<store>.lock`` beside someone else's file); done until the
+        file has been read once."""
+        if self.log.head is not None:
+            return
+        try:
+            with open(self.log.path, "rb") as f:
+                data = f.read(1 << 16)
+        except (FileNotFoundError, IsADirectoryError):
+            return
+        cast(JsonCodec, self.log.codec).check_start(data, self.log.path)
+
+    def poll(self, index: Index) -> None:
+        if self.log.head is None:
+            self._check_start()
+        self.log.poll(index)
+
+    def records(self) -> list[Record]:
+        self._check_start()
+        return self.log.records()
+
+    def remove_where(self, func: str | None, fields: Record, index: Index) -> int:
+        self._check_start()
+        return super().remove_where(func, fields, index)
+
+    def append(self, record: Record, index: Index) -> None:
+        self._check_start()
+        super().append(record, index)
 
 
 class JsonBackend(FileBackend):
@@ -24,33 +58,4 @@ class JsonBackend(FileBackend):
     """
 
     codec_type = JsonCodec
-
-    def _check_start(self) -> None:
-        """Refuse a foreign file from its first bytes, before taking the store's lock
-        (which would create ``<store>.lock`` beside someone else's file); done until the
-        file has been read once."""
-        if self._log.head is not None:
-            return
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read(1 << 16)
-        except (FileNotFoundError, IsADirectoryError):
-            return
-        cast(JsonCodec, self._log.codec).check_start(data, self.path)
-
-    def _poll(self, index: Index) -> None:
-        if self._log.head is None:
-            self._check_start()
-        self._log.poll(index)
-
-    def _records(self) -> list[Record]:
-        self._check_start()
-        return self._log.records()
-
-    def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
-        self._check_start()
-        return super()._remove_where(func, fields, index)
-
-    def _append(self, record: Record, index: Index) -> None:
-        self._check_start()
-        super()._append(record, index)
+    source_type = _JsonSource

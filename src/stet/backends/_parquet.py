@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from .._codec import refuse_surrogate_pairs
-from .._exit import at_exit, ensure_registered
 from .._fork import on_fork_child
 from .._identity import canonical
 from .._index import Index, bulk
@@ -16,10 +15,12 @@ from .._json_codec import JsonLinesCodec
 from .._locking import StoreLock
 from .._logfile import LogFile, _snapshot, atomic_write, store_file
 from .._schema import RESERVED_PREFIX
-from .._sidecar import os_error, sidecar
+from .._sidecar import os_error, parquet_log_file
 from ..errors import CorruptStoreError, StoreError
-from ._base import IndexedBackend, Record, record_matches
+from ._base import CachedBackend, Record, record_matches
+from ._cache import IndexCache, RecordSource
 from ._file import lock_path
+from ._finish import fold_at_exit, folded
 
 __all__ = ["ParquetBackend", "sidecar_path"]
 
@@ -33,7 +34,7 @@ FOLD_MIN = 10_000
 
 def sidecar_path(path: Path) -> Path:
     """Where appended records wait until they are folded into the Parquet file."""
-    return sidecar(path, ".stet-log")
+    return parquet_log_file(path)
 
 
 _warm = False
@@ -56,47 +57,23 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-# Stores this process appended to and has not folded yet (paths, not backends, so that
-# backends and their descriptors can go when unused): folded when the process exits (a
-# forked child folds those it appends to; the parent folds its own).
-_unfolded: set[Path] = set()
-on_fork_child(_unfolded.clear)
+def _fold(path: Path) -> None:
+    ParquetBackend(path).fold()
 
 
-def _fold_all_at_exit() -> None:
-    for path in list(_unfolded):
-        if sidecar_path(path).exists():
-            ParquetBackend(path).fold()
-        _unfolded.discard(path)
+class ParquetSource(RecordSource):
+    """The records of a Parquet store: its file, and the log beside it (``pending``)
+    until folded (see :class:`ParquetBackend`)."""
 
-
-at_exit(_fold_all_at_exit)
-
-
-class ParquetBackend(IndexedBackend):
-    """Store experiment records in a Parquet file.
-
-    Requires the parquet extra: ``pip install 'stet[parquet]'`` (pyarrow).
-
-    Parquet files cannot be appended to, so records are first appended to a sidecar
-    (``<store>.stet-log``, JSON Lines) and folded into the Parquet file when the process
-    exits normally and whenever the sidecar grows as large as the file. stet's readers
-    always see both; after a normal exit the Parquet file alone holds every run, readable
-    by ``pandas.read_parquet``. All columns are strings (binary for text holding a lone
-    surrogate, which UTF-8 cannot encode); an absent field is null.
-
-    Args:
-        path: Path to the ``.parquet`` file.
-        fsync: fsync each record (for power loss); default from :func:`stet.configure`.
-    """
-
-    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
-        super().__init__(store_file(path), fsync=fsync)  # (a symlink: its target's sidecars)
+    def __init__(self, path: Path, fsync: bool, index: Index) -> None:
+        self.path = path
+        self.fsync = fsync
+        self._index = index  # (the cache's: the Parquet file's records)
         _pyarrow()  # import now: folding at interpreter exit must not need new imports
         self._lock = StoreLock.for_path(lock_path(self.path))
         self._log = LogFile(sidecar_path(self.path), JsonLinesCodec(), self._lock,
                             fsync=self.fsync)
-        self._side = Index()  # records in the sidecar; self._index: the Parquet file
+        self._side = self.pending = Index()  # records in the sidecar
         self._base_snap: tuple[int, int, int, int] | None = None
         self._checked_snap: tuple[int, int, int, int] | None = None  # recognised as ours
         self._base_rows = 0
@@ -106,6 +83,11 @@ class ParquetBackend(IndexedBackend):
     def _after_fork(self) -> None:
         """In a forked child: a thread of the parent may have left the index half-built."""
         self._forked = True
+
+    @property
+    def log_path(self) -> Path:
+        """The log beside the Parquet file (records not folded yet)."""
+        return self._log.path
 
     # ---------------------------------------------------------------- reading
     def _read_base(self) -> tuple[list[str], list[list[str | None]], str | None]:
@@ -189,7 +171,7 @@ class ParquetBackend(IndexedBackend):
         self._refuse_foreign(schema)
         self._checked_snap = snap
 
-    def _poll(self, index: Index) -> None:
+    def poll(self, index: Index) -> None:
         if self._base_unchanged() and self._log.unchanged():
             return
         self._check_base()
@@ -233,18 +215,11 @@ class ParquetBackend(IndexedBackend):
             self._log.close()
             self._side.clear()
 
-    def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
-        with self._mutex:
-            self._poll(self._index)
-            if self._index.contains(func, fields, texts) or self._side.contains(
-                func, fields, texts
-            ):
-                return True
+    def check_new_run(self, fields: tuple[str, ...], texts: tuple[str, ...]) -> None:
         # Not done: the run is about to be made. Refuse now what could never be stored.
         self._check_names(fields)
         # (the sidecar is JSON Lines: JSON cannot keep a surrogate pair as two characters)
         refuse_surrogate_pairs(self.path, "Parquet", zip(fields, texts, strict=True))
-        return False
 
     def _check_names(self, names: Any) -> None:
         """Raise :class:`StoreError` for a field name Parquet cannot hold: one with a lone
@@ -263,21 +238,7 @@ class ParquetBackend(IndexedBackend):
                     f"parameter (or use a JSON or SQLite store, which keep such names)."
                 ) from None
 
-    def contains_any(self, fields: Record) -> bool:
-        names = tuple(sorted(fields))
-        texts = tuple(fields[n] for n in names)
-        with self._mutex:
-            self._poll(self._index)
-            return self._index.contains_any(names, texts) or self._side.contains_any(
-                names, texts
-            )
-
-    def __len__(self) -> int:
-        with self._mutex:
-            self._poll(self._index)
-            return self._index.count + self._side.count
-
-    def _records(self) -> list[Record]:
+    def records(self) -> list[Record]:
         self._check_base()
         with self._lock.shared():
             header, columns, folded = self._read_base()
@@ -287,7 +248,7 @@ class ParquetBackend(IndexedBackend):
             return base + self._log.records()
 
     # ---------------------------------------------------------------- writing
-    def _append(self, record: Record, index: Index) -> None:
+    def append(self, record: Record, index: Index) -> None:
         self._check_names(record)
         refuse_surrogate_pairs(self.path, "Parquet", (
             (k, v) for k, v in record.items() if not k.startswith(RESERVED_PREFIX)))
@@ -295,27 +256,21 @@ class ParquetBackend(IndexedBackend):
         with self._lock.exclusive():
             self._poll_base(index)
             self._log.append(record, self._side)
-        _unfolded.add(self.path)
-        ensure_registered()
+        fold_at_exit(self.path, _fold)
         if self._log.count > max(FOLD_MIN, self._base_rows):
-            self.fold()
-
-    def finish(self) -> None:
-        """Fold the sidecar, if there is one."""
-        if self._log.path.exists():
             self.fold()
 
     def fold(self) -> None:
         """Fold the sidecar into the Parquet file and delete it (atomic, locked)."""
         self._check_base()
-        with self._mutex, self._lock.exclusive():
+        with self._lock.exclusive():
             self._load_base(self._index)
             self._log.poll(self._side)
             if self._log.path.exists():
                 self._rewrite(lambda r: True)
-            _unfolded.discard(self.path)
+            folded(self.path)
 
-    def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
+    def remove_where(self, func: str | None, fields: Record, index: Index) -> int:
         self._check_base()
         with self._lock.exclusive():
             if not self.path.exists() and not self._log.path.exists():
@@ -325,7 +280,7 @@ class ParquetBackend(IndexedBackend):
     def _rewrite(self, keep: Any) -> int:
         """Write base + sidecar records that ``keep`` accepts as the new Parquet file."""
         self._log.poll(self._side)
-        records = self._records()
+        records = self.records()
         # Stamp the new file with the generation of the sidecar it replaces (stale or not),
         # so that a copy of that sidecar left by a kill below is ignored from now on.
         gen = self._log.head if self._log.head is not None else self._log.ignored_head
@@ -355,15 +310,48 @@ class ParquetBackend(IndexedBackend):
         self._load_base(self._index)
         return len(records) - len(kept)
 
-    def exists(self) -> bool:
-        return self.path.exists() or self._log.path.exists()
+    def close(self, index: Index) -> None:
+        self._log.close()
+        self._side.clear()
+        index.clear()
+        self._base_snap = None
 
-    def close(self) -> None:
-        with self._mutex:
-            self._log.close()
-            self._side.clear()
-            self._index.clear()
-            self._base_snap = None
+
+class ParquetBackend(CachedBackend):
+    """Store experiment records in a Parquet file.
+
+    Requires the parquet extra: ``pip install 'stet[parquet]'`` (pyarrow).
+
+    Parquet files cannot be appended to, so records are first appended to a sidecar
+    (``<store>.stet-log``, JSON Lines) and folded into the Parquet file when the process
+    exits normally and whenever the sidecar grows as large as the file. stet's readers
+    always see both; after a normal exit the Parquet file alone holds every run, readable
+    by ``pandas.read_parquet``. All columns are strings (binary for text holding a lone
+    surrogate, which UTF-8 cannot encode); an absent field is null.
+
+    Args:
+        path: Path to the ``.parquet`` file.
+        fsync: fsync each record (for power loss); default from :func:`stet.configure`.
+    """
+
+    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
+        super().__init__(store_file(path), fsync=fsync)  # (a symlink: its target's sidecars)
+        index = Index()
+        self._source = ParquetSource(self.path, self.fsync, index)
+        self._cache = IndexCache(self._source, self.path, index)
+
+    def finish(self) -> None:
+        """Fold the sidecar, if there is one."""
+        if self._source.log_path.exists():
+            self.fold()
+
+    def fold(self) -> None:
+        """Fold the sidecar into the Parquet file and delete it (atomic, locked)."""
+        with self._cache.mutex:
+            self._source.fold()
+
+    def exists(self) -> bool:
+        return self.path.exists() or self._source.log_path.exists()
 
 
 def _column(pa: Any, values: list[str | None]) -> Any:

@@ -8,31 +8,37 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from .._codec import is_utf8
-from .._exit import at_exit, ensure_registered
+from .._exit import ensure_registered
 from .._fork import on_fork_child
 from .._fs import is_local_filesystem
 from .._index import Index, bulk
 from .._logfile import store_file
 from .._schema import FUNC_FIELD, RESERVED_PREFIX
-from .._sidecar import open_file, os_error, refuse_links
+from .._sidecar import (
+    SQLITE_JOURNALS,
+    SQLITE_SHM,
+    SQLITE_WAL,
+    open_file,
+    os_error,
+    refuse_links,
+    sidecar,
+)
 from .._sql import column_list, quote_ident
 from ..errors import CorruptStoreError, StoreError
-from ._base import IndexedBackend, Record
+from ._base import CachedBackend, Capabilities, Record
+from ._cache import IndexCache, RecordSource
+from ._finish import close_at_exit
 
 __all__ = ["SqliteBackend"]
 
 TABLE = "stet_records"
 META = "stet_meta"
 _BULK = 10_000  # records per transaction of append_records
-
-
-_open_backends: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
 
 
 class _RawFiles:
@@ -99,34 +105,14 @@ class _RawFiles:
 _raw_files = _RawFiles()
 
 
-def _close_all_at_exit() -> None:
-    """Close connections so SQLite folds the WAL into the database file itself."""
-    for backend in list(_open_backends):
-        backend.close()
+class SqliteSource(RecordSource):
+    """The records of a SQLite database, kept in step with ``index`` (see
+    :class:`SqliteBackend`)."""
 
-
-at_exit(_close_all_at_exit)
-
-
-class SqliteBackend(IndexedBackend):
-    """Store experiment records in a SQLite database.
-
-    Uses Python's built-in :mod:`sqlite3`. No extra dependencies required. On a local
-    filesystem the database uses WAL mode (folded back into the file when the process
-    exits normally); on a network filesystem (NFS, SMB, Lustre, ... or anything not known
-    to be local), where WAL does not work, a rollback journal in ``PERSIST`` mode. Each
-    record is one committed transaction. Readers follow new
-    rows by ``rowid`` and ask ``PRAGMA data_version`` whether anything changed, so a
-    lookup reads no rows when nothing did. Removals bump a generation number in
-    ``stet_meta`` so that every reader reloads.
-
-    Args:
-        path: Path to the ``.sqlite`` / ``.db`` file.
-        fsync: fsync each commit (``synchronous=FULL``), for power loss.
-    """
-
-    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
-        super().__init__(store_file(path), fsync=fsync)  # (a symlink: its target's sidecars)
+    def __init__(self, path: Path, fsync: bool, index: Index) -> None:
+        self.path = path
+        self.fsync = fsync
+        self._index = index  # (the cache's: reset when the connection is dropped)
         self._conn: sqlite3.Connection | None = None
         self._last_rowid = 0
         self._data_version = -1
@@ -170,7 +156,7 @@ class SqliteBackend(IndexedBackend):
             self.close()  # opened read-only, and now to be written: open it again
         if not create and not self.path.exists():
             return None
-        refuse_links(self.path, ("-wal", "-shm", "-journal"))  # SQLite would follow them
+        refuse_links(self.path, SQLITE_JOURNALS)  # SQLite would follow them
         if not create and not _writable(self.path):
             return self._connect_read_only()
         self._read_only = False
@@ -198,8 +184,7 @@ class SqliteBackend(IndexedBackend):
             _raw_files.enter(key)
         self._conn, self._file_key = conn, key
         self._data_version = -1
-        _open_backends.add(self)
-        ensure_registered()
+        ensure_registered()  # (the exit hook closes it: SQLite folds the WAL into the file)
         return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
@@ -231,7 +216,8 @@ class SqliteBackend(IndexedBackend):
         conn = None
         try:
             for options in ("?mode=ro", "?mode=ro&immutable=1"):
-                if options.endswith("immutable=1") and os.path.exists(f"{self.path}-wal"):
+                wal = sidecar(self.path, SQLITE_WAL)
+                if options.endswith("immutable=1") and os.path.exists(wal):
                     break
                 try:
                     conn = sqlite3.connect(uri + options, uri=True, timeout=600,
@@ -247,8 +233,9 @@ class SqliteBackend(IndexedBackend):
             if conn is None:
                 raise StoreError(
                     f"cannot read SQLite store {self.path}: it is in WAL mode with commits "
-                    f"in {self.path}-wal, which this process cannot open. Read it as a user "
-                    f"who can write its directory, or ask its owner to finish the sweep.")
+                    f"in {sidecar(self.path, SQLITE_WAL)}, which this process cannot open. "
+                    f"Read it as a user who can write its directory, or ask its owner to "
+                    f"finish the sweep.")
             self._table_columns(conn)  # a foreign database raises here, untouched
             self._journal_wal = False
         except sqlite3.DatabaseError as exc:
@@ -256,7 +243,6 @@ class SqliteBackend(IndexedBackend):
         self._conn, self._file_key = conn, None
         self._read_only = True
         self._data_version = -1
-        _open_backends.add(self)
         return conn
 
     def _load_field_map(self, conn: sqlite3.Connection) -> None:
@@ -338,7 +324,7 @@ class SqliteBackend(IndexedBackend):
         )
 
     # ---------------------------------------------------------------- reading
-    def _poll(self, index: Index) -> None:
+    def poll(self, index: Index) -> None:
         conn = self._connect(create=False)
         if conn is None:
             if self._columns is not None or index.count:
@@ -373,7 +359,7 @@ class SqliteBackend(IndexedBackend):
             key = self._file_key
             if key is None:
                 return None
-            target = str(self.path) + "-shm" if self._journal_wal else str(self.path)
+            target = str(sidecar(self.path, SQLITE_SHM)) if self._journal_wal else str(self.path)
             try:
                 self._raw_fd = _raw_files.fd(key, target)
             except OSError:
@@ -439,7 +425,7 @@ class SqliteBackend(IndexedBackend):
             return None  # no meta table (e.g. a store written by stet 0.0.2)
         return None if row is None else str(row[0])
 
-    def _records(self) -> list[Record]:
+    def records(self) -> list[Record]:
         conn = self._connect(create=False)
         if conn is None:
             return []
@@ -459,14 +445,13 @@ class SqliteBackend(IndexedBackend):
             raise self._error(exc) from None
 
     # ---------------------------------------------------------------- writing
-    def _append(self, record: Record, index: Index) -> None:
+    def append(self, record: Record, index: Index) -> None:
         self._append_many((record,), index)
 
-    def append_records(self, records: Sequence[Record]) -> None:
+    def append_many(self, records: Sequence[Record], index: Index) -> None:
         """Record many runs, thousands per transaction (one commit each)."""
-        with self._mutex:
-            for start in range(0, len(records), _BULK):
-                self._append_many(records[start:start + _BULK], self._index)
+        for start in range(0, len(records), _BULK):
+            self._append_many(records[start:start + _BULK], index)
 
     def _append_many(self, records: Sequence[Record], index: Index) -> None:
         if not records:
@@ -537,7 +522,7 @@ class SqliteBackend(IndexedBackend):
                 conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote_ident(column)} TEXT")
         self._columns = cols
 
-    def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
+    def remove_where(self, func: str | None, fields: Record, index: Index) -> int:
         conn = self._connect(create=False)
         if conn is None:
             return 0
@@ -641,7 +626,7 @@ class SqliteBackend(IndexedBackend):
 
     def finish(self) -> None:
         """Fold the WAL into the database file (if no other process is using it)."""
-        if Path(str(self.path) + "-wal").exists():
+        if sidecar(self.path, SQLITE_WAL).exists():
             conn = self._connect(create=False)
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
@@ -653,17 +638,52 @@ class SqliteBackend(IndexedBackend):
         if key is not None:  # (None in a forked child: its parent's to leave)
             _raw_files.leave_later(key)
 
-    def close(self) -> None:
-        with self._mutex:
-            if self._conn is not None:
-                self._conn.close()
-                if self._file_key is not None:
-                    _raw_files.leave(self._file_key)
-            self._conn = None
-            self._file_key = None
-            self._raw_fd = -1
-            self._reset(self._index)
-            self._data_version = -1
+    def close(self, index: Index | None = None) -> None:
+        if self._conn is not None:  # (a forked child has none: see _after_fork)
+            self._conn.close()
+            if self._file_key is not None:
+                _raw_files.leave(self._file_key)
+        self._conn = None
+        self._file_key = None
+        self._raw_fd = -1
+        self._reset(self._index)
+        self._data_version = -1
+
+
+class SqliteBackend(CachedBackend):
+    """Store experiment records in a SQLite database.
+
+    Uses Python's built-in :mod:`sqlite3`. No extra dependencies required. On a local
+    filesystem the database uses WAL mode (folded back into the file when the process
+    exits normally); on a network filesystem (NFS, SMB, Lustre, ... or anything not known
+    to be local), where WAL does not work, a rollback journal in ``PERSIST`` mode. Each
+    record is one committed transaction. Readers follow new
+    rows by ``rowid`` and ask ``PRAGMA data_version`` whether anything changed, so a
+    lookup reads no rows when nothing did. Removals bump a generation number in
+    ``stet_meta`` so that every reader reloads.
+
+    Args:
+        path: Path to the ``.sqlite`` / ``.db`` file.
+        fsync: fsync each commit (``synchronous=FULL``), for power loss.
+    """
+
+    capabilities = Capabilities(shared_claims=True, durable_failures=True,
+                                remove_by_match=True, bulk_append=True)
+
+    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
+        super().__init__(store_file(path), fsync=fsync)  # (a symlink: its target's sidecars)
+        index = Index()
+        self._source = SqliteSource(self.path, self.fsync, index)
+        self._cache = IndexCache(self._source, self.path, index)
+        close_at_exit(self)  # (so that SQLite folds the WAL into the database file)
+
+    def finish(self) -> None:
+        """Fold the WAL into the database file (if no other process is using it)."""
+        with self._cache.mutex:
+            self._source.finish()
+
+    def _connect(self, create: bool) -> sqlite3.Connection | None:
+        return self._source._connect(create)
 
 
 def _writable(path: Path) -> bool:

@@ -1,0 +1,134 @@
+"""The in-memory index of a store, composed into a backend as a cache of its records.
+
+A :class:`RecordSource` is where records live (a file, a database) and keeps an
+:class:`~stet._index.Index` in step with it: ``poll`` catches up (cheap when nothing
+changed), ``append`` writes and indexes, ``remove_where`` rewrites and rebuilds.
+:class:`IndexCache` wraps a source, as optuna's ``_CachedStorage`` wraps a storage: it
+answers lookups from the index after a poll, serialises callers with one lock, and says
+an ``OSError`` (a full disk, a vanished mount) as a :class:`~stet.errors.StoreError`
+naming the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .._codec import Record
+from .._fork import RLock
+from .._index import Index
+from .._sidecar import os_error, reraise_as_store_error
+
+__all__ = ["IndexCache", "RecordSource"]
+
+
+class RecordSource:
+    """Where a store's records live, kept in step with an index (not thread-safe by
+    itself: :class:`IndexCache` serialises calls). Subclasses implement the four
+    primitives; the rest have defaults."""
+
+    #: Records waiting beside the store (Parquet's log), indexed apart from the store's
+    #: own: lookups look there too. ``None``: the index holds every record.
+    pending: Index | None = None
+
+    def poll(self, index: Index) -> None:
+        """Bring ``index`` up to date with the store (cheap when nothing changed)."""
+        raise NotImplementedError
+
+    def append(self, record: Record, index: Index) -> None:
+        """Durably add ``record`` to the store and to ``index`` (after catching up)."""
+        raise NotImplementedError
+
+    def remove_where(self, func: str | None, fields: Record, index: Index) -> int:
+        """Remove matching records atomically; rebuild ``index``; return how many."""
+        raise NotImplementedError
+
+    def records(self) -> list[Record]:
+        """Every record, read afresh from the store."""
+        raise NotImplementedError
+
+    def append_many(self, records: Sequence[Record], index: Index) -> None:
+        """Add many records, in order (one by one unless the source does better)."""
+        for record in records:
+            self.append(record, index)
+
+    def check_new_run(self, fields: tuple[str, ...], texts: tuple[str, ...]) -> None:
+        """Raise :class:`~stet.errors.StoreError` if a run with these fields could never
+        be recorded; asked after a lookup missed, before the run is made."""
+
+    def close(self, index: Index) -> None:
+        """Release files and connections (the next use reopens them)."""
+
+
+class IndexCache:
+    """A :class:`RecordSource` with lookups answered from its :class:`Index`, thread-safe.
+
+    ``name`` is the store as messages name it; ``index``: the one the source was made
+    with, if it keeps one (a new one otherwise).
+    """
+
+    __slots__ = ("index", "mutex", "name", "source")
+
+    def __init__(self, source: RecordSource, name: object, index: Index | None = None) -> None:
+        self.source = source
+        self.name = name
+        self.index = Index() if index is None else index
+        self.mutex = RLock()  # (stet._fork's: unheld in a forked child)
+
+    # try/except costs nothing when nothing is raised (these are the hot paths)
+    def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
+        with self.mutex:
+            try:
+                self.source.poll(self.index)
+            except OSError as exc:
+                raise os_error(self.name, "reading", exc) from exc
+            if self.index.contains(func, fields, texts):
+                return True
+            pending = self.source.pending
+            if pending is not None and pending.contains(func, fields, texts):
+                return True
+        self.source.check_new_run(fields, texts)  # the run is about to be made
+        return False
+
+    def contains_any(self, fields: Record) -> bool:
+        names = tuple(sorted(fields))
+        with self.mutex:
+            try:
+                self.source.poll(self.index)
+            except OSError as exc:
+                raise os_error(self.name, "reading", exc) from exc
+            texts = tuple(fields[n] for n in names)
+            pending = self.source.pending
+            return self.index.contains_any(names, texts) or (
+                pending is not None and pending.contains_any(names, texts))
+
+    def append(self, record: Record) -> None:
+        with self.mutex:
+            try:
+                self.source.append(record, self.index)
+            except OSError as exc:
+                raise os_error(self.name, "recording a run in", exc) from exc
+
+    def append_many(self, records: Sequence[Record]) -> None:
+        with self.mutex:
+            try:
+                self.source.append_many(records, self.index)
+            except OSError as exc:
+                raise os_error(self.name, "recording a run in", exc) from exc
+
+    def remove_where(self, func: str | None, fields: Record) -> int:
+        with self.mutex, reraise_as_store_error(self.name, "removing records from"):
+            return self.source.remove_where(func, fields, self.index)
+
+    def records(self) -> list[Record]:
+        with self.mutex, reraise_as_store_error(self.name, "reading"):
+            return list(self.source.records())
+
+    def count(self) -> int:
+        with self.mutex, reraise_as_store_error(self.name, "reading"):
+            self.source.poll(self.index)
+            pending = self.source.pending
+            return self.index.count + (0 if pending is None else pending.count)
+
+    def close(self) -> None:
+        with self.mutex:
+            self.source.close(self.index)
