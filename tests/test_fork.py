@@ -116,7 +116,7 @@ def test_a_forked_child_checks_claims_records_and_skips_beside_its_busy_parent(
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with backend._mutex, lock.exclusive():
+        with backend._cache.mutex, lock.exclusive():
             held.set()
             release.wait(60)
 
