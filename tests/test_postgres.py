@@ -30,9 +30,11 @@ import pytest
 import stet
 from conftest import PgStore, pg_rows, pg_store
 from stet._claims import claim_offset
-from stet.backends import _postgres as pgmod
 from stet.backends import get_backend
-from stet.backends._postgres import PostgresBackend, _Session, mask_url
+from stet.backends.postgres import PostgresBackend, mask_url
+from stet.backends.postgres import feed as feedmod
+from stet.backends.postgres import session as sessionmod
+from stet.backends.postgres.session import _Session
 
 pytestmark = pytest.mark.usefixtures("pg_server")
 
@@ -310,12 +312,12 @@ def test_append_records_statements_stay_small() -> None:
     """At most 5,000 records per statement, and about 32 MB of text (results saved with
     ``save_result`` can be large; one parameter may not exceed 1 GB)."""
     small = [{"i": str(i)} for i in range(12_001)]
-    assert [len(c) for c in pgmod._chunks(small)] == [5_000, 5_000, 2_001]
+    assert [len(c) for c in feedmod._chunks(small)] == [5_000, 5_000, 2_001]
     big = [{"i": str(i), "_stet_result": "x" * (1 << 20)} for i in range(70)]
-    sizes = [len(c) for c in pgmod._chunks(big)]
+    sizes = [len(c) for c in feedmod._chunks(big)]
     assert sum(sizes) == 70 and max(sizes) <= 32, sizes
-    assert [len(c) for c in pgmod._chunks([{"r": "x" * (64 << 20)}])] == [1]
-    assert list(pgmod._chunks([])) == []
+    assert [len(c) for c in feedmod._chunks([{"r": "x" * (64 << 20)}])] == [1]
+    assert list(feedmod._chunks([])) == []
 
 
 def test_append_records_answer_lost_is_not_applied_twice(
@@ -331,7 +333,7 @@ def test_append_records_answer_lost_is_not_applied_twice(
         if not lost and any(name == "rm" for seg in segments for name, _, _ in seg):
             lost.append(1)
             self.pg.finish()  # as if the network went before the answer came
-            raise pgmod._Lost("connection lost")
+            raise sessionmod._Lost("connection lost")
         return out
 
     records = [{"i": str(i), "_stet_func": "bulk"} for i in range(7_000)]
@@ -486,7 +488,7 @@ def test_claims_back_off_after_collisions_only_for_runs_shorter_than_a_trip(
     """Workers walking a sweep in the same order collide on every run; a worker that
     collided waits a random moment before its next claim, but only while the function's
     runs are shorter than a round trip (the pause itself is measured by the benchmark)."""
-    import stet.backends._pgclaims as claimsmod
+    import stet.backends.postgres.claims as claimsmod
 
     monkeypatch.setattr(claimsmod, "random", type("R", (), {"uniform": staticmethod(
         lambda lo, hi: hi)}))  # the longest pause the policy allows

@@ -12,7 +12,7 @@ Layout (``T`` is the table named by ``?table=``, default ``stet_records``):
 * ``T_claims`` (unlogged) and ``T_workers``: the leases of claims. A claim is an
   advisory lock on the worker's session plus a lease row, written by the statement that
   takes the lock, so that a session lost while its worker lives (server restart,
-  terminated session) does not free the run; see ``_pgclaims``.
+  terminated session) does not free the run; see ``claims``.
 
 Readers follow new rows by ``id``. Ids are taken in one order and committed in another,
 so a reader remembers the ids it has not seen below the highest it has (holes) and asks
@@ -31,11 +31,11 @@ worker that found its run taken waits a random moment before its next claim, so 
 they drift apart instead of colliding on every run (``_PgClaims._pause_for``).
 
 The connection is made with libpq (through psycopg's ``pq`` module, imported lazily) in
-pipeline mode (``_pgsession``). A lost connection (server restart, network) is
+pipeline mode (``session``). A lost connection (server restart, network) is
 re-established and the operation retried: a retried insert first looks for its own row
 (the JSON text is kept verbatim), and a run whose lock was lost with the connection is
 recorded only after taking it again and checking that nobody recorded it meanwhile.
-URLs are read as libpq reads them, and shown with the password masked (``_pgurl``).
+URLs are read as libpq reads them, and shown with the password masked (``url``).
 """
 
 from __future__ import annotations
@@ -51,15 +51,16 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from .._claims import claim_offset
-from .._exit import at_exit
-from .._identity import RESERVED_PREFIX
-from .._index import FUNC_FIELD, Index, bulk
-from .._sql import quote_ident
-from ..errors import CorruptStoreError, StoreError
-from ._base import IndexedBackend, Record, record_matches
-from ._pgclaims import _Claim, _PgClaims
-from ._pgfeed import (
+from ... import _fork
+from ..._claims import claim_offset
+from ..._exit import at_exit
+from ..._identity import RESERVED_PREFIX
+from ..._index import FUNC_FIELD, Index, bulk
+from ..._sql import quote_ident
+from ...errors import CorruptStoreError, StoreError
+from .._base import IndexedBackend, Record, record_matches
+from .claims import _Claim, _PgClaims
+from .feed import (
     _CHUNK,
     _AppendState,
     _chunks,
@@ -70,7 +71,7 @@ from ._pgfeed import (
     _run_part,
     _text_array,
 )
-from ._pgsession import (
+from .session import (
     _ORPHANS,
     Stmt,
     _array,
@@ -81,7 +82,7 @@ from ._pgsession import (
     _value,
     advice,
 )
-from ._pgurl import (
+from .url import (
     DEFAULT_TABLE,
     SCHEMES,
     _Target,
@@ -103,24 +104,8 @@ T = TypeVar("T")
 #: process see them at once, without waiting for the server's notification.
 _local_removals: dict[str, int] = {}
 _local_lock = threading.Lock()
-#: Every backend, so that a fork never happens while one is mid-exchange (the child would
-#: inherit a mutex held by a thread that does not exist there).
+#: Every backend, for the releases still deferred at exit.
 _BACKENDS: weakref.WeakSet[PostgresBackend] = weakref.WeakSet()
-
-
-def _before_fork() -> None:
-    for b in list(_BACKENDS):
-        b._mutex.acquire()
-
-
-def _after_fork() -> None:
-    for b in list(_BACKENDS):
-        with contextlib.suppress(RuntimeError):
-            b._mutex.release()
-
-
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork,
-                    after_in_child=_after_fork)
 
 
 def _release_all_at_exit() -> None:
@@ -203,6 +188,11 @@ class PostgresBackend(IndexedBackend):
                             (_int4(salt), 2), "f")
         self._claims = _PgClaims(self)
         _BACKENDS.add(self)
+        # A fork never happens while this backend is mid-exchange (the child would
+        # inherit a mutex held by a thread that does not exist there), and the child
+        # starts without the parent's session and claims.
+        _fork.around_fork(self._hold_for_fork, self._release_after_fork)
+        _fork.on_fork_child(self._forget_parent)
 
     # ------------------------------------------------------------ connection
     def _conninfo(self) -> str:
@@ -273,17 +263,23 @@ class PostgresBackend(IndexedBackend):
         self._claims._reconnected(session)
         return session
 
-    def _check_fork(self) -> None:
-        session = self._session
-        if session is not None and session.pid != os.getpid():
+    def _hold_for_fork(self) -> None:  # (a bound method: held weakly by _fork)
+        self._mutex.acquire()
+
+    def _release_after_fork(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._mutex.release()
+
+    def _forget_parent(self) -> None:
+        """In a forked child: the parent's session and claims are not ours."""
+        session, self._session = self._session, None
+        if session is not None:
             _ORPHANS.append(session.pg)  # inherited across fork: never touch it
-            self._session = None
-            self._ready = False
-            self._stale = True
-            self._claims._forked()  # the parent's claims are not ours
+        self._ready = False
+        self._stale = True
+        self._claims._in_child()
 
     def _connected(self) -> _Session:
-        self._check_fork()
         session = self._session
         if session is not None and not session.alive():
             self._drop_session()
@@ -446,7 +442,7 @@ class PostgresBackend(IndexedBackend):
     def _is_fresh(self) -> bool:
         """Whether the index may answer without asking the server (no round trip)."""
         session = self._session
-        if self._stale or session is None or session.pid != os.getpid():
+        if self._stale or session is None:
             return False
         if _local_removals.get(self._target.key, 0) != self._seen_local:
             return False
@@ -578,7 +574,6 @@ class PostgresBackend(IndexedBackend):
         for chunk in _chunks(records):
             state = _AppendState(before)
             with self._mutex:
-                self._check_fork()
                 self._with_retry(functools.partial(self._append_many_op, feed=self._feed,
                                                    records=chunk, state=state))
             before = max(before, state.last)
@@ -629,7 +624,6 @@ class PostgresBackend(IndexedBackend):
         while True:
             try:
                 with self._mutex:
-                    self._check_fork()
                     held = self._claims._held_for_record(record)
                     if held is not None and held[1].ran is None:
                         held[1].ran = time.monotonic() - held[1].t0
@@ -785,7 +779,6 @@ class PostgresBackend(IndexedBackend):
     def close(self) -> None:
         """Close the connection (which releases this process's claims on the server)."""
         with self._mutex:
-            self._check_fork()
             session = self._session
             if session is not None and session.alive() and self._claims._owes_rows():
                 with contextlib.suppress(_Lost, _QueryError):

@@ -11,15 +11,16 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._claims import claim_offset
-from .._identity import RESERVED_PREFIX
-from .._index import FUNC_FIELD
-from ..errors import StoreError
-from ._base import Record
-from ._pgsession import Stmt, _array, _in_event_loop, _Lost, _QueryError, _Session, _value
+from ... import _fork
+from ..._claims import claim_offset
+from ..._identity import RESERVED_PREFIX
+from ..._index import FUNC_FIELD
+from ...errors import StoreError
+from .._base import Record
+from .session import Stmt, _array, _in_event_loop, _Lost, _QueryError, _Session, _value
 
 if TYPE_CHECKING:
-    from ._postgres import PostgresBackend
+    from .store import PostgresBackend
 
 _HOST = os.uname().nodename
 
@@ -108,9 +109,7 @@ class _PgClaims:
         self._level = 0.0  # backoff, in run durations (0: none)
         self._collided_at = 0.0
         self._thread: threading.Thread | None = None
-        self._thread_pid = 0
         self._owner = ""
-        self._owner_pid = 0
         self._renewed_epoch = 0  # the session that last renewed the lease
         self._renewed_at = 0.0  # when (monotonic)
         self._marked_epoch = 0  # the session that last looked at the crash marker
@@ -197,9 +196,8 @@ class _PgClaims:
 
     def owner(self) -> str:
         """This process's name on its leases (a new one after a fork)."""
-        if self._owner_pid != os.getpid():
-            self._owner = f"{_HOST}:{os.getpid()}:{secrets.token_hex(6)}"
-            self._owner_pid = os.getpid()
+        if not self._owner:
+            self._owner = f"{_HOST}:{_fork.pid()}:{secrets.token_hex(6)}"
         return self._owner
 
     def key(self, offset: int) -> int:
@@ -211,7 +209,7 @@ class _PgClaims:
                     retake: bool = False) -> Stmt:
         info = json.dumps(claim_info, ensure_ascii=True) if announce else None
         return ("r" if retake else "c", self._sql_retake if retake else self._sql_claim,
-                (self.key(offset), self.owner(), _HOST, os.getpid(), f"{time.time():.6f}",
+                (self.key(offset), self.owner(), _HOST, _fork.pid(), f"{time.time():.6f}",
                  info))
 
     def _prelude(self) -> list[Stmt]:
@@ -223,7 +221,7 @@ class _PgClaims:
             stmts.append(("m", self._sql_mark, ()))
             stmts.append(("mw", self._sql_forget_workers, ()))
         if self._renewed_epoch != b._epoch or time.monotonic() - self._renewed_at >= RENEW:
-            stmts.append(("w", self._sql_renew, (self.owner(), _HOST, os.getpid())))
+            stmts.append(("w", self._sql_renew, (self.owner(), _HOST, _fork.pid())))
         return stmts
 
     def _prelude_done(self, stmts: list[Stmt], t0: float) -> None:
@@ -260,7 +258,6 @@ class _PgClaims:
     def _try_claim(self, offset: int, info: dict[str, Any]) -> str | None:
         b = self._b
         with b._mutex:
-            b._check_fork()
             if offset in self._held:
                 return "by another call in this process"
             eager = self._eager(info)
@@ -302,7 +299,6 @@ class _PgClaims:
         """Give up a claim this process holds."""
         b = self._b
         with b._mutex:
-            b._check_fork()
             claim = self._held.pop(offset, None)
             if claim is None or claim.settled:
                 return
@@ -515,10 +511,10 @@ class _PgClaims:
             return
         try:
             session = b._session
-            if session is None or session.pid != os.getpid() or not session.alive():
+            if session is None or not session.alive():
                 return
             retire: list[list[Stmt]] = []
-            if not self._held and self._renewed_epoch and self._owner_pid == os.getpid():
+            if not self._held and self._renewed_epoch and self._owner:
                 retire = [[(None, self._sql_retire, (self.owner(),))]]
             if retire or self._pending or self._pending_rows:
                 with contextlib.suppress(_Lost, _QueryError):
@@ -533,6 +529,12 @@ class _PgClaims:
         """Delete every lease row of this process (its backend is being closed)."""
         s.run([[(None, self._sql_forget, (self.owner(),))]])
 
+    def _in_child(self) -> None:
+        """In a forked child: the parent's claims, name and helper thread are not ours."""
+        self._forked()
+        self._owner = ""
+        self._thread = None
+
     def _forked(self) -> None:
         """Forget claims that belong to another process (or to a closed session)."""
         self._held.clear()
@@ -543,9 +545,8 @@ class _PgClaims:
     # ------------------------------------------------------------ the helper
     def _start_helper(self) -> None:
         thread = self._thread
-        if thread is not None and thread.is_alive() and self._thread_pid == os.getpid():
+        if thread is not None and thread.is_alive():
             return
-        self._thread_pid = os.getpid()
         self._thread = threading.Thread(target=self._helper, name="stet-postgres-claims",
                                         daemon=True)
         self._thread.start()
@@ -559,8 +560,7 @@ class _PgClaims:
         while True:
             time.sleep(0.025)
             with b._mutex:
-                if self._thread is not threading.current_thread() or \
-                        self._thread_pid != os.getpid():
+                if self._thread is not threading.current_thread():
                     return
                 now = time.monotonic()
                 if self._held or self._pending or self._pending_rows:
@@ -570,7 +570,6 @@ class _PgClaims:
                     return
                 else:
                     continue
-                b._check_fork()
                 session = b._session
                 if session is not None and now - probed >= _PROBE:
                     probed = now
@@ -613,8 +612,8 @@ class _PgClaims:
         if fresh is None:
             return None
         if b._session is not None or self._thread is not threading.current_thread() or \
-                fresh.pid != os.getpid() or not self._owes_rows():
-            fresh.close()  # reconnected by another thread, closed, or forked meanwhile
+                not self._owes_rows():
+            fresh.close()  # reconnected by another thread, or closed meanwhile
             return None
         fresh.deadline = time.monotonic() + _PATIENCE
         try:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import select
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from ... import _fork
 
 __all__ = ["Stmt", "_Lost", "_QueryError", "_Session", "_value"]
 
@@ -129,7 +130,7 @@ class _Session:
             raise
         pg.notice_handler = _ignore
         self.pg = pg
-        self.pid = os.getpid()
+        self.pid = _fork.pid()
         self.broken = False  # interrupted mid-exchange: never reuse
         self.trips = 0  # round trips made
         #: (monotonic) when a round trip still unanswered counts the connection as lost
@@ -149,7 +150,7 @@ class _Session:
         return not self.broken and bool(self.pg.status == self.pq.ConnStatus.OK)
 
     def close(self) -> None:
-        if self.pid == os.getpid():
+        if self.pid == _fork.pid():
             self.pg.finish()
         else:
             _ORPHANS.append(self.pg)

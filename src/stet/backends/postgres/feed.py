@@ -1,5 +1,5 @@
 """PostgreSQL rows: following a store's tables by id into an index, and the text of
-the rows an insert writes (see ``_postgres``)."""
+the rows an insert writes (see ``store``)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .._identity import RESERVED_PREFIX
-from .._index import FUNC_FIELD, Index
-from ..errors import CorruptStoreError
-from ._base import Record
-from ._pgsession import Stmt, _array, _value
+from ..._identity import RESERVED_PREFIX
+from ..._index import FUNC_FIELD, Index
+from ...errors import CorruptStoreError
+from .._base import Record
+from .session import Stmt, _array, _value
 
 _CHUNK = 20_000  # rows per catch-up statement
 _BULK = 5_000  # rows per statement of append_records
@@ -274,7 +274,7 @@ def _coerce(obj: Any) -> Record:
             break
     else:
         return obj
-    from .._identity import canonical
+    from ..._identity import canonical
 
     return {str(k): v if isinstance(v, str) else canonical(v)
             for k, v in obj.items() if v is not None}
