@@ -208,7 +208,7 @@ class _PgClaims:
     def _claim_stmt(self, offset: int, claim_info: dict[str, Any], announce: bool,
                     retake: bool = False) -> Stmt:
         info = json.dumps(claim_info, ensure_ascii=True) if announce else None
-        return ("r" if retake else "c", self._sql_retake if retake else self._sql_claim,
+        return (self._sql_retake if retake else self._sql_claim,
                 (self.key(offset), self.owner(), _HOST, _fork.pid(), f"{time.time():.6f}",
                  info))
 
@@ -218,17 +218,17 @@ class _PgClaims:
         b = self._b
         stmts: list[Stmt] = []
         if self._marked_epoch != b._epoch:
-            stmts.append(("m", self._sql_mark, ()))
-            stmts.append(("mw", self._sql_forget_workers, ()))
+            stmts.append((self._sql_mark, ()))
+            stmts.append((self._sql_forget_workers, ()))
         if self._renewed_epoch != b._epoch or time.monotonic() - self._renewed_at >= RENEW:
-            stmts.append(("w", self._sql_renew, (self.owner(), _HOST, _fork.pid())))
+            stmts.append((self._sql_renew, (self.owner(), _HOST, _fork.pid())))
         return stmts
 
     def _prelude_done(self, stmts: list[Stmt], t0: float) -> None:
-        for name, _, _ in stmts:
-            if name == "m":
+        for sql, _ in stmts:
+            if sql is self._sql_mark:
                 self._marked_epoch = self._b._epoch
-            elif name == "w":
+            elif sql is self._sql_renew:
                 self._renewed_epoch, self._renewed_at = self._b._epoch, t0
 
     def _eager(self, info: dict[str, Any]) -> bool:
@@ -327,7 +327,7 @@ class _PgClaims:
             return True
         b = self._b
         with b._mutex:
-            res = b._with_retry(lambda s: b._run(s, [[(None, self._sql_is_claimed,
+            res = b._with_retry(lambda s: b._run(s, [[(self._sql_is_claimed,
                                                        (self.key(offset),))]]))
         return int(_value(res[0][0], 0, 0) or b"0") > 0
 
@@ -338,7 +338,7 @@ class _PgClaims:
         def op(s: _Session) -> list[dict[str, Any]]:
             if not b._check_ready(s, create=False):
                 return []
-            res = b._run(s, [[(None, self._sql_running, ())]])[0][0]
+            res = b._run(s, [[(self._sql_running, ())]])[0][0]
             out = []
             for row in range(res.ntuples):
                 try:
@@ -357,13 +357,13 @@ class _PgClaims:
 
     # ----------------------------------------------------- for the backend
     def _unlock_stmt(self, offset: int, claim: _Claim) -> Stmt:
-        return ("u", self._sql_unlock, (self.key(offset), self.owner()))
+        return (self._sql_unlock, (self.key(offset), self.owner()))
 
     def _drop_lease_stmt(self, offset: int) -> Stmt:
-        return ("d", self._sql_drop_lease, (self.key(offset), self.owner()))
+        return (self._sql_drop_lease, (self.key(offset), self.owner()))
 
     def _unlock_only_stmt(self, offset: int) -> Stmt:
-        return ("uo", "SELECT pg_advisory_unlock($1::bigint)", (self.key(offset),))
+        return ("SELECT pg_advisory_unlock($1::bigint)", (self.key(offset),))
 
     def _unlocked(self, claim: _Claim) -> None:
         """The claim's lease was deleted with its record, its lock (if this session
@@ -437,7 +437,7 @@ class _PgClaims:
         keys, rows = self._pending, sorted(self._pending_rows)
         self._pending, self._pending_rows = [], set()
         self._inflight_rows = rows
-        return [[("um", self._sql_unlock_many, (_array(keys), _array(rows),
+        return [[(self._sql_unlock_many, (_array(keys), _array(rows),
                                                 self.owner()))]]
 
     def _flushed(self, ok: bool) -> None:
@@ -515,7 +515,7 @@ class _PgClaims:
                 return
             retire: list[list[Stmt]] = []
             if not self._held and self._renewed_epoch and self._owner:
-                retire = [[(None, self._sql_retire, (self.owner(),))]]
+                retire = [[(self._sql_retire, (self.owner(),))]]
             if retire or self._pending or self._pending_rows:
                 with contextlib.suppress(_Lost, _QueryError):
                     b._run(session, retire)
@@ -527,7 +527,7 @@ class _PgClaims:
 
     def _give_up_leases(self, s: _Session) -> None:
         """Delete every lease row of this process (its backend is being closed)."""
-        s.run([[(None, self._sql_forget, (self.owner(),))]])
+        s.run([[(self._sql_forget, (self.owner(),))]])
 
     def _in_child(self) -> None:
         """In a forked child: the parent's claims, name and helper thread are not ours."""
@@ -647,7 +647,7 @@ class _PgClaims:
                 for o in lost:
                     self._retake(session, o)
             stmts: list[Stmt] = [
-                ("an", self._sql_announce,
+                (self._sql_announce,
                  (self.key(o), json.dumps(c.info, ensure_ascii=True), self.owner()))
                 for o, c in due
             ]

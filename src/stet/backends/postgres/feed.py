@@ -71,11 +71,10 @@ class _Feed:
     """Follows one append-only table by id, into an index."""
 
     def __init__(self, name: str, table: str, meta: str, index: Index,
-                 lock_keys: tuple[int, int], prefix: str) -> None:
+                 lock_keys: tuple[int, int]) -> None:
         self.name = name  # the meta row holding its generation
         self.index = index
         self.lock_keys = lock_keys
-        self.prefix = prefix  # prepared statement names
         self.table = table  # quoted
         self.reset()
         gen = f"(SELECT value FROM {meta} WHERE name = '{name}')"
@@ -123,14 +122,14 @@ class _Feed:
         trying = False
         if self.holes and now - self.hole_since >= _HOLE_WAIT and \
                 now - self.last_try >= _HOLE_WAIT:
-            stmts.append((self.prefix + "l", self.sql_trylock, self.lock_keys))
+            stmts.append((self.sql_trylock, self.lock_keys))
             self.last_try = now
             trying = True
         if self.holes:
-            stmts.append((self.prefix + "h", self.sql_holes,
+            stmts.append((self.sql_holes,
                           (_array([h[0] for h in self.holes]),
                            _array([h[1] for h in self.holes]))))
-        stmts.append((self.prefix + "n", self.sql_new, (self.max_seen, _CHUNK)))
+        stmts.append((self.sql_new, (self.max_seen, _CHUNK)))
         return stmts, trying
 
     def absorb_catch_up(self, results: list[Any], trying: bool, now: float) -> bool:

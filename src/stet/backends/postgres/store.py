@@ -30,12 +30,27 @@ the same order reach each run together; while runs are shorter than a round trip
 worker that found its run taken waits a random moment before its next claim, so that
 they drift apart instead of colliding on every run (``_PgClaims._pause_for``).
 
-The connection is made with libpq (through psycopg's ``pq`` module, imported lazily) in
-pipeline mode (``session``). A lost connection (server restart, network) is
-re-established and the operation retried: a retried insert first looks for its own row
-(the JSON text is kept verbatim), and a run whose lock was lost with the connection is
-recorded only after taking it again and checking that nobody recorded it meanwhile.
-URLs are read as libpq reads them, and shown with the password masked (``url``).
+The connection is psycopg 3's (imported lazily), its statements pipelined and prepared
+automatically (``session``). A lost connection (server restart, network) is
+re-established and the operation retried: a retried insert first waits until the server
+process that received it has finished it, then looks for its own row (the JSON text is
+kept verbatim), and a run whose lock was lost with the connection is recorded only
+after taking it again and checking that nobody recorded it meanwhile. URLs are read as
+libpq reads them, and shown with the password masked (``url``).
+
+Why not an idempotency key (a unique column filled by the writer, ``INSERT ... ON
+CONFLICT DO NOTHING`` on retry, which would also wait for the lost statement by itself
+instead of watching ``pg_stat_activity``): weighed and left out, because
+
+* existing tables would need ``ALTER TABLE ... ADD COLUMN`` and a ``CREATE UNIQUE
+  INDEX``, which only their owner may run (workers are often granted only SELECT,
+  INSERT, UPDATE, DELETE: see ``session.advice``); the verbatim search would have to stay
+  for those tables, so the change adds a path rather than replacing one;
+* every insert would maintain one more unique index, on the hot path of every worker,
+  to speed up a retry that happens only after a lost answer; the search it replaces is
+  a range scan by primary key (``id > before``), bounded by the rows written meanwhile;
+* old stores' readers would cope with the extra column, but the table format would
+  change for a gain seen only on that rare path.
 """
 
 from __future__ import annotations
@@ -75,7 +90,7 @@ from .session import (
     _ORPHANS,
     Stmt,
     _array,
-    _import_pq,
+    _import_psycopg,
     _Lost,
     _QueryError,
     _Session,
@@ -162,7 +177,7 @@ class PostgresBackend(IndexedBackend):
         self.table = self._target.table
         self.reconnect_timeout = reconnect_timeout
         self.connect_timeout = connect_timeout
-        self._pq = _import_pq()
+        _import_psycopg()  # (now: a missing driver is told when the store is made)
         self._session: _Session | None = None
         self._epoch = 0  # sessions made so far (claims remember theirs)
         self._ever_connected = False
@@ -183,9 +198,9 @@ class PostgresBackend(IndexedBackend):
         }
         q = self._q
         self._feed = _Feed("records", q["records"], q["meta"], self._index,
-                           (_int4(salt), 1), "r")
+                           (_int4(salt), 1))
         self._ffeed = _Feed("failures", q["failures"], q["meta"], Index(),
-                            (_int4(salt), 2), "f")
+                            (_int4(salt), 2))
         self._claims = _PgClaims(self)
         _BACKENDS.add(self)
         # A fork never happens while this backend is mid-exchange (the child would
@@ -214,8 +229,7 @@ class PostgresBackend(IndexedBackend):
     def _open(self) -> _Session:
         """A new connection, not yet the session (no shared state: see _reconnect)."""
         try:
-            return _Session(self._pq, self._conninfo(), self.connect_timeout,
-                            self._target.scrub)
+            return _Session(self._conninfo(), self._target.scrub)
         except _Lost as exc:
             # A first connection that fails is a mistake to report at once, unless the
             # server said it is restarting: then wait for it, as after a lost connection.
@@ -238,15 +252,15 @@ class PostgresBackend(IndexedBackend):
             ("tcp_keepalives_idle", "30"), ("tcp_keepalives_interval", "10"),
             ("tcp_keepalives_count", "6")))
         stmts: list[Stmt] = [
-            (None, setup, ()),
+            (setup, ()),
             # A claim and the look that follows it share a transaction: each statement
             # must see what was committed before it ran, whatever the server's default.
-            (None, "SELECT set_config('default_transaction_isolation', 'read committed', "
+            ("SELECT set_config('default_transaction_isolation', 'read committed', "
                    "false)", ()),
         ]
         if self.fsync:
-            stmts.append((None, "SELECT set_config('synchronous_commit', 'on', false)", ()))
-        stmts.append((None, f"LISTEN {quote_ident(self._channel)}", ()))
+            stmts.append(("SELECT set_config('synchronous_commit', 'on', false)", ()))
+        stmts.append((f"LISTEN {quote_ident(self._channel)}", ()))
         try:
             t0 = time.monotonic()
             session.run([stmts])
@@ -274,7 +288,7 @@ class PostgresBackend(IndexedBackend):
         """In a forked child: the parent's session and claims are not ours."""
         session, self._session = self._session, None
         if session is not None:
-            _ORPHANS.append(session.pg)  # inherited across fork: never touch it
+            _ORPHANS.append(session.conn)  # inherited across fork: never touch it
         self._ready = False
         self._stale = True
         self._claims._in_child()
@@ -365,7 +379,7 @@ class PostgresBackend(IndexedBackend):
         q = self._q
         names = [q["records"], q["failures"], q["meta"], q["claims"], q["workers"]]
         for _ in range(3):
-            res = s.run([[(None, "SELECT to_regclass($1)::text, to_regclass($2)::text, "
+            res = s.run([[("SELECT to_regclass($1)::text, to_regclass($2)::text, "
                            "to_regclass($3)::text, to_regclass($4)::text, "
                            "to_regclass($5)::text, (SELECT string_agg("
                            "attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY "
@@ -398,30 +412,30 @@ class PostgresBackend(IndexedBackend):
         q = self._q
         data = "(id bigserial PRIMARY KEY, record json NOT NULL, run json)"
         stmts: list[Stmt] = [
-            (None, "BEGIN", ()),
+            ("BEGIN", ()),
             # Workers starting together must not race on CREATE TABLE IF NOT EXISTS.
-            (None, "SELECT pg_advisory_xact_lock($1::int4, 0)", (_int4(self._salt),)),
-            (None, f"CREATE TABLE IF NOT EXISTS {q['records']} {data}", ()),
-            (None, f"CREATE TABLE IF NOT EXISTS {q['failures']} {data}", ()),
-            (None, f"CREATE TABLE IF NOT EXISTS {q['meta']} "
+            ("SELECT pg_advisory_xact_lock($1::int4, 0)", (_int4(self._salt),)),
+            (f"CREATE TABLE IF NOT EXISTS {q['records']} {data}", ()),
+            (f"CREATE TABLE IF NOT EXISTS {q['failures']} {data}", ()),
+            (f"CREATE TABLE IF NOT EXISTS {q['meta']} "
                    "(name text PRIMARY KEY, value bigint NOT NULL)", ()),
-            (None, f"INSERT INTO {q['meta']} (name, value) VALUES ('records', 0), "
+            (f"INSERT INTO {q['meta']} (name, value) VALUES ('records', 0), "
                    "('failures', 0), ('schema', 1) ON CONFLICT (name) DO NOTHING", ()),
             # Claims' leases (see _PgClaims). Unlogged: no disk flush per claim. The
             # table of stores made before leases gains their owner column.
-            (None, f"CREATE UNLOGGED TABLE IF NOT EXISTS {q['claims']} (k bigint PRIMARY "
+            (f"CREATE UNLOGGED TABLE IF NOT EXISTS {q['claims']} (k bigint PRIMARY "
                    "KEY, session integer NOT NULL, host text, pid integer, "
                    "since double precision, info json, owner text)", ()),
-            (None, f"ALTER TABLE {q['claims']} ADD COLUMN IF NOT EXISTS owner text", ()),
-            (None, f"INSERT INTO {q['claims']} (k, session, since) VALUES (-1, 0, "
+            (f"ALTER TABLE {q['claims']} ADD COLUMN IF NOT EXISTS owner text", ()),
+            (f"INSERT INTO {q['claims']} (k, session, since) VALUES (-1, 0, "
                    "extract(epoch from clock_timestamp())) ON CONFLICT (k) DO NOTHING", ()),
-            (None, f"CREATE TABLE IF NOT EXISTS {q['workers']} (owner text PRIMARY KEY, "
+            (f"CREATE TABLE IF NOT EXISTS {q['workers']} (owner text PRIMARY KEY, "
                    "renewed double precision NOT NULL, expires double precision NOT NULL, "
                    "host text, pid integer)", ()),
             # Leases of workers gone for an hour are of no use to anyone.
-            (None, f"DELETE FROM {q['workers']} WHERE expires < extract(epoch from "
+            (f"DELETE FROM {q['workers']} WHERE expires < extract(epoch from "
                    "clock_timestamp()) - 3600", ()),
-            (None, "COMMIT", ()),
+            ("COMMIT", ()),
         ]
         try:
             s.run([stmts])
@@ -535,7 +549,7 @@ class PostgresBackend(IndexedBackend):
             out: list[Record] = []
             last = 0
             while True:
-                res = self._run(s, [[(None, sql, (last, _CHUNK))]])[0][0]
+                res = self._run(s, [[(sql, (last, _CHUNK))]])[0][0]
                 n = int(_value(res, 0, 0) or b"0")
                 out.extend(_decode(_value(res, 0, 2), n))
                 if n < _CHUNK:
@@ -588,15 +602,15 @@ class PostgresBackend(IndexedBackend):
             # The statement may have committed before the connection went (all of it or
             # none): its first row is found by its verbatim JSON text.
             self._await_statement(s, state.session)
-            res = s.run([[(feed.prefix + "x", feed.sql_find, (state.before, texts[0]))]])
+            res = s.run([[(feed.sql_find, (state.before, texts[0]))]])
             if int(_value(res[0][0], 0, 0) or b"0"):
                 self._stale = True
                 return
         else:
             state.before, state.sent = max(state.before, feed.max_seen), True
         runs = [self._dumps(_run_part(r), s) for r in records]
-        state.session = s.pg.backend_pid
-        res = self._run(s, [[(feed.prefix + "m", feed.sql_insert_many,
+        state.session = s.backend_pid
+        res = self._run(s, [[(feed.sql_insert_many,
                               (*feed.lock_keys, _text_array(texts), _text_array(runs)))]])
         state.last = int(_value(res[0][0], 0, 0) or b"0")
         self._stale = True  # the next lookup reads the new rows back
@@ -604,12 +618,12 @@ class PostgresBackend(IndexedBackend):
     def _await_statement(self, s: _Session, session: int) -> None:
         """Wait while server process ``session`` still runs a statement: it finishes (and
         commits) one whose client went away, so a look for its rows must come after."""
-        if session == s.pg.backend_pid:
+        if session == s.backend_pid:
             return  # this very session: its answer (or error) came back
         deadline = time.monotonic() + self.reconnect_timeout
         sql = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'"
         while session and time.monotonic() < deadline:
-            res = s.run([[(None, sql, (session,))]])
+            res = s.run([[(sql, (session,))]])
             if not int(_value(res[0][0], 0, 0) or b"0"):
                 return
             time.sleep(0.05)
@@ -642,7 +656,7 @@ class PostgresBackend(IndexedBackend):
             # An earlier attempt may have committed before the connection went: the
             # JSON text is kept verbatim, so its row is found by that text.
             self._await_statement(s, state.session)
-            res = s.run([[(feed.prefix + "x", feed.sql_find, (state.before, text))]])[0][0]
+            res = s.run([[(feed.sql_find, (state.before, text))]])[0][0]
             if int(_value(res, 0, 0) or b"0"):
                 self._stale = True
                 return
@@ -659,7 +673,7 @@ class PostgresBackend(IndexedBackend):
                 return
         if not state.sent:
             state.before, state.sent = feed.max_seen, True
-        state.session = s.pg.backend_pid
+        state.session = s.backend_pid
         self._insert(s, feed, record, text, held)
 
     def _insert(self, s: _Session, feed: _Feed, record: Record, text: bytes,
@@ -670,7 +684,7 @@ class PostgresBackend(IndexedBackend):
         claims = self._claims
         first: list[Stmt] = [] if held is None else [claims._drop_lease_stmt(held[0])]
         first.append((
-            feed.prefix + "i", feed.sql_insert,
+            feed.sql_insert,
             (*feed.lock_keys, text, feed.max_seen, 1000, self._dumps(_run_part(record), s)),
         ))
         segments: list[list[Stmt]] = [first]
@@ -704,20 +718,20 @@ class PostgresBackend(IndexedBackend):
             if not self._check_ready(s, create=False):
                 return 0
             bump: list[Stmt] = [
-                (None, f"UPDATE {self._q['meta']} SET value = value + 1 WHERE name = $1",
+                (f"UPDATE {self._q['meta']} SET value = value + 1 WHERE name = $1",
                  (feed.name,)),
-                (None, "SELECT pg_notify($1, $2)", (self._channel, feed.name)),
-                (None, "COMMIT", ()),
+                ("SELECT pg_notify($1, $2)", (self._channel, feed.name)),
+                ("COMMIT", ()),
             ]
             if not fields and func is None:
-                res = self._run(s, [[(None, "BEGIN", ()),
-                                     (None, f"DELETE FROM {table}", ()), *bump]])[0]
+                res = self._run(s, [[("BEGIN", ()),
+                                     (f"DELETE FROM {table}", ()), *bump]])[0]
                 return int(res[1].command_tuples or 0)
             ids = self._matching_ids(s, table, func, fields)
             if not ids:
                 return 0
-            res = self._run(s, [[(None, "BEGIN", ()),
-                                 (None, f"DELETE FROM {table} WHERE id = ANY($1::bigint[])",
+            res = self._run(s, [[("BEGIN", ()),
+                                 (f"DELETE FROM {table} WHERE id = ANY($1::bigint[])",
                                   (_array(ids),)), *bump]])[0]
             return int(res[1].command_tuples or 0)
 
@@ -744,9 +758,9 @@ class PostgresBackend(IndexedBackend):
             where.append(f"coalesce(record->>'{FUNC_FIELD}', '') IN ('', ${len(params)})")
         sql = f"SELECT id, record::text FROM {table}"
         try:
-            res = s.run([[(None, f"{sql} WHERE {' AND '.join(where)}", params)]])[0][0]
+            res = s.run([[(f"{sql} WHERE {' AND '.join(where)}", params)]])[0][0]
         except _QueryError:  # e.g. a \u0000 the json operators refuse: match here
-            res = s.run([[(None, sql, ())]])[0][0]
+            res = s.run([[(sql, ())]])[0][0]
         ids = []
         for row in range(res.ntuples):
             rec = _coerce(json.loads(_value(res, row, 1) or b"{}"))
