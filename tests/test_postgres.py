@@ -563,7 +563,7 @@ def test_claims_back_off_after_collisions_only_for_runs_shorter_than_a_trip(
 
     # A round trip of 20 ms, whatever the machine's load: quick runs are shorter, slow ones
     # (50 ms) longer. (The benchmark measures the real thing.)
-    monkeypatch.setattr(claims, "_timed", lambda trip: None)
+    monkeypatch.setattr(claims, "timed", lambda trip: None)
     claims._rtt = 0.02
 
     def longest(info: dict[str, str]) -> float:  # as if asked right at the collision

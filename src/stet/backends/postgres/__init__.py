@@ -4,8 +4,10 @@ One job per module:
 
 * :mod:`.url` -- recognising a store URL, splitting off ``?table=``, masking passwords.
 * :mod:`.session` -- one connection to the server and the exchange of statements.
+* :mod:`.tables` -- finding, checking and creating a store's tables.
 * :mod:`.feed` -- following a store's append-only tables by id into an index.
-* :mod:`.claims` -- claims: advisory locks on a session, with leases that outlive it.
+* :mod:`.claims` -- claims: advisory locks on a session, with leases that outlive it;
+  they see the store only through ``claims.ClaimsHost`` (its session, round trips).
 * :mod:`.store` -- :class:`PostgresBackend`, the store.
 
 Importing this package is cheap (psycopg is imported when a store is made).

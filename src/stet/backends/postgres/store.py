@@ -97,6 +97,7 @@ from .session import (
     _value,
     advice,
 )
+from .tables import check_tables
 from .url import (
     DEFAULT_TABLE,
     SCHEMES,
@@ -127,7 +128,7 @@ def _release_all_at_exit() -> None:
     """Send the releases still deferred: a lease row left behind would keep other
     workers off its run until this process's lease expires."""
     for b in list(_BACKENDS):
-        b._claims._release_deferred()
+        b._claims.release_deferred()
 
 
 at_exit(_release_all_at_exit)
@@ -146,6 +147,57 @@ def _int4(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value >= 1 << 31 else value
 
+
+
+class _Host:
+    """The store as its claims see it (``claims.ClaimsHost``): nothing else of it."""
+
+    __slots__ = ("_b",)
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self._b = backend
+
+    @property
+    def mutex(self) -> threading.RLock:
+        return self._b._mutex
+
+    @property
+    def session(self) -> _Session | None:
+        return self._b._session
+
+    @property
+    def epoch(self) -> int:
+        return self._b._epoch
+
+    def open(self) -> _Session:
+        return self._b._open()
+
+    def adopt(self, session: _Session) -> _Session:
+        return self._b._adopt(session)
+
+    def drop_session(self) -> None:
+        self._b._drop_session()
+
+    def with_retry(self, op: Callable[[_Session], T]) -> T:
+        return self._b._with_retry(op)
+
+    def run(self, s: _Session, segments: list[list[Stmt]]) -> list[list[Any]]:
+        return self._b._run(s, segments)
+
+    def ensure_tables(self, s: _Session, create: bool) -> bool:
+        return self._b._check_ready(s, create)
+
+    def catch_up(self, s: _Session, front: Sequence[Stmt]) -> list[Any]:
+        return self._b._catch_up(s, self._b._feed, front)
+
+    def claimed_just_now(self, offset: int) -> None:
+        self._b._fresh_for = offset
+
+    def mark_stale(self) -> None:
+        self._b._stale = True
+
+    def error(self, exc: _QueryError) -> StoreError:
+        return self._b._error(exc)
 
 
 # ----------------------------------------------------------------------- backend
@@ -201,7 +253,7 @@ class PostgresBackend(IndexedBackend):
                            (_int4(salt), 1))
         self._ffeed = _Feed("failures", q["failures"], q["meta"], Index(),
                             (_int4(salt), 2))
-        self._claims = _PgClaims(self)
+        self._claims = _PgClaims(_Host(self), q["claims"], q["workers"], salt)
         _BACKENDS.add(self)
         # A fork never happens while this backend is mid-exchange (the child would
         # inherit a mutex held by a thread that does not exist there), and the child
@@ -264,7 +316,7 @@ class PostgresBackend(IndexedBackend):
         try:
             t0 = time.monotonic()
             session.run([stmts])
-            self._claims._timed(time.monotonic() - t0)
+            self._claims.timed(time.monotonic() - t0)
         except _QueryError as exc:
             self._drop_session()
             raise self._error(exc, "cannot set up a session on") from None
@@ -274,7 +326,7 @@ class PostgresBackend(IndexedBackend):
         self._ever_connected = True
         self._stale = True
         self._ready = False
-        self._claims._reconnected(session)
+        self._claims.reconnected(session)
         return session
 
     def _hold_for_fork(self) -> None:  # (a bound method: held weakly by _fork)
@@ -291,7 +343,7 @@ class PostgresBackend(IndexedBackend):
             _ORPHANS.append(session.conn)  # inherited across fork: never touch it
         self._ready = False
         self._stale = True
-        self._claims._in_child()
+        self._claims.in_child()
 
     def _connected(self) -> _Session:
         session = self._session
@@ -360,92 +412,24 @@ class PostgresBackend(IndexedBackend):
     def _run(self, s: _Session, segments: list[list[Stmt]]) -> list[list[Any]]:
         """``s.run``, releasing deferred claims first in the same round trip."""
         claims = self._claims
-        pending = claims._flush_segment()
+        pending = claims.flush_segment()
         if not pending:
             return s.run(segments)
         try:
             out = s.run(pending + segments)[len(pending):]
         except BaseException:
-            claims._flushed(False)
+            claims.flushed(False)
             raise
-        claims._flushed(True)
+        claims.flushed(True)
         return out
 
     # ---------------------------------------------------------------- tables
     def _check_ready(self, s: _Session, create: bool) -> bool:
         """Whether the tables exist (creating them if ``create``); checks the layout."""
-        if self._ready:
-            return True
-        q = self._q
-        names = [q["records"], q["failures"], q["meta"], q["claims"], q["workers"]]
-        for _ in range(3):
-            res = s.run([[("SELECT to_regclass($1)::text, to_regclass($2)::text, "
-                           "to_regclass($3)::text, to_regclass($4)::text, "
-                           "to_regclass($5)::text, (SELECT string_agg("
-                           "attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY "
-                           "attnum) FROM pg_attribute WHERE attrelid = to_regclass($1) AND "
-                           "attnum > 0 AND NOT attisdropped)", names)]])[0][0]
-            exists = [_value(res, 0, i) is not None for i in range(5)]
-            columns = (_value(res, 0, 5) or b"").decode("utf-8", "replace")
-            # to_regclass sees the catalog as of now, pg_attribute as of the statement's
-            # start: a table another worker created in between shows no columns. The next
-            # statement sees them.
-            if not exists[0] or columns:
-                break
-        if exists[0] and not {"id bigint", "record json", "run json"} <= set(
-                columns.split(", ")):
-            raise CorruptStoreError(
-                f"table {self.table!r} of {self.path} is not a stet store (its columns: "
-                f"{columns[:200]}). It was left untouched; choose another table with "
-                f"?table=NAME."
-            )
-        if all(exists):
-            self._ready = True
-            return True
-        if not create and not exists[0]:
-            return False
-        self._create_tables(s)
-        self._ready = True
-        return True
-
-    def _create_tables(self, s: _Session) -> None:
-        q = self._q
-        data = "(id bigserial PRIMARY KEY, record json NOT NULL, run json)"
-        stmts: list[Stmt] = [
-            ("BEGIN", ()),
-            # Workers starting together must not race on CREATE TABLE IF NOT EXISTS.
-            ("SELECT pg_advisory_xact_lock($1::int4, 0)", (_int4(self._salt),)),
-            (f"CREATE TABLE IF NOT EXISTS {q['records']} {data}", ()),
-            (f"CREATE TABLE IF NOT EXISTS {q['failures']} {data}", ()),
-            (f"CREATE TABLE IF NOT EXISTS {q['meta']} "
-                   "(name text PRIMARY KEY, value bigint NOT NULL)", ()),
-            (f"INSERT INTO {q['meta']} (name, value) VALUES ('records', 0), "
-                   "('failures', 0), ('schema', 1) ON CONFLICT (name) DO NOTHING", ()),
-            # Claims' leases (see _PgClaims). Unlogged: no disk flush per claim. The
-            # table of stores made before leases gains their owner column.
-            (f"CREATE UNLOGGED TABLE IF NOT EXISTS {q['claims']} (k bigint PRIMARY "
-                   "KEY, session integer NOT NULL, host text, pid integer, "
-                   "since double precision, info json, owner text)", ()),
-            (f"ALTER TABLE {q['claims']} ADD COLUMN IF NOT EXISTS owner text", ()),
-            (f"INSERT INTO {q['claims']} (k, session, since) VALUES (-1, 0, "
-                   "extract(epoch from clock_timestamp())) ON CONFLICT (k) DO NOTHING", ()),
-            (f"CREATE TABLE IF NOT EXISTS {q['workers']} (owner text PRIMARY KEY, "
-                   "renewed double precision NOT NULL, expires double precision NOT NULL, "
-                   "host text, pid integer)", ()),
-            # Leases of workers gone for an hour are of no use to anyone.
-            (f"DELETE FROM {q['workers']} WHERE expires < extract(epoch from "
-                   "clock_timestamp()) - 3600", ()),
-            ("COMMIT", ()),
-        ]
-        try:
-            s.run([stmts])
-        except _QueryError as exc:
-            if exc.sqlstate == "42501":
-                raise StoreError(
-                    f"cannot create the tables of PostgreSQL store {self.path}: {exc}. The "
-                    f"user needs CREATE on the schema the first time (or have someone "
-                    f"who has it use the store once)") from None
-            raise self._error(exc, "cannot create the tables of") from None
+        if not self._ready:
+            self._ready = check_tables(s, self._q, _int4(self._salt), create, self.table,
+                                       self.path, self._error)
+        return self._ready
 
     def exists(self) -> bool:
         """Whether the store's table exists."""
@@ -510,12 +494,12 @@ class PostgresBackend(IndexedBackend):
                 hit = self._index.contains(func, fields, texts)
                 if hit or just_claimed:
                     if hit and just_claimed:
-                        self._claims._found_done(fresh)  # type: ignore[arg-type]
+                        self._claims.found_done(fresh)  # type: ignore[arg-type]
                     return hit
             self._poll(self._index)
             hit = self._index.contains(func, fields, texts)
             if hit and just_claimed:
-                self._claims._found_done(fresh)  # type: ignore[arg-type]
+                self._claims.found_done(fresh)  # type: ignore[arg-type]
             return hit
 
     def contains_run_cached(self, func: str, fields: tuple[str, ...],
@@ -638,7 +622,7 @@ class PostgresBackend(IndexedBackend):
         while True:
             try:
                 with self._mutex:
-                    held = self._claims._held_for_record(record)
+                    held = self._claims.held_for_record(record)
                     if held is not None and held[1].ran is None:
                         held[1].ran = time.monotonic() - held[1].t0
                     self._with_retry(functools.partial(self._append_op, feed=feed,
@@ -664,7 +648,7 @@ class PostgresBackend(IndexedBackend):
             # The run's claim was lost with a connection: another worker may have run
             # and recorded it meanwhile. Take the claim again (or wait), then look.
             offset, claim = held
-            if claim.epoch != self._epoch and not self._claims._retake(s, offset):
+            if claim.epoch != self._epoch and not self._claims.retake(s, offset):
                 raise _Contended
             self._catch_up(s, feed)
             names = tuple(sorted(k for k in record if not k.startswith(RESERVED_PREFIX)))
@@ -682,18 +666,18 @@ class PostgresBackend(IndexedBackend):
         The claim's lease row is deleted in the insert's own transaction (no commit of
         its own), its lock released after that commit."""
         claims = self._claims
-        first: list[Stmt] = [] if held is None else [claims._drop_lease_stmt(held[0])]
+        first: list[Stmt] = [] if held is None else [claims.drop_lease_stmt(held[0])]
         first.append((
             feed.sql_insert,
             (*feed.lock_keys, text, feed.max_seen, 1000, self._dumps(_run_part(record), s)),
         ))
         segments: list[list[Stmt]] = [first]
         if held is not None and held[1].epoch == self._epoch:
-            segments.append([claims._unlock_only_stmt(held[0])])
+            segments.append([claims.unlock_only_stmt(held[0])])
         results = self._run(s, segments)
         res = results[0][-1]
         if held is not None:
-            claims._unlocked(held[1])
+            claims.unlocked(held[1])
         new_id = _value(res, 0, 0)
         if _value(res, 0, 1) != feed.generation:
             feed.reset()  # a removal happened: reload at the next lookup
@@ -794,12 +778,12 @@ class PostgresBackend(IndexedBackend):
         """Close the connection (which releases this process's claims on the server)."""
         with self._mutex:
             session = self._session
-            if session is not None and session.alive() and self._claims._owes_rows():
+            if session is not None and session.alive() and self._claims.owes_rows():
                 with contextlib.suppress(_Lost, _QueryError):
-                    self._claims._give_up_leases(session)
+                    self._claims.give_up_leases(session)
             self._drop_session()
             self._ever_connected = False
-            self._claims._forked()
+            self._claims.forget()
             self._feed.reset()
             self._ffeed.reset()
 
