@@ -861,3 +861,22 @@ def test_everything_from_the_environment(pg_server: Any,
     with pytest.raises(stet.StoreError) as info:
         get_backend("postgresql://?table=from_env").has({"x": 1})
     assert pg_server.password not in _texts(info.value)
+
+
+def test_the_postgres_modules_are_layered_and_claims_do_not_know_the_store() -> None:
+    """Each module of ``stet.backends.postgres`` imports only modules below it in
+    url < session < tables < feed < claims < store (no cycle); the claims see their store
+    through ``claims.ClaimsHost`` only, never the backend's module."""
+    import ast
+
+    import stet.backends.postgres as package
+
+    order = ["url", "session", "tables", "feed", "claims", "store"]
+    here = Path(package.__file__).parent
+    assert sorted(p.stem for p in here.glob("*.py") if p.stem != "__init__") == sorted(order)
+    for i, name in enumerate(order):
+        tree = ast.parse((here / f"{name}.py").read_text(encoding="utf-8"))
+        siblings = {node.module for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+        assert siblings <= set(order[:i]), f"{name} imports {siblings - set(order[:i])}"
+        assert len((here / f"{name}.py").read_text(encoding="utf-8").splitlines()) <= 800
