@@ -343,6 +343,7 @@ class PostgresBackend(IndexedBackend):
             _ORPHANS.append(session.conn)  # inherited across fork: never touch it
         self._ready = False
         self._stale = True
+        self._fresh_for = None
         self._claims.in_child()
 
     def _connected(self) -> _Session:
