@@ -134,8 +134,8 @@ def _pg_tables(table: str) -> list[str]:
 def pg_missing() -> str | None:
     """Why stet cannot use PostgreSQL here, or ``None``."""
     try:
-        if importlib.util.find_spec("stet.backends._postgres") is None:
-            return "stet.backends._postgres is not there (yet)"
+        if importlib.util.find_spec("stet.backends.postgres") is None:
+            return "stet.backends.postgres is not there (yet)"
     except ImportError as exc:
         return str(exc)
     if importlib.util.find_spec("psycopg") is None:

@@ -30,9 +30,9 @@ import pytest
 import stet
 from conftest import PgStore, pg_rows, pg_store
 from stet._claims import claim_offset
-from stet.backends import _postgres as pgmod
 from stet.backends import get_backend
-from stet.backends._postgres import PostgresBackend, _Session, mask_url
+from stet.backends.postgres import PostgresBackend, mask_url
+from stet.backends.postgres import feed as feedmod
 
 pytestmark = pytest.mark.usefixtures("pg_server")
 
@@ -280,25 +280,20 @@ AWKWARD = ['plain', 'quote " and \\ backslash', "{braces}, [commas]", "new\nline
            "caf\u00e9 \u2603", "", "nul \x00 char", "\\\""]
 
 
-def test_append_records_writes_thousands_per_statement_exactly(
-    url: PgStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _trips(b: Any) -> int:
+    """Round trips ``b``'s current connection has made (read, never patched)."""
+    return int(b._session.trips) if b._session is not None else 0
+
+
+def test_append_records_writes_thousands_per_statement_exactly(url: PgStore) -> None:
     records = [{"i": str(i), "note": AWKWARD[i % len(AWKWARD)], "_stet_func": "bulk"}
                for i in range(12_000)]
-    trips: list[int] = []
-    real = _Session.run
-
-    def counting(self: _Session, segments: Any) -> Any:
-        trips.append(1)
-        return real(self, segments)
-
     with get_backend(url) as b:
         b.exists()  # connect
-        monkeypatch.setattr(_Session, "run", counting)
+        before = _trips(b)
         b.append_records(records)
         # three statements of at most 5,000 (and two trips to find and create the tables)
-        assert len(trips) <= 5, trips
-        monkeypatch.undo()
+        assert _trips(b) - before <= 5, _trips(b) - before
         assert b.has({"i": 11_999, "note": AWKWARD[11_999 % len(AWKWARD)]})
         assert len(b) == 12_000
     with get_backend(url) as fresh:
@@ -310,39 +305,105 @@ def test_append_records_statements_stay_small() -> None:
     """At most 5,000 records per statement, and about 32 MB of text (results saved with
     ``save_result`` can be large; one parameter may not exceed 1 GB)."""
     small = [{"i": str(i)} for i in range(12_001)]
-    assert [len(c) for c in pgmod._chunks(small)] == [5_000, 5_000, 2_001]
+    assert [len(c) for c in feedmod._chunks(small)] == [5_000, 5_000, 2_001]
     big = [{"i": str(i), "_stet_result": "x" * (1 << 20)} for i in range(70)]
-    sizes = [len(c) for c in pgmod._chunks(big)]
+    sizes = [len(c) for c in feedmod._chunks(big)]
     assert sum(sizes) == 70 and max(sizes) <= 32, sizes
-    assert [len(c) for c in pgmod._chunks([{"r": "x" * (64 << 20)}])] == [1]
-    assert list(pgmod._chunks([])) == []
+    assert [len(c) for c in feedmod._chunks([{"r": "x" * (64 << 20)}])] == [1]
+    assert list(feedmod._chunks([])) == []
 
 
-def test_append_records_answer_lost_is_not_applied_twice(
-    url: PgStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+class _CuttingProxy:
+    """A TCP relay to the server that, once armed, cuts the connection carrying the next
+    statement whose text holds ``trigger`` right after the server's complete answer to
+    it arrived (its ReadyForQuery: the statement committed), before the client sees it:
+    a network that fails at the worst moment."""
+
+    def __init__(self, port: int, trigger: bytes) -> None:
+        import socket
+
+        self.port, self.trigger, self.cuts = port, trigger, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listen_port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, store: PgStore) -> str:
+        return str(store).replace(f":{self.port}/", f":{self.listen_port}/")
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.port))
+            armed: list[bool] = []
+            threading.Thread(target=self._up, args=(client, server, armed),
+                             daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, armed),
+                             daemon=True).start()
+
+    def _up(self, src: Any, dst: Any, armed: list[bool]) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                if not self.cuts and self.trigger in data:
+                    armed.append(True)
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def _down(self, src: Any, dst: Any, armed: list[bool]) -> None:
+        held = b""
+        try:
+            while data := src.recv(1 << 16):
+                if armed and not self.cuts:
+                    held += data
+                    if held[-6:-1] == b"Z\x00\x00\x00\x05":  # ReadyForQuery: committed
+                        self.cuts += 1
+                        for sock in (src, dst):  # (shutdown: wakes the other thread)
+                            sock.shutdown(2)
+                            sock.close()
+                        return
+                    continue
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_append_records_answer_lost_is_not_applied_twice(url: PgStore) -> None:
     """The connection goes after the server committed a statement of many records but
     before its answer arrived: the retry finds them and writes nothing again."""
-    real = _Session.run
-    lost: list[int] = []
-
-    def answer_lost(self: _Session, segments: Any) -> Any:
-        out = real(self, segments)
-        if not lost and any(name == "rm" for seg in segments for name, _, _ in seg):
-            lost.append(1)
-            self.pg.finish()  # as if the network went before the answer came
-            raise pgmod._Lost("connection lost")
-        return out
-
+    proxy = _CuttingProxy(url.server.port, b"unnest(")
     records = [{"i": str(i), "_stet_func": "bulk"} for i in range(7_000)]
-    with get_backend(url) as b:
+    with get_backend(proxy.url(url)) as b:
         b.exists()
-        monkeypatch.setattr(_Session, "run", answer_lost)
         b.append_records(records)
-        monkeypatch.undo()
-        assert lost == [1]
+        assert proxy.cuts == 1
         assert len(b) == 7_000
+    proxy.close()
     assert sorted(int(r["i"]) for r in pg_rows(url)) == list(range(7_000))
+
+
+def test_a_record_whose_answer_was_lost_is_not_written_twice(url: PgStore) -> None:
+    """The same for one run's record, through the decorator."""
+    proxy = _CuttingProxy(url.server.port, b"pg_advisory_xact_lock_shared")
+    calls: list[int] = []
+
+    @stet.once(store=proxy.url(url), name="cut", verbose=False)
+    def cut(i: int) -> int:
+        calls.append(i)
+        return i
+
+    assert cut(1) == 1
+    assert proxy.cuts == 1
+    assert cut(1) is None and calls == [1]
+    proxy.close()
+    assert [r["i"] for r in pg_rows(url)] == ["1"]
 
 
 def test_a_retried_insert_looks_for_its_rows_after_the_lost_statement_ends(
@@ -362,7 +423,7 @@ def test_a_retried_insert_looks_for_its_rows_after_the_lost_statement_ends(
         b._with_retry(lambda s: b._await_statement(s, busy))
         waited = time.monotonic() - t0
         t0 = time.monotonic()  # its own session is never waited for (it is not gone)
-        b._with_retry(lambda s: b._await_statement(s, s.pg.backend_pid))
+        b._with_retry(lambda s: b._await_statement(s, s.backend_pid))
         assert time.monotonic() - t0 < 5
     sleeper.join()
     raw.close()
@@ -452,32 +513,24 @@ def test_removal_by_another_process_is_seen_without_polling(url: PgStore) -> Non
     assert calls == [1, 1]
 
 
-def test_known_runs_cost_no_round_trip_a_record_one_a_run_two(
-    url: PgStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    trips: list[int] = []
-    real = _Session.run
-
-    def counting(self: _Session, segments: Any) -> Any:
-        trips.append(1)
-        return real(self, segments)
-
+def test_known_runs_cost_no_round_trip_a_record_one_a_run_two(url: PgStore) -> None:
     @stet.once(store=url, name="count", verbose=False)
     def count(i: int) -> int:
         return i
 
     count(0)  # connect, create the tables
-    monkeypatch.setattr(_Session, "run", counting)
+    backend = count.backend()
+    before = _trips(backend)
     assert count(1) == 1
-    assert len(trips) == 2, "an executed run: claim (with catch-up), record (with release)"
-    trips.clear()
+    assert _trips(backend) - before == 2, \
+        "an executed run: claim (with catch-up), record (with release)"
+    before = _trips(backend)
     for _ in range(100):
         assert count(1) is None
         assert count.is_done(0)
-    assert trips == [], "a run known done cost a round trip"
-    backend = count.backend()
+    assert _trips(backend) == before, "a run known done cost a round trip"
     backend.append_record({"i": "9", "_stet_func": "count"})
-    assert len(trips) == 1, "a record is one round trip"
+    assert _trips(backend) - before == 1, "a record is one round trip"
 
 
 def test_claims_back_off_after_collisions_only_for_runs_shorter_than_a_trip(
@@ -486,7 +539,7 @@ def test_claims_back_off_after_collisions_only_for_runs_shorter_than_a_trip(
     """Workers walking a sweep in the same order collide on every run; a worker that
     collided waits a random moment before its next claim, but only while the function's
     runs are shorter than a round trip (the pause itself is measured by the benchmark)."""
-    import stet.backends._pgclaims as claimsmod
+    import stet.backends.postgres.claims as claimsmod
 
     monkeypatch.setattr(claimsmod, "random", type("R", (), {"uniform": staticmethod(
         lambda lo, hi: hi)}))  # the longest pause the policy allows
@@ -510,7 +563,7 @@ def test_claims_back_off_after_collisions_only_for_runs_shorter_than_a_trip(
 
     # A round trip of 20 ms, whatever the machine's load: quick runs are shorter, slow ones
     # (50 ms) longer. (The benchmark measures the real thing.)
-    monkeypatch.setattr(claims, "_timed", lambda trip: None)
+    monkeypatch.setattr(claims, "timed", lambda trip: None)
     claims._rtt = 0.02
 
     def longest(info: dict[str, str]) -> float:  # as if asked right at the collision
@@ -808,3 +861,22 @@ def test_everything_from_the_environment(pg_server: Any,
     with pytest.raises(stet.StoreError) as info:
         get_backend("postgresql://?table=from_env").has({"x": 1})
     assert pg_server.password not in _texts(info.value)
+
+
+def test_the_postgres_modules_are_layered_and_claims_do_not_know_the_store() -> None:
+    """Each module of ``stet.backends.postgres`` imports only modules below it in
+    url < session < tables < feed < claims < store (no cycle); the claims see their store
+    through ``claims.ClaimsHost`` only, never the backend's module."""
+    import ast
+
+    import stet.backends.postgres as package
+
+    order = ["url", "session", "tables", "feed", "claims", "store"]
+    here = Path(package.__file__).parent
+    assert sorted(p.stem for p in here.glob("*.py") if p.stem != "__init__") == sorted(order)
+    for i, name in enumerate(order):
+        tree = ast.parse((here / f"{name}.py").read_text(encoding="utf-8"))
+        siblings = {node.module for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+        assert siblings <= set(order[:i]), f"{name} imports {siblings - set(order[:i])}"
+        assert len((here / f"{name}.py").read_text(encoding="utf-8").splitlines()) <= 800

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import stet
 from stet.backends import display_store, get_backend
-from stet.backends._postgres import PostgresBackend, mask_url
+from stet.backends.postgres import PostgresBackend, mask_url
 
 psycopg = pytest.importorskip("psycopg")
 

@@ -45,7 +45,7 @@ BACKENDS: dict[str, type[BaseBackend]] = {
 
 def __getattr__(name: str) -> Any:
     if name == "PostgresBackend":  # imported on demand: ``import stet`` stays fast
-        from ._postgres import PostgresBackend
+        from .postgres.store import PostgresBackend
 
         return PostgresBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -54,7 +54,7 @@ def __getattr__(name: str) -> Any:
 def _url_scheme(path: object) -> str | None:
     """The scheme of a URL-shaped store (``postgresql://...``), ``None`` for a path."""
     if isinstance(path, str) and "://" in path:
-        from ._postgres import url_scheme
+        from .postgres.url import url_scheme
 
         return url_scheme(path)
     return None
@@ -65,7 +65,7 @@ def display_store(path: str | os.PathLike[str] | Store) -> str:
     if isinstance(path, Store):
         return path.describe()
     if _url_scheme(path) is not None:
-        from ._postgres import mask_url
+        from .postgres.url import mask_url
 
         return mask_url(os.fspath(path))
     return os.fspath(path)
@@ -82,7 +82,8 @@ def backend_class(path: str | os.PathLike[str] | Store) -> type[Store]:
 def _path_class(path: str | os.PathLike[str]) -> type[BaseBackend]:
     scheme = _url_scheme(path)
     if scheme is not None:
-        from ._postgres import SCHEMES, PostgresBackend
+        from .postgres.store import PostgresBackend
+        from .postgres.url import SCHEMES
 
         if scheme.lower() in SCHEMES:
             return PostgresBackend

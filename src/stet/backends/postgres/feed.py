@@ -1,5 +1,5 @@
 """PostgreSQL rows: following a store's tables by id into an index, and the text of
-the rows an insert writes (see ``_postgres``)."""
+the rows an insert writes (see ``store``)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .._identity import RESERVED_PREFIX
-from .._index import FUNC_FIELD, Index
-from ..errors import CorruptStoreError
-from ._base import Record
-from ._pgsession import Stmt, _array, _value
+from ..._identity import RESERVED_PREFIX
+from ..._index import FUNC_FIELD, Index
+from ...errors import CorruptStoreError
+from .._base import Record
+from .session import Stmt, _array, _value
 
 _CHUNK = 20_000  # rows per catch-up statement
 _BULK = 5_000  # rows per statement of append_records
@@ -71,11 +71,10 @@ class _Feed:
     """Follows one append-only table by id, into an index."""
 
     def __init__(self, name: str, table: str, meta: str, index: Index,
-                 lock_keys: tuple[int, int], prefix: str) -> None:
+                 lock_keys: tuple[int, int]) -> None:
         self.name = name  # the meta row holding its generation
         self.index = index
         self.lock_keys = lock_keys
-        self.prefix = prefix  # prepared statement names
         self.table = table  # quoted
         self.reset()
         gen = f"(SELECT value FROM {meta} WHERE name = '{name}')"
@@ -123,14 +122,14 @@ class _Feed:
         trying = False
         if self.holes and now - self.hole_since >= _HOLE_WAIT and \
                 now - self.last_try >= _HOLE_WAIT:
-            stmts.append((self.prefix + "l", self.sql_trylock, self.lock_keys))
+            stmts.append((self.sql_trylock, self.lock_keys))
             self.last_try = now
             trying = True
         if self.holes:
-            stmts.append((self.prefix + "h", self.sql_holes,
+            stmts.append((self.sql_holes,
                           (_array([h[0] for h in self.holes]),
                            _array([h[1] for h in self.holes]))))
-        stmts.append((self.prefix + "n", self.sql_new, (self.max_seen, _CHUNK)))
+        stmts.append((self.sql_new, (self.max_seen, _CHUNK)))
         return stmts, trying
 
     def absorb_catch_up(self, results: list[Any], trying: bool, now: float) -> bool:
@@ -274,7 +273,7 @@ def _coerce(obj: Any) -> Record:
             break
     else:
         return obj
-    from .._identity import canonical
+    from ..._identity import canonical
 
     return {str(k): v if isinstance(v, str) else canonical(v)
             for k, v in obj.items() if v is not None}

@@ -1,13 +1,15 @@
-"""One libpq connection in pipeline mode (psycopg's ``pq`` module, imported lazily)."""
+"""One connection to a PostgreSQL server (psycopg 3, imported lazily): statements sent in
+pipeline mode, prepared automatically, a lost connection told apart from a refusal."""
 
 from __future__ import annotations
 
-import os
 import select
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from ... import _fork
 
 __all__ = ["Stmt", "_Lost", "_QueryError", "_Session", "_value"]
 
@@ -54,15 +56,15 @@ class _QueryError(Exception):
         self.sqlstate = sqlstate
 
 
-def _import_pq() -> Any:
+def _import_psycopg() -> Any:
     try:
-        from psycopg import pq
+        import psycopg
     except ImportError as exc:
         raise ImportError(
             "PostgreSQL stores need psycopg 3: pip install 'stet[postgres]' "
             f"(importing psycopg failed: {exc})"
         ) from None
-    return pq
+    return psycopg
 
 
 def _params(values: Sequence[object]) -> list[bytes | None]:
@@ -95,49 +97,54 @@ def _in_event_loop() -> bool:
     return True
 
 
-Stmt = tuple[str | None, str, Sequence[object]]  # (prepared name or None, SQL, params)
+Stmt = tuple[str, Sequence[object]]  # (SQL, parameters)
+
+
+#: Statements the session prepares, at most (then the rest go unprepared), and how many
+#: times one must be sent before it is prepared: as psycopg's ``prepare_threshold`` and
+#: ``prepared_max``, so statements of a sweep's hot path are parsed and planned once,
+#: and a statement sent once (DDL, a removal's ad hoc filter) never is.
+PREPARE_THRESHOLD = 2
+PREPARED_MAX = 100
 
 
 class _Session:
-    """One libpq connection, used in pipeline mode by one thread at a time."""
+    """One connection (a ``psycopg.Connection`` in autocommit mode), used by one thread at
+    a time; its statements are exchanged in libpq's pipeline mode (see ``run``).
 
-    def __init__(self, pq: Any, conninfo: str, connect_timeout: float,
-                 scrub: Callable[[str], str]) -> None:
-        self.pq = pq
+    Why ``run`` drives ``conn.pgconn`` (psycopg's documented libpq wrapper) rather than
+    ``conn.pipeline()``: a round trip here carries several segments, each its own
+    implicit transaction ending with a Sync (a record's insert commits, then its claim's
+    lock is released after that commit; deferred releases of other claims go first), and
+    psycopg's ``Pipeline.sync()`` waits for the results of each segment: one round trip
+    each, so recording a run would take three instead of two. It also waits without a
+    deadline, while the claims' helper must give up on a server that stopped answering
+    (``deadline``). The connection itself (connecting, its parameters, closing, its
+    state) is psycopg's public API.
+    """
+
+    def __init__(self, conninfo: str, scrub: Callable[[str], str]) -> None:
+        psycopg = _import_psycopg()
         self.scrub = scrub
-        pg = pq.PGconn.connect_start(conninfo.encode("utf-8"))
-        deadline = time.monotonic() + connect_timeout
         try:
-            while True:
-                if pg.status == pq.ConnStatus.BAD:
-                    raise _Lost(self._message(pg.error_message))
-                state = pg.connect_poll()
-                if state == pq.PollingStatus.OK:
-                    break
-                if state == pq.PollingStatus.FAILED:
-                    raise _Lost(self._message(pg.error_message))
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise _Lost(f"timed out after {connect_timeout:g} s")
-                sock = pg.socket
-                if state == pq.PollingStatus.READING:
-                    _wait(sock, select.POLLIN, min(left, 1.0))
-                else:
-                    _wait(sock, select.POLLOUT, min(left, 1.0))
-        except BaseException:
-            pg.finish()
-            raise
-        pg.notice_handler = _ignore
-        self.pg = pg
-        self.pid = os.getpid()
+            conn = psycopg.Connection.connect(conninfo, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise _Lost(self._message(str(exc))) from None
+        conn.add_notice_handler(_ignore)
+        self.conn = conn
+        self.pq = psycopg.pq
+        self.pg = conn.pgconn
+        self.backend_pid: int = conn.info.backend_pid
+        self.pid = _fork.pid()
         self.broken = False  # interrupted mid-exchange: never reuse
         self.trips = 0  # round trips made
         #: (monotonic) when a round trip still unanswered counts the connection as lost
         #: (``None``: never); the claims' helper sets it around its own short trips.
         self.deadline: float | None = None
-        self.prepared: set[str] = set()
-        enc = pg.parameter_status(b"server_encoding") or b""
-        self.ascii_only = enc.upper() not in (b"UTF8", b"UTF-8")
+        self.prepared: dict[str, bytes] = {}  # SQL -> name of its prepared statement
+        self.sent: dict[str, int] = {}  # SQL -> times sent unprepared
+        enc = conn.info.parameter_status("server_encoding") or ""
+        self.ascii_only = enc.upper() not in ("UTF8", "UTF-8")
 
     def _message(self, raw: bytes | str | None) -> str:
         if isinstance(raw, bytes):
@@ -146,13 +153,14 @@ class _Session:
         return self.scrub(text)
 
     def alive(self) -> bool:
-        return not self.broken and bool(self.pg.status == self.pq.ConnStatus.OK)
+        return not self.broken and not self.conn.broken and \
+            bool(self.pg.status == self.pq.ConnStatus.OK)
 
     def close(self) -> None:
-        if self.pid == os.getpid():
-            self.pg.finish()
+        if self.pid == _fork.pid():
+            self.conn.close()
         else:
-            _ORPHANS.append(self.pg)
+            _ORPHANS.append(self.conn)
 
     def notified(self) -> bool | None:
         """Whether a notification arrived (``None``: the connection is broken)."""
@@ -180,6 +188,19 @@ class _Session:
                 raise _Lost(self._message(pg.error_message)) from None
         return pg.get_result()
 
+    def _worth_preparing(self, sql: str) -> bool:
+        """Whether to prepare ``sql`` now (sent often enough, and room left)."""
+        if len(self.prepared) >= PREPARED_MAX:
+            return False
+        n = self.sent.get(sql, 0) + 1
+        if n >= PREPARE_THRESHOLD:
+            self.sent.pop(sql, None)
+            return True
+        if len(self.sent) > 10 * PREPARED_MAX:  # ad hoc statements: forget them
+            self.sent.clear()
+        self.sent[sql] = n
+        return False
+
     def run(self, segments: Sequence[Sequence[Stmt]]) -> list[list[Any]]:
         """Send every statement at once (a Sync after each segment: each segment is its
         own implicit transaction), then read the results: one list per segment."""
@@ -190,7 +211,7 @@ class _Session:
             out = self._run(segments)
         except _QueryError:
             if self.pg.transaction_status != self.pq.TransactionStatus.IDLE:
-                self._run([[(None, "ROLLBACK", ())]])
+                self._run([[("ROLLBACK", ())]])
             raise
         except BaseException:
             self.broken = True
@@ -203,22 +224,24 @@ class _Session:
         ES = pq.ExecStatus
         if pg.status != pq.ConnStatus.OK:
             raise _Lost(self._message(pg.error_message))
-        expect: list[tuple[str, str | None]] = []  # ("prep"|"exec"|"sync", name)
-        sending: set[str] = set()
+        expect: list[tuple[str, str | None]] = []  # ("prep"|"exec"|"sync", SQL)
+        sending: dict[str, bytes] = {}
         try:
             pg.enter_pipeline_mode()
             for segment in segments:
-                for name, sql, values in segment:
+                for sql, values in segment:
                     params = _params(values)
+                    name = self.prepared.get(sql) or sending.get(sql)
+                    if name is None and self._worth_preparing(sql):
+                        name = f"stet_{len(self.prepared) + len(sending)}".encode()
+                        sending[sql] = name
+                        pg.send_prepare(name, sql.encode("utf-8"))
+                        expect.append(("prep", sql))
                     if name is None:
                         pg.send_query_params(sql.encode("utf-8"), params)
                     else:
-                        if name not in self.prepared and name not in sending:
-                            pg.send_prepare(name.encode(), sql.encode("utf-8"))
-                            expect.append(("prep", name))
-                            sending.add(name)
-                        pg.send_query_prepared(name.encode(), params)
-                    expect.append(("exec", name))
+                        pg.send_query_prepared(name, params)
+                    expect.append(("exec", sql))
                 pg.pipeline_sync()
                 expect.append(("sync", None))
             while pg.flush() == 1:
@@ -229,7 +252,7 @@ class _Session:
             raise _Lost(self._message(pg.error_message)) from None
         out: list[list[Any]] = [[]]
         error: tuple[str, str] | None = None
-        for kind, name in expect:
+        for kind, text in expect:
             res = self._next()
             if res is None:
                 raise _Lost(self._message(pg.error_message))
@@ -243,8 +266,8 @@ class _Session:
                 state = (res.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
                 error = (state, self._message(res.error_message))
             if kind == "prep":
-                if status == ES.COMMAND_OK and name is not None:
-                    self.prepared.add(name)
+                if status == ES.COMMAND_OK and text is not None:
+                    self.prepared[text] = sending[text]
             else:
                 out[-1].append(res if status == ES.TUPLES_OK or status == ES.COMMAND_OK
                                else None)

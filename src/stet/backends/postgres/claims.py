@@ -9,17 +9,44 @@ import random
 import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
-from .._claims import claim_offset
-from .._identity import RESERVED_PREFIX
-from .._index import FUNC_FIELD
-from ..errors import StoreError
-from ._base import Record
-from ._pgsession import Stmt, _array, _in_event_loop, _Lost, _QueryError, _Session, _value
+from ... import _fork
+from ..._claims import claim_offset
+from ..._identity import RESERVED_PREFIX
+from ..._index import FUNC_FIELD
+from ...errors import StoreError
+from .._base import Record
+from .session import Stmt, _array, _in_event_loop, _Lost, _QueryError, _Session, _value
 
-if TYPE_CHECKING:
-    from ._postgres import PostgresBackend
+T = TypeVar("T")
+
+
+class ClaimsHost(Protocol):
+    """What claims need of their store: its connection, and round trips on it.
+
+    The claims share the store's session (a claim and the catch-up with the store that
+    follows it are one round trip), its mutex (one thread at a time on the session) and
+    its reconnection (a lost session loses the locks: the claims take them again).
+    """
+
+    @property
+    def mutex(self) -> threading.RLock: ...
+    @property
+    def session(self) -> _Session | None: ...
+    @property
+    def epoch(self) -> int: ...  # sessions made so far: a claim remembers its session's
+    def open(self) -> _Session: ...  # a new connection, not yet the session
+    def adopt(self, session: _Session) -> _Session: ...  # make it the session
+    def drop_session(self) -> None: ...
+    def with_retry(self, op: Callable[[_Session], T]) -> T: ...  # reconnecting if lost
+    def run(self, s: _Session, segments: list[list[Stmt]]) -> list[list[Any]]: ...
+    def ensure_tables(self, s: _Session, create: bool) -> bool: ...
+    def catch_up(self, s: _Session, front: Sequence[Stmt]) -> list[Any]: ...
+    def claimed_just_now(self, offset: int) -> None: ...  # (its catch-up is fresh)
+    def mark_stale(self) -> None: ...  # the next lookup must ask the server
+    def error(self, exc: _QueryError) -> StoreError: ...
 
 _HOST = os.uname().nodename
 
@@ -96,8 +123,10 @@ class _PgClaims:
     run's 62-bit claim offset mixed with the table's name.
     """
 
-    def __init__(self, backend: PostgresBackend) -> None:
-        self._b = backend
+    def __init__(self, host: ClaimsHost, claims_table: str, workers_table: str,
+                 salt: int) -> None:
+        self._h = host
+        self._salt = salt
         self._held: dict[int, _Claim] = {}
         self._pending: list[int] = []  # keys to unlock at the next round trip
         self._pending_rows: set[int] = set()  # keys whose lease rows to delete then
@@ -108,15 +137,12 @@ class _PgClaims:
         self._level = 0.0  # backoff, in run durations (0: none)
         self._collided_at = 0.0
         self._thread: threading.Thread | None = None
-        self._thread_pid = 0
         self._owner = ""
-        self._owner_pid = 0
         self._renewed_epoch = 0  # the session that last renewed the lease
         self._renewed_at = 0.0  # when (monotonic)
         self._marked_epoch = 0  # the session that last looked at the crash marker
         self._retried_at = 0.0  # when the helper last tried to take lost locks again
-        q = backend._q
-        c, w = q["claims"], q["workers"]
+        c, w = claims_table, workers_table  # (quoted)
         holder = (f"(SELECT coalesce(c.host, '?') || ' pid ' || coalesce(c.pid::text, '?') "
                   f"FROM {c} AS c WHERE c.k = $1::bigint)")
         # Every other worker that held a lease shortly before the server lost the claims
@@ -197,41 +223,40 @@ class _PgClaims:
 
     def owner(self) -> str:
         """This process's name on its leases (a new one after a fork)."""
-        if self._owner_pid != os.getpid():
-            self._owner = f"{_HOST}:{os.getpid()}:{secrets.token_hex(6)}"
-            self._owner_pid = os.getpid()
+        if not self._owner:
+            self._owner = f"{_HOST}:{_fork.pid()}:{secrets.token_hex(6)}"
         return self._owner
 
     def key(self, offset: int) -> int:
         """The advisory lock key of a claim offset (non-negative, as ``pg_locks`` shows)."""
-        return (offset ^ self._b._salt) & ((1 << 63) - 1)
+        return (offset ^ self._salt) & ((1 << 63) - 1)
 
     # ------------------------------------------------------------------ claims
     def _claim_stmt(self, offset: int, claim_info: dict[str, Any], announce: bool,
                     retake: bool = False) -> Stmt:
         info = json.dumps(claim_info, ensure_ascii=True) if announce else None
-        return ("r" if retake else "c", self._sql_retake if retake else self._sql_claim,
-                (self.key(offset), self.owner(), _HOST, os.getpid(), f"{time.time():.6f}",
+        return (self._sql_retake if retake else self._sql_claim,
+                (self.key(offset), self.owner(), _HOST, _fork.pid(), f"{time.time():.6f}",
                  info))
 
     def _prelude(self) -> list[Stmt]:
         """What a round trip that claims must do first on this session: look at the
         crash marker (once per session), renew the lease (when due)."""
-        b = self._b
+        h = self._h
         stmts: list[Stmt] = []
-        if self._marked_epoch != b._epoch:
-            stmts.append(("m", self._sql_mark, ()))
-            stmts.append(("mw", self._sql_forget_workers, ()))
-        if self._renewed_epoch != b._epoch or time.monotonic() - self._renewed_at >= RENEW:
-            stmts.append(("w", self._sql_renew, (self.owner(), _HOST, os.getpid())))
+        if self._marked_epoch != h.epoch:
+            stmts.append((self._sql_mark, ()))
+            stmts.append((self._sql_forget_workers, ()))
+        if self._renewed_epoch != h.epoch or time.monotonic() - self._renewed_at >= RENEW:
+            stmts.append((self._sql_renew, (self.owner(), _HOST, _fork.pid())))
         return stmts
 
     def _prelude_done(self, stmts: list[Stmt], t0: float) -> None:
-        for name, _, _ in stmts:
-            if name == "m":
-                self._marked_epoch = self._b._epoch
-            elif name == "w":
-                self._renewed_epoch, self._renewed_at = self._b._epoch, t0
+        for sql, _ in stmts:
+            if sql is self._sql_mark:
+                self._marked_epoch = self._h.epoch
+            elif sql is self._sql_renew:
+                self._renewed_epoch, self._renewed_at = self._h.epoch, t0
 
     def _eager(self, info: dict[str, Any]) -> bool:
         """Announce with the claim itself (runs of this function are not known short)."""
@@ -258,36 +283,35 @@ class _PgClaims:
             time.sleep(0.1)  # not holding the mutex
 
     def _try_claim(self, offset: int, info: dict[str, Any]) -> str | None:
-        b = self._b
-        with b._mutex:
-            b._check_fork()
+        h = self._h
+        with h.mutex:
             if offset in self._held:
                 return "by another call in this process"
             eager = self._eager(info)
 
             def op(s: _Session) -> tuple[bool, str, bool]:
                 trips, t0 = s.trips, time.monotonic()
-                b._check_ready(s, create=True)
+                h.ensure_tables(s, create=True)
                 front = self._prelude()
-                res = b._catch_up(s, b._feed,
+                res = h.catch_up(s,
                                   [*front, self._claim_stmt(offset, info, eager)])
                 self._prelude_done(front, t0)
                 if s.trips == trips + 1:
-                    self._timed(time.monotonic() - t0)
+                    self.timed(time.monotonic() - t0)
                 r = res[-1]
                 return (_value(r, 0, 0) == b"t",
                         (_value(r, 0, 1) or b"").decode("utf-8", "replace"),
                         _value(r, 0, 2) == b"t")
 
-            ok, holder, barrier = b._with_retry(op)
+            ok, holder, barrier = h.with_retry(op)
             if not ok:
                 if barrier:
                     return _BARRIER
                 self._collided()
                 return f"by {holder}" if holder else "by another worker"
-            claim = self._held[offset] = _Claim(b._epoch, info)
+            claim = self._held[offset] = _Claim(h.epoch, info)
             claim.announced = eager
-            b._fresh_for = offset
+            h.claimed_just_now(offset)
             self._start_helper()
             return None
 
@@ -300,14 +324,13 @@ class _PgClaims:
 
     def release(self, offset: int) -> None:
         """Give up a claim this process holds."""
-        b = self._b
-        with b._mutex:
-            b._check_fork()
+        h = self._h
+        with h.mutex:
             claim = self._held.pop(offset, None)
             if claim is None or claim.settled:
                 return
-            session = b._session
-            if claim.epoch != b._epoch or session is None:
+            session = h.session
+            if claim.epoch != h.epoch or session is None:
                 # The lock went with a session; the lease row stays until deleted.
                 self._defer(offset, claim, unlock=False)
                 return
@@ -318,31 +341,31 @@ class _PgClaims:
                 return
             self._note_duration(claim)
             try:
-                b._run(session, [[self._unlock_stmt(offset, claim)]])
+                h.run(session, [[self._unlock_stmt(offset, claim)]])
             except _Lost:
-                b._drop_session()  # the lock went with the session, not the lease row
+                h.drop_session()  # the lock went with the session, not the lease row
                 self._defer(offset, claim, unlock=False)
             except _QueryError as exc:
-                raise b._error(exc) from None
+                raise h.error(exc) from None
 
     def is_claimed(self, offset: int) -> bool:
         """Whether anyone (this process included) holds a claim on ``offset``."""
         if offset in self._held:
             return True
-        b = self._b
-        with b._mutex:
-            res = b._with_retry(lambda s: b._run(s, [[(None, self._sql_is_claimed,
+        h = self._h
+        with h.mutex:
+            res = h.with_retry(lambda s: h.run(s, [[(self._sql_is_claimed,
                                                        (self.key(offset),))]]))
         return int(_value(res[0][0], 0, 0) or b"0") > 0
 
     def running(self) -> list[dict[str, Any]]:
         """Announcements (``func``, ``fields``, ``host``, ``pid``, ``since``) of live claims."""
-        b = self._b
+        h = self._h
 
         def op(s: _Session) -> list[dict[str, Any]]:
-            if not b._check_ready(s, create=False):
+            if not h.ensure_tables(s, create=False):
                 return []
-            res = b._run(s, [[(None, self._sql_running, ())]])[0][0]
+            res = h.run(s, [[(self._sql_running, ())]])[0][0]
             out = []
             for row in range(res.ntuples):
                 try:
@@ -356,20 +379,20 @@ class _PgClaims:
                 out.append(entry)
             return out
 
-        with b._mutex:
-            return b._with_retry(op)
+        with h.mutex:
+            return h.with_retry(op)
 
     # ----------------------------------------------------- for the backend
     def _unlock_stmt(self, offset: int, claim: _Claim) -> Stmt:
-        return ("u", self._sql_unlock, (self.key(offset), self.owner()))
+        return (self._sql_unlock, (self.key(offset), self.owner()))
 
-    def _drop_lease_stmt(self, offset: int) -> Stmt:
-        return ("d", self._sql_drop_lease, (self.key(offset), self.owner()))
+    def drop_lease_stmt(self, offset: int) -> Stmt:
+        return (self._sql_drop_lease, (self.key(offset), self.owner()))
 
-    def _unlock_only_stmt(self, offset: int) -> Stmt:
-        return ("uo", "SELECT pg_advisory_unlock($1::bigint)", (self.key(offset),))
+    def unlock_only_stmt(self, offset: int) -> Stmt:
+        return ("SELECT pg_advisory_unlock($1::bigint)", (self.key(offset),))
 
-    def _unlocked(self, claim: _Claim) -> None:
+    def unlocked(self, claim: _Claim) -> None:
         """The claim's lease was deleted with its record, its lock (if this session
         held it) released after that commit."""
         self._note_duration(claim)
@@ -384,7 +407,7 @@ class _PgClaims:
         self._level = self._level / 2 if self._level > 1 else 0.0  # it ran: ease off
 
     # ----------------------------------------------------------------- backoff
-    def _timed(self, trip: float) -> None:
+    def timed(self, trip: float) -> None:
         """Fold one round trip's duration into the typical one."""
         rtt = self._rtt
         self._rtt = trip if not rtt else 0.9 * rtt + 0.1 * min(trip, 4 * rtt)
@@ -417,7 +440,7 @@ class _PgClaims:
         elapsed = (time.monotonic() if now is None else now) - self._collided_at
         return min(random.uniform(0.0, level * (typical + self._rtt)), _PAUSE_MAX) - elapsed
 
-    def _found_done(self, offset: int) -> None:
+    def found_done(self, offset: int) -> None:
         """The run just claimed at ``offset`` turned out recorded: release it lazily."""
         claim = self._held.get(offset)
         if claim is not None:
@@ -433,7 +456,7 @@ class _PgClaims:
         self._pending_rows.add(key)
         self._start_helper()
 
-    def _flush_segment(self) -> list[list[Stmt]]:
+    def flush_segment(self) -> list[list[Stmt]]:
         """The statements releasing deferred claims (taken off the lists until
         :meth:`_flushed` says whether they were carried out)."""
         if not self._pending and not self._pending_rows:
@@ -441,16 +464,16 @@ class _PgClaims:
         keys, rows = self._pending, sorted(self._pending_rows)
         self._pending, self._pending_rows = [], set()
         self._inflight_rows = rows
-        return [[("um", self._sql_unlock_many, (_array(keys), _array(rows),
+        return [[(self._sql_unlock_many, (_array(keys), _array(rows),
                                                 self.owner()))]]
 
-    def _flushed(self, ok: bool) -> None:
+    def flushed(self, ok: bool) -> None:
         """A round trip carrying deferred releases ended (``ok``: it was carried out)."""
         if not ok:  # the locks went with the session; the rows must still go
             self._pending_rows.update(self._inflight_rows)
         self._inflight_rows = []
 
-    def _held_for_record(self, record: Record) -> tuple[int, _Claim] | None:
+    def held_for_record(self, record: Record) -> tuple[int, _Claim] | None:
         """The claim this process holds on the run ``record`` records, if any."""
         if not self._held:
             return None
@@ -464,19 +487,19 @@ class _PgClaims:
             return None
         return offset, claim
 
-    def _retake(self, s: _Session, offset: int) -> bool:
+    def retake(self, s: _Session, offset: int) -> bool:
         """Take a lost claim again on session ``s`` (no waiting)."""
         claim = self._held[offset]
         front = self._prelude()
         res = s.run([[*front, self._claim_stmt(offset, claim.info, True, retake=True)]])[0]
         self._prelude_done(front, time.monotonic())
         if _value(res[-1], 0, 0) == b"t":
-            claim.epoch = self._b._epoch
+            claim.epoch = self._h.epoch
             claim.announced = True
             return True
         return False
 
-    def _reconnected(self, s: _Session) -> None:
+    def reconnected(self, s: _Session) -> None:
         """Every lock of this process was lost with the old session. Take them again at
         once where nobody else has (their leases kept others off meanwhile), renewing
         the lease in the same transaction."""
@@ -489,10 +512,10 @@ class _PgClaims:
             claim.epoch = -1
         if not live and not self._pending_rows:
             return
-        b = self._b
+        h = self._h
         t0 = time.monotonic()
         try:
-            if not b._check_ready(s, create=True):
+            if not h.ensure_tables(s, create=True):
                 return
             front = self._prelude()
             stmts = [*front, *(self._claim_stmt(o, self._held[o].info, True, retake=True)
@@ -503,37 +526,43 @@ class _PgClaims:
         self._prelude_done(front, t0)
         for o, r in zip(live, res, strict=True):
             if _value(r, 0, 0) == b"t":
-                self._held[o].epoch = b._epoch
+                self._held[o].epoch = h.epoch
                 self._held[o].announced = True
 
-    def _release_deferred(self) -> None:
+    def release_deferred(self) -> None:
         """At exit (the helper thread is gone): send deferred releases, and end this
         process's lease if it holds no claim, so that nobody waits for it after a crash
         of the server. (Never waiting long for a helper stuck in a round trip.)"""
-        b = self._b
-        if not b._mutex.acquire(timeout=2.0):
+        h = self._h
+        if not h.mutex.acquire(timeout=2.0):
             return
         try:
-            session = b._session
-            if session is None or session.pid != os.getpid() or not session.alive():
+            session = h.session
+            if session is None or not session.alive():
                 return
             retire: list[list[Stmt]] = []
-            if not self._held and self._renewed_epoch and self._owner_pid == os.getpid():
-                retire = [[(None, self._sql_retire, (self.owner(),))]]
+            if not self._held and self._renewed_epoch and self._owner:
+                retire = [[(self._sql_retire, (self.owner(),))]]
             if retire or self._pending or self._pending_rows:
                 with contextlib.suppress(_Lost, _QueryError):
-                    b._run(session, retire)
+                    h.run(session, retire)
         finally:
-            b._mutex.release()
+            h.mutex.release()
 
-    def _owes_rows(self) -> bool:
+    def owes_rows(self) -> bool:
         return bool(self._held or self._pending_rows or self._inflight_rows)
 
-    def _give_up_leases(self, s: _Session) -> None:
+    def give_up_leases(self, s: _Session) -> None:
         """Delete every lease row of this process (its backend is being closed)."""
-        s.run([[(None, self._sql_forget, (self.owner(),))]])
+        s.run([[(self._sql_forget, (self.owner(),))]])
 
-    def _forked(self) -> None:
+    def in_child(self) -> None:
+        """In a forked child: the parent's claims, name and helper thread are not ours."""
+        self.forget()
+        self._owner = ""
+        self._thread = None
+
+    def forget(self) -> None:
         """Forget claims that belong to another process (or to a closed session)."""
         self._held.clear()
         self._level = 0.0
@@ -543,9 +572,8 @@ class _PgClaims:
     # ------------------------------------------------------------ the helper
     def _start_helper(self) -> None:
         thread = self._thread
-        if thread is not None and thread.is_alive() and self._thread_pid == os.getpid():
+        if thread is not None and thread.is_alive():
             return
-        self._thread_pid = os.getpid()
         self._thread = threading.Thread(target=self._helper, name="stet-postgres-claims",
                                         daemon=True)
         self._thread.start()
@@ -554,13 +582,12 @@ class _PgClaims:
         """While claims are about: keep the session alive (reconnecting and taking the
         locks again at once when it is lost), renew the lease, announce runs that last,
         release deferred claims."""
-        b = self._b
+        h = self._h
         idle_since = probed = tried = time.monotonic()
         while True:
             time.sleep(0.025)
-            with b._mutex:
-                if self._thread is not threading.current_thread() or \
-                        self._thread_pid != os.getpid():
+            with h.mutex:
+                if self._thread is not threading.current_thread():
                     return
                 now = time.monotonic()
                 if self._held or self._pending or self._pending_rows:
@@ -570,15 +597,14 @@ class _PgClaims:
                     return
                 else:
                     continue
-                b._check_fork()
-                session = b._session
+                session = h.session
                 if session is not None and now - probed >= _PROBE:
                     probed = now
                     got = session.notified()  # reads what the socket holds, no trip
                     if got:
-                        b._stale = True
+                        h.mark_stale()
                     if got is None or not session.alive():
-                        b._drop_session()
+                        h.drop_session()
                         session = None
                 if session is None:
                     if now - tried < _RECONNECT:
@@ -591,7 +617,7 @@ class _PgClaims:
                 try:
                     self._helper_trip(session, now)
                 except Exception:  # never let the helper die: the main thread will see it
-                    b._drop_session()
+                    h.drop_session()
                 finally:
                     session.deadline = None
 
@@ -602,38 +628,38 @@ class _PgClaims:
         the server cannot be reached: the worker's threads (and its exit, and Ctrl-C)
         are never kept waiting on the helper.
         """
-        b = self._b
-        b._mutex.release()
+        h = self._h
+        h.mutex.release()
         try:
-            fresh: _Session | None = b._open()
+            fresh: _Session | None = h.open()
         except Exception:  # (_Lost, StoreError or unforeseen: try again later)
             fresh = None
         finally:
-            b._mutex.acquire()
+            h.mutex.acquire()
         if fresh is None:
             return None
-        if b._session is not None or self._thread is not threading.current_thread() or \
-                fresh.pid != os.getpid() or not self._owes_rows():
-            fresh.close()  # reconnected by another thread, closed, or forked meanwhile
+        if h.session is not None or self._thread is not threading.current_thread() or \
+                not self.owes_rows():
+            fresh.close()  # reconnected by another thread, or closed meanwhile
             return None
         fresh.deadline = time.monotonic() + _PATIENCE
         try:
-            return b._adopt(fresh)
+            return h.adopt(fresh)
         except (_Lost, StoreError):
             return None
         except Exception:  # never let the helper die: try again later
-            b._drop_session()
+            h.drop_session()
             return None
         finally:
             fresh.deadline = None
 
     def _helper_trip(self, session: _Session, now: float) -> None:
-        b = self._b
+        h = self._h
         wall = time.time()
         due = [(o, c) for o, c in self._held.items()
-               if not c.announced and c.epoch == b._epoch and not c.settled
+               if not c.announced and c.epoch == h.epoch and not c.settled
                and wall - c.since >= _ANNOUNCE_AFTER]
-        lost = [o for o, c in self._held.items() if c.epoch != b._epoch and not c.settled]
+        lost = [o for o, c in self._held.items() if c.epoch != h.epoch and not c.settled]
         if lost and now - self._retried_at < 0.5:
             lost = []
         elif lost:
@@ -646,17 +672,17 @@ class _PgClaims:
         try:
             if lost:
                 for o in lost:
-                    self._retake(session, o)
+                    self.retake(session, o)
             stmts: list[Stmt] = [
-                ("an", self._sql_announce,
+                (self._sql_announce,
                  (self.key(o), json.dumps(c.info, ensure_ascii=True), self.owner()))
                 for o, c in due
             ]
             front = self._prelude() if renew else []
-            b._run(session, [[*front, *stmts]] if front or stmts else [])
+            h.run(session, [[*front, *stmts]] if front or stmts else [])
             self._prelude_done(front, now)
         except _Lost:
-            b._drop_session()
+            h.drop_session()
             return
         except _QueryError:
             return

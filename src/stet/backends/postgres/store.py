@@ -12,7 +12,7 @@ Layout (``T`` is the table named by ``?table=``, default ``stet_records``):
 * ``T_claims`` (unlogged) and ``T_workers``: the leases of claims. A claim is an
   advisory lock on the worker's session plus a lease row, written by the statement that
   takes the lock, so that a session lost while its worker lives (server restart,
-  terminated session) does not free the run; see ``_pgclaims``.
+  terminated session) does not free the run; see ``claims``.
 
 Readers follow new rows by ``id``. Ids are taken in one order and committed in another,
 so a reader remembers the ids it has not seen below the highest it has (holes) and asks
@@ -30,12 +30,27 @@ the same order reach each run together; while runs are shorter than a round trip
 worker that found its run taken waits a random moment before its next claim, so that
 they drift apart instead of colliding on every run (``_PgClaims._pause_for``).
 
-The connection is made with libpq (through psycopg's ``pq`` module, imported lazily) in
-pipeline mode (``_pgsession``). A lost connection (server restart, network) is
-re-established and the operation retried: a retried insert first looks for its own row
-(the JSON text is kept verbatim), and a run whose lock was lost with the connection is
-recorded only after taking it again and checking that nobody recorded it meanwhile.
-URLs are read as libpq reads them, and shown with the password masked (``_pgurl``).
+The connection is psycopg 3's (imported lazily), its statements pipelined and prepared
+automatically (``session``). A lost connection (server restart, network) is
+re-established and the operation retried: a retried insert first waits until the server
+process that received it has finished it, then looks for its own row (the JSON text is
+kept verbatim), and a run whose lock was lost with the connection is recorded only
+after taking it again and checking that nobody recorded it meanwhile. URLs are read as
+libpq reads them, and shown with the password masked (``url``).
+
+Why not an idempotency key (a unique column filled by the writer, ``INSERT ... ON
+CONFLICT DO NOTHING`` on retry, which would also wait for the lost statement by itself
+instead of watching ``pg_stat_activity``): weighed and left out, because
+
+* existing tables would need ``ALTER TABLE ... ADD COLUMN`` and a ``CREATE UNIQUE
+  INDEX``, which only their owner may run (workers are often granted only SELECT,
+  INSERT, UPDATE, DELETE: see ``session.advice``); the verbatim search would have to stay
+  for those tables, so the change adds a path rather than replacing one;
+* every insert would maintain one more unique index, on the hot path of every worker,
+  to speed up a retry that happens only after a lost answer; the search it replaces is
+  a range scan by primary key (``id > before``), bounded by the rows written meanwhile;
+* old stores' readers would cope with the extra column, but the table format would
+  change for a gain seen only on that rare path.
 """
 
 from __future__ import annotations
@@ -51,15 +66,16 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from .._claims import claim_offset
-from .._exit import at_exit
-from .._identity import RESERVED_PREFIX
-from .._index import FUNC_FIELD, Index, bulk
-from .._sql import quote_ident
-from ..errors import CorruptStoreError, StoreError
-from ._base import IndexedBackend, Record, record_matches
-from ._pgclaims import _Claim, _PgClaims
-from ._pgfeed import (
+from ... import _fork
+from ..._claims import claim_offset
+from ..._exit import at_exit
+from ..._identity import RESERVED_PREFIX
+from ..._index import FUNC_FIELD, Index, bulk
+from ..._sql import quote_ident
+from ...errors import CorruptStoreError, StoreError
+from .._base import IndexedBackend, Record, record_matches
+from .claims import _Claim, _PgClaims
+from .feed import (
     _CHUNK,
     _AppendState,
     _chunks,
@@ -70,18 +86,19 @@ from ._pgfeed import (
     _run_part,
     _text_array,
 )
-from ._pgsession import (
+from .session import (
     _ORPHANS,
     Stmt,
     _array,
-    _import_pq,
+    _import_psycopg,
     _Lost,
     _QueryError,
     _Session,
     _value,
     advice,
 )
-from ._pgurl import (
+from .tables import check_tables
+from .url import (
     DEFAULT_TABLE,
     SCHEMES,
     _Target,
@@ -103,31 +120,15 @@ T = TypeVar("T")
 #: process see them at once, without waiting for the server's notification.
 _local_removals: dict[str, int] = {}
 _local_lock = threading.Lock()
-#: Every backend, so that a fork never happens while one is mid-exchange (the child would
-#: inherit a mutex held by a thread that does not exist there).
+#: Every backend, for the releases still deferred at exit.
 _BACKENDS: weakref.WeakSet[PostgresBackend] = weakref.WeakSet()
-
-
-def _before_fork() -> None:
-    for b in list(_BACKENDS):
-        b._mutex.acquire()
-
-
-def _after_fork() -> None:
-    for b in list(_BACKENDS):
-        with contextlib.suppress(RuntimeError):
-            b._mutex.release()
-
-
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork,
-                    after_in_child=_after_fork)
 
 
 def _release_all_at_exit() -> None:
     """Send the releases still deferred: a lease row left behind would keep other
     workers off its run until this process's lease expires."""
     for b in list(_BACKENDS):
-        b._claims._release_deferred()
+        b._claims.release_deferred()
 
 
 at_exit(_release_all_at_exit)
@@ -146,6 +147,57 @@ def _int4(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value >= 1 << 31 else value
 
+
+
+class _Host:
+    """The store as its claims see it (``claims.ClaimsHost``): nothing else of it."""
+
+    __slots__ = ("_b",)
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self._b = backend
+
+    @property
+    def mutex(self) -> threading.RLock:
+        return self._b._mutex
+
+    @property
+    def session(self) -> _Session | None:
+        return self._b._session
+
+    @property
+    def epoch(self) -> int:
+        return self._b._epoch
+
+    def open(self) -> _Session:
+        return self._b._open()
+
+    def adopt(self, session: _Session) -> _Session:
+        return self._b._adopt(session)
+
+    def drop_session(self) -> None:
+        self._b._drop_session()
+
+    def with_retry(self, op: Callable[[_Session], T]) -> T:
+        return self._b._with_retry(op)
+
+    def run(self, s: _Session, segments: list[list[Stmt]]) -> list[list[Any]]:
+        return self._b._run(s, segments)
+
+    def ensure_tables(self, s: _Session, create: bool) -> bool:
+        return self._b._check_ready(s, create)
+
+    def catch_up(self, s: _Session, front: Sequence[Stmt]) -> list[Any]:
+        return self._b._catch_up(s, self._b._feed, front)
+
+    def claimed_just_now(self, offset: int) -> None:
+        self._b._fresh_for = offset
+
+    def mark_stale(self) -> None:
+        self._b._stale = True
+
+    def error(self, exc: _QueryError) -> StoreError:
+        return self._b._error(exc)
 
 
 # ----------------------------------------------------------------------- backend
@@ -177,7 +229,7 @@ class PostgresBackend(IndexedBackend):
         self.table = self._target.table
         self.reconnect_timeout = reconnect_timeout
         self.connect_timeout = connect_timeout
-        self._pq = _import_pq()
+        _import_psycopg()  # (now: a missing driver is told when the store is made)
         self._session: _Session | None = None
         self._epoch = 0  # sessions made so far (claims remember theirs)
         self._ever_connected = False
@@ -198,11 +250,16 @@ class PostgresBackend(IndexedBackend):
         }
         q = self._q
         self._feed = _Feed("records", q["records"], q["meta"], self._index,
-                           (_int4(salt), 1), "r")
+                           (_int4(salt), 1))
         self._ffeed = _Feed("failures", q["failures"], q["meta"], Index(),
-                            (_int4(salt), 2), "f")
-        self._claims = _PgClaims(self)
+                            (_int4(salt), 2))
+        self._claims = _PgClaims(_Host(self), q["claims"], q["workers"], salt)
         _BACKENDS.add(self)
+        # A fork never happens while this backend is mid-exchange (the child would
+        # inherit a mutex held by a thread that does not exist there), and the child
+        # starts without the parent's session and claims.
+        _fork.around_fork(self._hold_for_fork, self._release_after_fork)
+        _fork.on_fork_child(self._forget_parent)
 
     # ------------------------------------------------------------ connection
     def _conninfo(self) -> str:
@@ -224,8 +281,7 @@ class PostgresBackend(IndexedBackend):
     def _open(self) -> _Session:
         """A new connection, not yet the session (no shared state: see _reconnect)."""
         try:
-            return _Session(self._pq, self._conninfo(), self.connect_timeout,
-                            self._target.scrub)
+            return _Session(self._conninfo(), self._target.scrub)
         except _Lost as exc:
             # A first connection that fails is a mistake to report at once, unless the
             # server said it is restarting: then wait for it, as after a lost connection.
@@ -248,19 +304,19 @@ class PostgresBackend(IndexedBackend):
             ("tcp_keepalives_idle", "30"), ("tcp_keepalives_interval", "10"),
             ("tcp_keepalives_count", "6")))
         stmts: list[Stmt] = [
-            (None, setup, ()),
+            (setup, ()),
             # A claim and the look that follows it share a transaction: each statement
             # must see what was committed before it ran, whatever the server's default.
-            (None, "SELECT set_config('default_transaction_isolation', 'read committed', "
+            ("SELECT set_config('default_transaction_isolation', 'read committed', "
                    "false)", ()),
         ]
         if self.fsync:
-            stmts.append((None, "SELECT set_config('synchronous_commit', 'on', false)", ()))
-        stmts.append((None, f"LISTEN {quote_ident(self._channel)}", ()))
+            stmts.append(("SELECT set_config('synchronous_commit', 'on', false)", ()))
+        stmts.append((f"LISTEN {quote_ident(self._channel)}", ()))
         try:
             t0 = time.monotonic()
             session.run([stmts])
-            self._claims._timed(time.monotonic() - t0)
+            self._claims.timed(time.monotonic() - t0)
         except _QueryError as exc:
             self._drop_session()
             raise self._error(exc, "cannot set up a session on") from None
@@ -270,20 +326,27 @@ class PostgresBackend(IndexedBackend):
         self._ever_connected = True
         self._stale = True
         self._ready = False
-        self._claims._reconnected(session)
+        self._claims.reconnected(session)
         return session
 
-    def _check_fork(self) -> None:
-        session = self._session
-        if session is not None and session.pid != os.getpid():
-            _ORPHANS.append(session.pg)  # inherited across fork: never touch it
-            self._session = None
-            self._ready = False
-            self._stale = True
-            self._claims._forked()  # the parent's claims are not ours
+    def _hold_for_fork(self) -> None:  # (a bound method: held weakly by _fork)
+        self._mutex.acquire()
+
+    def _release_after_fork(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._mutex.release()
+
+    def _forget_parent(self) -> None:
+        """In a forked child: the parent's session and claims are not ours."""
+        session, self._session = self._session, None
+        if session is not None:
+            _ORPHANS.append(session.conn)  # inherited across fork: never touch it
+        self._ready = False
+        self._stale = True
+        self._fresh_for = None
+        self._claims.in_child()
 
     def _connected(self) -> _Session:
-        self._check_fork()
         session = self._session
         if session is not None and not session.alive():
             self._drop_session()
@@ -350,92 +413,24 @@ class PostgresBackend(IndexedBackend):
     def _run(self, s: _Session, segments: list[list[Stmt]]) -> list[list[Any]]:
         """``s.run``, releasing deferred claims first in the same round trip."""
         claims = self._claims
-        pending = claims._flush_segment()
+        pending = claims.flush_segment()
         if not pending:
             return s.run(segments)
         try:
             out = s.run(pending + segments)[len(pending):]
         except BaseException:
-            claims._flushed(False)
+            claims.flushed(False)
             raise
-        claims._flushed(True)
+        claims.flushed(True)
         return out
 
     # ---------------------------------------------------------------- tables
     def _check_ready(self, s: _Session, create: bool) -> bool:
         """Whether the tables exist (creating them if ``create``); checks the layout."""
-        if self._ready:
-            return True
-        q = self._q
-        names = [q["records"], q["failures"], q["meta"], q["claims"], q["workers"]]
-        for _ in range(3):
-            res = s.run([[(None, "SELECT to_regclass($1)::text, to_regclass($2)::text, "
-                           "to_regclass($3)::text, to_regclass($4)::text, "
-                           "to_regclass($5)::text, (SELECT string_agg("
-                           "attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY "
-                           "attnum) FROM pg_attribute WHERE attrelid = to_regclass($1) AND "
-                           "attnum > 0 AND NOT attisdropped)", names)]])[0][0]
-            exists = [_value(res, 0, i) is not None for i in range(5)]
-            columns = (_value(res, 0, 5) or b"").decode("utf-8", "replace")
-            # to_regclass sees the catalog as of now, pg_attribute as of the statement's
-            # start: a table another worker created in between shows no columns. The next
-            # statement sees them.
-            if not exists[0] or columns:
-                break
-        if exists[0] and not {"id bigint", "record json", "run json"} <= set(
-                columns.split(", ")):
-            raise CorruptStoreError(
-                f"table {self.table!r} of {self.path} is not a stet store (its columns: "
-                f"{columns[:200]}). It was left untouched; choose another table with "
-                f"?table=NAME."
-            )
-        if all(exists):
-            self._ready = True
-            return True
-        if not create and not exists[0]:
-            return False
-        self._create_tables(s)
-        self._ready = True
-        return True
-
-    def _create_tables(self, s: _Session) -> None:
-        q = self._q
-        data = "(id bigserial PRIMARY KEY, record json NOT NULL, run json)"
-        stmts: list[Stmt] = [
-            (None, "BEGIN", ()),
-            # Workers starting together must not race on CREATE TABLE IF NOT EXISTS.
-            (None, "SELECT pg_advisory_xact_lock($1::int4, 0)", (_int4(self._salt),)),
-            (None, f"CREATE TABLE IF NOT EXISTS {q['records']} {data}", ()),
-            (None, f"CREATE TABLE IF NOT EXISTS {q['failures']} {data}", ()),
-            (None, f"CREATE TABLE IF NOT EXISTS {q['meta']} "
-                   "(name text PRIMARY KEY, value bigint NOT NULL)", ()),
-            (None, f"INSERT INTO {q['meta']} (name, value) VALUES ('records', 0), "
-                   "('failures', 0), ('schema', 1) ON CONFLICT (name) DO NOTHING", ()),
-            # Claims' leases (see _PgClaims). Unlogged: no disk flush per claim. The
-            # table of stores made before leases gains their owner column.
-            (None, f"CREATE UNLOGGED TABLE IF NOT EXISTS {q['claims']} (k bigint PRIMARY "
-                   "KEY, session integer NOT NULL, host text, pid integer, "
-                   "since double precision, info json, owner text)", ()),
-            (None, f"ALTER TABLE {q['claims']} ADD COLUMN IF NOT EXISTS owner text", ()),
-            (None, f"INSERT INTO {q['claims']} (k, session, since) VALUES (-1, 0, "
-                   "extract(epoch from clock_timestamp())) ON CONFLICT (k) DO NOTHING", ()),
-            (None, f"CREATE TABLE IF NOT EXISTS {q['workers']} (owner text PRIMARY KEY, "
-                   "renewed double precision NOT NULL, expires double precision NOT NULL, "
-                   "host text, pid integer)", ()),
-            # Leases of workers gone for an hour are of no use to anyone.
-            (None, f"DELETE FROM {q['workers']} WHERE expires < extract(epoch from "
-                   "clock_timestamp()) - 3600", ()),
-            (None, "COMMIT", ()),
-        ]
-        try:
-            s.run([stmts])
-        except _QueryError as exc:
-            if exc.sqlstate == "42501":
-                raise StoreError(
-                    f"cannot create the tables of PostgreSQL store {self.path}: {exc}. The "
-                    f"user needs CREATE on the schema the first time (or have someone "
-                    f"who has it use the store once)") from None
-            raise self._error(exc, "cannot create the tables of") from None
+        if not self._ready:
+            self._ready = check_tables(s, self._q, _int4(self._salt), create, self.table,
+                                       self.path, self._error)
+        return self._ready
 
     def exists(self) -> bool:
         """Whether the store's table exists."""
@@ -446,7 +441,7 @@ class PostgresBackend(IndexedBackend):
     def _is_fresh(self) -> bool:
         """Whether the index may answer without asking the server (no round trip)."""
         session = self._session
-        if self._stale or session is None or session.pid != os.getpid():
+        if self._stale or session is None:
             return False
         if _local_removals.get(self._target.key, 0) != self._seen_local:
             return False
@@ -500,12 +495,12 @@ class PostgresBackend(IndexedBackend):
                 hit = self._index.contains(func, fields, texts)
                 if hit or just_claimed:
                     if hit and just_claimed:
-                        self._claims._found_done(fresh)  # type: ignore[arg-type]
+                        self._claims.found_done(fresh)  # type: ignore[arg-type]
                     return hit
             self._poll(self._index)
             hit = self._index.contains(func, fields, texts)
             if hit and just_claimed:
-                self._claims._found_done(fresh)  # type: ignore[arg-type]
+                self._claims.found_done(fresh)  # type: ignore[arg-type]
             return hit
 
     def contains_run_cached(self, func: str, fields: tuple[str, ...],
@@ -539,7 +534,7 @@ class PostgresBackend(IndexedBackend):
             out: list[Record] = []
             last = 0
             while True:
-                res = self._run(s, [[(None, sql, (last, _CHUNK))]])[0][0]
+                res = self._run(s, [[(sql, (last, _CHUNK))]])[0][0]
                 n = int(_value(res, 0, 0) or b"0")
                 out.extend(_decode(_value(res, 0, 2), n))
                 if n < _CHUNK:
@@ -578,7 +573,6 @@ class PostgresBackend(IndexedBackend):
         for chunk in _chunks(records):
             state = _AppendState(before)
             with self._mutex:
-                self._check_fork()
                 self._with_retry(functools.partial(self._append_many_op, feed=self._feed,
                                                    records=chunk, state=state))
             before = max(before, state.last)
@@ -593,15 +587,15 @@ class PostgresBackend(IndexedBackend):
             # The statement may have committed before the connection went (all of it or
             # none): its first row is found by its verbatim JSON text.
             self._await_statement(s, state.session)
-            res = s.run([[(feed.prefix + "x", feed.sql_find, (state.before, texts[0]))]])
+            res = s.run([[(feed.sql_find, (state.before, texts[0]))]])
             if int(_value(res[0][0], 0, 0) or b"0"):
                 self._stale = True
                 return
         else:
             state.before, state.sent = max(state.before, feed.max_seen), True
         runs = [self._dumps(_run_part(r), s) for r in records]
-        state.session = s.pg.backend_pid
-        res = self._run(s, [[(feed.prefix + "m", feed.sql_insert_many,
+        state.session = s.backend_pid
+        res = self._run(s, [[(feed.sql_insert_many,
                               (*feed.lock_keys, _text_array(texts), _text_array(runs)))]])
         state.last = int(_value(res[0][0], 0, 0) or b"0")
         self._stale = True  # the next lookup reads the new rows back
@@ -609,12 +603,12 @@ class PostgresBackend(IndexedBackend):
     def _await_statement(self, s: _Session, session: int) -> None:
         """Wait while server process ``session`` still runs a statement: it finishes (and
         commits) one whose client went away, so a look for its rows must come after."""
-        if session == s.pg.backend_pid:
+        if session == s.backend_pid:
             return  # this very session: its answer (or error) came back
         deadline = time.monotonic() + self.reconnect_timeout
         sql = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'"
         while session and time.monotonic() < deadline:
-            res = s.run([[(None, sql, (session,))]])
+            res = s.run([[(sql, (session,))]])
             if not int(_value(res[0][0], 0, 0) or b"0"):
                 return
             time.sleep(0.05)
@@ -629,8 +623,7 @@ class PostgresBackend(IndexedBackend):
         while True:
             try:
                 with self._mutex:
-                    self._check_fork()
-                    held = self._claims._held_for_record(record)
+                    held = self._claims.held_for_record(record)
                     if held is not None and held[1].ran is None:
                         held[1].ran = time.monotonic() - held[1].t0
                     self._with_retry(functools.partial(self._append_op, feed=feed,
@@ -648,7 +641,7 @@ class PostgresBackend(IndexedBackend):
             # An earlier attempt may have committed before the connection went: the
             # JSON text is kept verbatim, so its row is found by that text.
             self._await_statement(s, state.session)
-            res = s.run([[(feed.prefix + "x", feed.sql_find, (state.before, text))]])[0][0]
+            res = s.run([[(feed.sql_find, (state.before, text))]])[0][0]
             if int(_value(res, 0, 0) or b"0"):
                 self._stale = True
                 return
@@ -656,7 +649,7 @@ class PostgresBackend(IndexedBackend):
             # The run's claim was lost with a connection: another worker may have run
             # and recorded it meanwhile. Take the claim again (or wait), then look.
             offset, claim = held
-            if claim.epoch != self._epoch and not self._claims._retake(s, offset):
+            if claim.epoch != self._epoch and not self._claims.retake(s, offset):
                 raise _Contended
             self._catch_up(s, feed)
             names = tuple(sorted(k for k in record if not k.startswith(RESERVED_PREFIX)))
@@ -665,7 +658,7 @@ class PostgresBackend(IndexedBackend):
                 return
         if not state.sent:
             state.before, state.sent = feed.max_seen, True
-        state.session = s.pg.backend_pid
+        state.session = s.backend_pid
         self._insert(s, feed, record, text, held)
 
     def _insert(self, s: _Session, feed: _Feed, record: Record, text: bytes,
@@ -674,18 +667,18 @@ class PostgresBackend(IndexedBackend):
         The claim's lease row is deleted in the insert's own transaction (no commit of
         its own), its lock released after that commit."""
         claims = self._claims
-        first: list[Stmt] = [] if held is None else [claims._drop_lease_stmt(held[0])]
+        first: list[Stmt] = [] if held is None else [claims.drop_lease_stmt(held[0])]
         first.append((
-            feed.prefix + "i", feed.sql_insert,
+            feed.sql_insert,
             (*feed.lock_keys, text, feed.max_seen, 1000, self._dumps(_run_part(record), s)),
         ))
         segments: list[list[Stmt]] = [first]
         if held is not None and held[1].epoch == self._epoch:
-            segments.append([claims._unlock_only_stmt(held[0])])
+            segments.append([claims.unlock_only_stmt(held[0])])
         results = self._run(s, segments)
         res = results[0][-1]
         if held is not None:
-            claims._unlocked(held[1])
+            claims.unlocked(held[1])
         new_id = _value(res, 0, 0)
         if _value(res, 0, 1) != feed.generation:
             feed.reset()  # a removal happened: reload at the next lookup
@@ -710,20 +703,20 @@ class PostgresBackend(IndexedBackend):
             if not self._check_ready(s, create=False):
                 return 0
             bump: list[Stmt] = [
-                (None, f"UPDATE {self._q['meta']} SET value = value + 1 WHERE name = $1",
+                (f"UPDATE {self._q['meta']} SET value = value + 1 WHERE name = $1",
                  (feed.name,)),
-                (None, "SELECT pg_notify($1, $2)", (self._channel, feed.name)),
-                (None, "COMMIT", ()),
+                ("SELECT pg_notify($1, $2)", (self._channel, feed.name)),
+                ("COMMIT", ()),
             ]
             if not fields and func is None:
-                res = self._run(s, [[(None, "BEGIN", ()),
-                                     (None, f"DELETE FROM {table}", ()), *bump]])[0]
+                res = self._run(s, [[("BEGIN", ()),
+                                     (f"DELETE FROM {table}", ()), *bump]])[0]
                 return int(res[1].command_tuples or 0)
             ids = self._matching_ids(s, table, func, fields)
             if not ids:
                 return 0
-            res = self._run(s, [[(None, "BEGIN", ()),
-                                 (None, f"DELETE FROM {table} WHERE id = ANY($1::bigint[])",
+            res = self._run(s, [[("BEGIN", ()),
+                                 (f"DELETE FROM {table} WHERE id = ANY($1::bigint[])",
                                   (_array(ids),)), *bump]])[0]
             return int(res[1].command_tuples or 0)
 
@@ -750,9 +743,9 @@ class PostgresBackend(IndexedBackend):
             where.append(f"coalesce(record->>'{FUNC_FIELD}', '') IN ('', ${len(params)})")
         sql = f"SELECT id, record::text FROM {table}"
         try:
-            res = s.run([[(None, f"{sql} WHERE {' AND '.join(where)}", params)]])[0][0]
+            res = s.run([[(f"{sql} WHERE {' AND '.join(where)}", params)]])[0][0]
         except _QueryError:  # e.g. a \u0000 the json operators refuse: match here
-            res = s.run([[(None, sql, ())]])[0][0]
+            res = s.run([[(sql, ())]])[0][0]
         ids = []
         for row in range(res.ntuples):
             rec = _coerce(json.loads(_value(res, row, 1) or b"{}"))
@@ -785,14 +778,13 @@ class PostgresBackend(IndexedBackend):
     def close(self) -> None:
         """Close the connection (which releases this process's claims on the server)."""
         with self._mutex:
-            self._check_fork()
             session = self._session
-            if session is not None and session.alive() and self._claims._owes_rows():
+            if session is not None and session.alive() and self._claims.owes_rows():
                 with contextlib.suppress(_Lost, _QueryError):
-                    self._claims._give_up_leases(session)
+                    self._claims.give_up_leases(session)
             self._drop_session()
             self._ever_connected = False
-            self._claims._forked()
+            self._claims.forget()
             self._feed.reset()
             self._ffeed.reset()
 

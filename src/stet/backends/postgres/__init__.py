@@ -1,0 +1,31 @@
+"""PostgreSQL stores: one table shared by workers on any machine, exactly once.
+
+One job per module:
+
+* :mod:`.url` -- recognising a store URL, splitting off ``?table=``, masking passwords.
+* :mod:`.session` -- one connection to the server and the exchange of statements.
+* :mod:`.tables` -- finding, checking and creating a store's tables.
+* :mod:`.feed` -- following a store's append-only tables by id into an index.
+* :mod:`.claims` -- claims: advisory locks on a session, with leases that outlive it;
+  they see the store only through ``claims.ClaimsHost`` (its session, round trips).
+* :mod:`.store` -- :class:`PostgresBackend`, the store.
+
+Importing this package is cheap (psycopg is imported when a store is made).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .url import DEFAULT_TABLE, SCHEMES, is_postgres_url, mask_url, url_scheme
+
+__all__ = ["DEFAULT_TABLE", "SCHEMES", "PostgresBackend", "is_postgres_url", "mask_url",
+           "url_scheme"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresBackend":  # imported on demand: ``import stet`` stays fast
+        from .store import PostgresBackend
+
+        return PostgresBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
