@@ -36,11 +36,15 @@ class StopFlag:
     pool) the flag is read from memory, and :meth:`set` waits for recordings in progress,
     so that once it returns no run of the sweep is recorded any more. A copy sent to
     another process (pickled) reads two files in this machine's temporary directory,
-    created when the sweep stops: a worker on another machine does not see them.
+    created when the sweep stops: a worker on another machine does not see them (unless
+    they are put in a ``directory`` it shares).
     """
 
-    def __init__(self, files: bool = True) -> None:
-        base = os.path.join(tempfile.gettempdir(), f"stet-sweep-{os.getpid()}-{uuid.uuid4().hex}")
+    def __init__(self, files: bool = True, directory: str | os.PathLike[str] | None = None) -> None:
+        # ``directory``: where the files go, for workers that share it but not this
+        # machine's temporary directory (a submitit job array's folder).
+        base = os.path.join(directory if directory is not None else tempfile.gettempdir(),
+                            f"stet-sweep-{os.getpid()}-{uuid.uuid4().hex}")
         self.base = base
         self.owner = os.getpid()  # the sweep's process
         self.files = files  # copies may go to other processes: write the files
@@ -182,9 +186,13 @@ class SigintWatch:
 
 def kill_workers(executor: Any) -> bool:
     """Kill the worker processes of a ``ProcessPoolExecutor`` (and wait for them to be
-    gone); ``False`` if the executor has none to kill."""
+    gone), or the running tasks of a :class:`stet.RayExecutor`; ``False`` if the executor
+    has none to kill."""
     from concurrent.futures import ProcessPoolExecutor
 
+    kill = getattr(executor, "_stet_kill_running", None)
+    if kill is not None:
+        return bool(kill())
     if not isinstance(executor, ProcessPoolExecutor):
         return False
     processes = list((getattr(executor, "_processes", None) or {}).values())
