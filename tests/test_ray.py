@@ -49,22 +49,30 @@ def square(x):
     return x * x
 
 
-@stet.once(store=os.path.join(LAB, "slow.csv"))
-def slow(x):
+def attempt(x):
     mark("start", x)
-    if x == 0 and len(starts(0)) == 1:
-        time.sleep(60)  # the first attempt: the test kills its worker
+    if x % 10 == 0 and len(starts(x)) == 1:
+        time.sleep(60)  # the first attempt of x=0 or x=10: the test kills its worker
     time.sleep(0.2)
     mark("end", x)
     return x
 
 
+@stet.once(store=os.path.join(LAB, "slow.csv"))
+def slow(x):
+    return attempt(x)
+
+
 @stet.once(store=os.path.join(LAB, "once.csv"))
 def slow_once(x):
+    return attempt(x)
+
+
+@stet.once(store=os.path.join(LAB, "paced.csv"))
+def paced(x):
     mark("start", x)
-    if x == 10 and len(starts(10)) == 1:
-        time.sleep(60)  # the first attempt: the test kills its worker
-    time.sleep(0.2)
+    time.sleep(2.0)
+    mark("end", x)
     return x
 '''
 
@@ -192,3 +200,64 @@ def test_no_ray_no_submitit_imported_by_stet_itself() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": SRC}, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+DRIVER = """
+import json, signal, sys
+import ray
+import stet
+import ray_work
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+settings = [{"x": x} for x in range(100, 108)]
+try:
+    with stet.RayExecutor() as ex:
+        s = stet.sweep(ray_work.paced, settings, executor=ex, progress="lines")
+except stet.SweepInterrupted as exc:
+    s = exc.summary
+    print(json.dumps({"ran": s.ran, "not_run": s.not_run}), flush=True)
+    sys.exit(3)
+print(json.dumps({"ran": s.ran}), flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_on_ray_waits_for_the_runs_in_progress_or_kills_them_at_the_second(
+        lab: Path, presses: int) -> None:
+    import json
+    import subprocess
+
+    (lab / "ray_driver.py").write_text(DRIVER)
+    for name in ("paced.csv", "paced.csv.claims", "paced.csv.lock"):
+        (lab / name).unlink(missing_ok=True)
+    for p in (lab / "marks").glob("*-10[0-9]-*"):
+        p.unlink()
+    proc = subprocess.Popen([sys.executable, str(lab / "ray_driver.py")], cwd=lab,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(
+                [x for x, _ in _marks(lab, "start") if x >= 100]) < 2:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        for _ in range(presses):
+            proc.send_signal(signal.SIGINT)  # the driver only, as kill -INT would
+            time.sleep(0.3)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 3, (out, err[-3000:])
+    result = json.loads(out.strip().splitlines()[-1])
+    started = sorted(x for x, _ in _marks(lab, "start") if x >= 100)
+    assert started == [100, 101], started  # no run started after Ctrl-C
+    done = _done(lab / "paced.csv") if (lab / "paced.csv").exists() else []
+    if presses == 1:  # the two runs in progress finished and were recorded
+        assert done == [100, 101]
+        assert (result["ran"], result["not_run"]) == (2, 6), (result, err[-2000:])
+    else:  # killed: not recorded, they run again next time
+        assert done == []
+        assert (result["ran"], result["not_run"]) == (0, 8), (result, err[-2000:])

@@ -190,9 +190,10 @@ def kill_workers(executor: Any) -> bool:
     has none to kill."""
     from concurrent.futures import ProcessPoolExecutor
 
-    kill = getattr(executor, "_stet_kill_running", None)
-    if kill is not None:
-        return bool(kill())
+    from ._ray import RayExecutor
+
+    if isinstance(executor, RayExecutor):
+        return executor._kill_running()
     if not isinstance(executor, ProcessPoolExecutor):
         return False
     processes = list((getattr(executor, "_processes", None) or {}).values())

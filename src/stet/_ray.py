@@ -67,7 +67,7 @@ class RayExecutor(Executor):
         with self._lock:
             return [ref for fut, ref in list(self._refs.items()) if not fut.done()]
 
-    def _stet_kill_running(self) -> bool:
+    def _kill_running(self) -> bool:
         """Kill the tasks not finished (their worker processes): the second Ctrl-C."""
         refs = self._pending_refs()
         for ref in refs:

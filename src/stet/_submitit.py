@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._execute import execute, worker_lost
 from ._interrupt import ABANDON, STOP, SigintWatch, StopFlag
@@ -32,7 +32,21 @@ from ._run import Setting, plan_sweep, run_of
 from ._summary import Outcome
 
 if TYPE_CHECKING:
-    from ._sweep import _Runner
+    from ._summary import SweepSummary
+
+
+class _Runner(Protocol):
+    """What a job array needs of the sweep's runner (:class:`stet._sweep._Runner`)."""
+
+    func: Any
+    summary: SweepSummary
+    reporter: Any
+    keep_results: bool
+
+    def settle(self, setting: Setting, outcome: Outcome) -> None: ...
+    def settle_lost(self, setting: Setting) -> None: ...
+    def recorded(self, setting: Setting) -> bool: ...
+    def stopping(self) -> bool: ...
 
 __all__ = ["check_chunk", "default_chunk", "run_array", "run_chunk", "submit"]
 

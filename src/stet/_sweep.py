@@ -24,6 +24,7 @@ from ._executors import executor_kind
 from ._identity import format_call
 from ._interrupt import ABANDON, STOP, SigintWatch, StopFlag, kill_workers
 from ._progress import make_reporter
+from ._ray import RayExecutor
 from ._run import Run, Setting, Skip, plan_sweep, run_of
 from ._submitit import check_chunk, run_array
 from ._summary import Failure, Kind, Outcome, SweepInterrupted, SweepSummary
@@ -286,7 +287,7 @@ def _cancel(executor: Any, in_flight: dict[Any, Setting], stop: StopFlag) -> Non
     """
     from concurrent.futures import ProcessPoolExecutor
 
-    if _is_dask(executor) or hasattr(executor, "_stet_kill_running"):  # or Ray's
+    if _is_dask(executor) or isinstance(executor, RayExecutor):
         return
     if isinstance(executor, ProcessPoolExecutor) and stop.written:
         return
