@@ -241,7 +241,7 @@ import submitit_work
 signal.signal(signal.SIGINT, signal.default_int_handler)
 ex = submitit.LocalExecutor(folder=sys.argv[1])
 ex.update_parameters(timeout_min=1)
-settings = [{"x": x, "seconds": 1.5} for x in range(6)]
+settings = [{"x": x, "seconds": 2.5} for x in range(6)]
 try:
     s = stet.sweep(submitit_work.work, settings, executor=ex, chunk=3, progress="lines")
 except stet.SweepInterrupted as exc:
@@ -253,8 +253,9 @@ print(json.dumps({"interrupted": False, "ran": s.ran}), flush=True)
 
 
 @pytest.mark.slow
-def test_ctrl_c_lets_the_runs_in_progress_finish_and_starts_no_other(
-        lab: dict[str, Any]) -> None:
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_lets_the_runs_in_progress_finish_or_at_the_second_cancels_every_task(
+        lab: dict[str, Any], presses: int) -> None:
     (lab["tmp"] / "driver.py").write_text(DRIVER)
     proc = subprocess.Popen([sys.executable, str(lab["tmp"] / "driver.py"), str(lab["folder"])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -262,13 +263,22 @@ def test_ctrl_c_lets_the_runs_in_progress_finish_and_starts_no_other(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(_marks(lab, "start")) < 2:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)  # the sweep's process only, as a kill -INT would
+    for _ in range(presses):
+        proc.send_signal(signal.SIGINT)  # the sweep's process only, as a kill -INT would
+        time.sleep(0.3)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, (out, err)
     result = json.loads(out.strip().splitlines()[-1])
     assert "Ctrl-C: no new run starts" in err
-    # The two runs in progress (one per task) finished and were recorded; no other began.
-    assert [x for x, _ in _marks(lab, "start")] == [0, 3]
-    assert _done(lab) == [0, 3]
-    assert (result["ran"], result["not_run"]) == (2, 4), result
-    assert not list(lab["folder"].glob("stet-sweep-*"))  # its stop files are removed
+    assert "[stet] work: tasks: 2 running, 0 waiting, 0 ended" in err  # the progress
+    assert [x for x, _ in _marks(lab, "start")] == [0, 3]  # no run began after Ctrl-C
+    if presses == 1:  # the two runs in progress (one per task) finished and were recorded
+        assert _done(lab) == [0, 3]
+        assert (result["ran"], result["not_run"]) == (2, 4), result
+        assert not list(lab["folder"].glob("stet-sweep-*"))  # its stop files are removed
+    else:  # every task cancelled: the runs they were in are not recorded
+        assert "Ctrl-C again: cancelled every task" in err
+        time.sleep(1.5)  # the tasks' processes are gone (SIGINT, then SIGKILL)
+        assert _marks(lab, "end") == []
+        assert not lab["store"].exists() or _done(lab) == []
+        assert (result["ran"], result["not_run"]) == (0, 6), result

@@ -235,6 +235,8 @@ class _ArrayRun:
         self.runner, self.executor, self.debug = runner, executor, debug
         self.in_flight: dict[Any, list[Setting]] = {}
         self.lost_since: dict[Any, float] = {}
+        self.total = 0  # tasks in the array
+        self.states = (0, 0, 0)  # tasks running, waiting, ended: as last reported
 
     def finished(self, job: Any) -> bool:
         """Whether the task ended and its outcome can be had (a result file may reach a
@@ -270,20 +272,25 @@ class _ArrayRun:
                 runner.settle_lost(setting)
 
     def poll(self) -> bool:
+        """Settle the tasks that ended; tell the reporter how many run and wait."""
         progressed = False
+        running = 0
         for job in list(self.in_flight):
             if self.finished(job):
                 self.settle(job, self.in_flight.pop(job))
                 progressed = True
+            elif not self.debug and _state(job) not in _NOT_STARTED:
+                running += 1
+        states = (running, len(self.in_flight) - running, self.total - len(self.in_flight))
+        if states != self.states:
+            self.states = states
+            self.runner.reporter.tasks(self.runner.summary, *states)
         return progressed
 
     def cancel_not_started(self) -> int:
         n = 0
         for job in self.in_flight:
-            state = ""
-            with contextlib.suppress(Exception):
-                state = str(job.state).upper()
-            if state in _NOT_STARTED:
+            if _state(job) in _NOT_STARTED:
                 with contextlib.suppress(Exception):
                     job.cancel(check=False)
                     n += 1
@@ -293,6 +300,14 @@ class _ArrayRun:
         for job in self.in_flight:
             with contextlib.suppress(Exception):
                 job.cancel(check=False)
+
+
+def _state(job: Any) -> str:
+    """A task's state as submitit knows it (SLURM's is refreshed now and then)."""
+    try:
+        return str(job.state).upper()
+    except Exception:
+        return "UNKNOWN"
 
 
 def run_array(runner: _Runner, executor: Any, pending: list[Setting],
@@ -308,6 +323,7 @@ def run_array(runner: _Runner, executor: Any, pending: list[Setting],
                                  stop, os.getpid())
     array = _ArrayRun(runner, executor, debug)
     array.in_flight = dict(zip(jobs, chunks, strict=True))
+    array.total = len(jobs)
     s.not_run -= len(pending)
     s.in_flight += len(pending)
     keep_files = False
