@@ -206,17 +206,25 @@ def test_the_auto_executor_on_a_local_cluster_is_taken(lab: dict[str, Any]) -> N
 def test_submit_returns_at_once_and_status_shows_the_runs_as_they_are_recorded(
         lab: dict[str, Any]) -> None:
     work = lab["work"]
-    settings = [{"x": x, "seconds": 0.5} for x in range(4)]
+    settings = [{"x": x, "seconds": 1.5} for x in range(4)]
+
+    def status() -> str:
+        res = subprocess.run([sys.executable, "-m", "stet", "status", str(lab["store"])],
+                             capture_output=True, text=True, env={**os.environ}, timeout=60)
+        return res.stdout
+
     t0 = time.monotonic()
     jobs = stet.submit(work, settings, executor=_local(lab), chunk=2)
-    assert time.monotonic() - t0 < 2.0  # the runs take 1 s per task, plus startup
+    assert time.monotonic() - t0 < 2.0  # the runs take 3 s per task, plus startup
     assert len(jobs) == 2
+    seen_running = False
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not seen_running:
+        seen_running = "work: 0 completed, 2 running now" in status()
+    assert seen_running  # one run of each task, claimed
     outcomes = [o for job in jobs for o in job.result()]
     assert [o.kind.value for o in outcomes] == ["ran"] * 4
-    res = subprocess.run([sys.executable, "-m", "stet", "status", str(lab["store"])],
-                         capture_output=True, text=True, env={**os.environ}, timeout=60)
-    assert res.returncode == 0, res.stderr
-    assert "Completed runs: 4" in res.stdout
+    assert "Completed runs: 4" in status()
     assert stet.submit(work, settings, executor=_local(lab)) == []  # all done: nothing
 
 
