@@ -364,7 +364,8 @@ def sweep(
             ``"lines"``, or ``False`` for nothing.
         stop_on_error: Stop at the first run that raises, and raise its exception.
         max_in_flight: Runs submitted to the executor at once (default: twice its
-            workers, plus two).
+            workers, plus two). A submitit executor gets every pending setting at once,
+            as one job array.
         keep_results: Keep each run's return value in ``summary.results``. ``False``
             keeps none (workers do not even send them back): for sweeps of millions of
             runs, or of large return values that ``save_result`` or the function itself
