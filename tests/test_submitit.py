@@ -48,8 +48,10 @@ def mark(kind, x):
 
 
 @stet.once(store=os.environ["STET_TEST_STORE"], key=["x"])
-def work(x, seconds=0.0, fail=False):
+def work(x, seconds=0.0, fail=False, ctrl_c=False):
     mark("start", x)
+    if ctrl_c:
+        raise KeyboardInterrupt  # as Ctrl-C would, in a run in the sweep's process
     time.sleep(seconds)
     mark("end", x)
     if fail:
@@ -194,6 +196,18 @@ def test_the_debug_executor_runs_the_array_in_this_process(lab: dict[str, Any]) 
     assert {pid for _, pid in _marks(lab, "start")} == {os.getpid()}
     s2 = stet.sweep(lab["work"], [{"x": x} for x in range(5)], executor=ex, progress=False)
     assert (s2.ran, s2.skipped_done) == (0, 5)
+
+
+def test_ctrl_c_with_the_debug_executor_stops_the_run_in_progress_as_without_executor(
+        lab: dict[str, Any]) -> None:
+    ex = submitit.DebugExecutor(folder=lab["folder"])
+    settings = [{"x": x, "ctrl_c": x == 2} for x in range(5)]
+    with pytest.raises(stet.SweepInterrupted) as info:
+        stet.sweep(lab["work"], settings, executor=ex, chunk=2, progress=False)
+    s = info.value.summary
+    assert (s.ran, s.not_run, s.interrupted) == (2, 3, True), s
+    assert _done(lab) == [0, 1]
+    assert [x for x, _ in _marks(lab, "start")] == [0, 1, 2]  # nothing after the Ctrl-C
 
 
 def test_the_auto_executor_on_a_local_cluster_is_taken(lab: dict[str, Any]) -> None:
