@@ -188,6 +188,17 @@ def test_a_task_killed_outright_leaves_its_finished_runs(lab: dict[str, Any]) ->
     assert _done(lab) == [0, 1, 2, 3]
 
 
+def test_a_task_that_cannot_import_the_function_counts_its_settings_as_failed(
+        lab: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", SRC)  # the jobs do not see submitit_work.py
+    s = stet.sweep(lab["work"], [{"x": x} for x in range(3)], executor=_local(lab), chunk=2,
+                   progress=False)
+    assert (s.ran, s.failed, s.not_run) == (0, 3, 0), s
+    assert "submitit_work" in s.failures[0].message  # the task's own error, said
+    assert not lab["store"].exists() or _done(lab) == []
+    assert _marks(lab, "start") == []
+
+
 def test_the_debug_executor_runs_the_array_in_this_process(lab: dict[str, Any]) -> None:
     ex = submitit.DebugExecutor(folder=lab["folder"])
     s = stet.sweep(lab["work"], [{"x": x} for x in range(5)], executor=ex, chunk=2,
