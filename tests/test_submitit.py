@@ -228,6 +228,7 @@ def test_the_auto_executor_on_a_local_cluster_is_taken(lab: dict[str, Any]) -> N
     assert (s.ran, s.not_run) == (3, 0), s
 
 
+@pytest.mark.slow
 def test_submit_returns_at_once_and_status_shows_the_runs_as_they_are_recorded(
         lab: dict[str, Any]) -> None:
     work = lab["work"]
