@@ -12,7 +12,9 @@ from ._decorator import once
 from ._grid import Grid, grid
 from ._identity import UnstableValueError, canonical
 from ._load import load
+from ._ray import RayExecutor
 from ._saved import ResultNotSavedWarning
+from ._submitit import submit
 from ._summary import SweepInterrupted, SweepSummary
 from ._sweep import sweep
 from .errors import CorruptStoreError, StoreError
@@ -20,6 +22,7 @@ from .errors import CorruptStoreError, StoreError
 __all__ = [
     "CorruptStoreError",
     "Grid",
+    "RayExecutor",
     "ResultNotSavedWarning",
     "StoreError",
     "SweepInterrupted",
@@ -33,6 +36,7 @@ __all__ = [
     "reset",
     "settings",
     "status",
+    "submit",
     "sweep",
 ]
 

@@ -38,11 +38,15 @@ class StopFlag:
     pool) the flag is read from memory, and :meth:`set` waits for recordings in progress,
     so that once it returns no run of the sweep is recorded any more. A copy sent to
     another process (pickled) reads two files in this machine's temporary directory,
-    created when the sweep stops: a worker on another machine does not see them.
+    created when the sweep stops: a worker on another machine does not see them (unless
+    they are put in a ``directory`` it shares).
     """
 
-    def __init__(self, files: bool = True) -> None:
-        base = os.path.join(tempfile.gettempdir(), f"stet-sweep-{pid()}-{uuid.uuid4().hex}")
+    def __init__(self, files: bool = True, directory: str | os.PathLike[str] | None = None) -> None:
+        # ``directory``: where the files go, for workers that share it but not this
+        # machine's temporary directory (a submitit job array's folder).
+        base = os.path.join(directory if directory is not None else tempfile.gettempdir(),
+                            f"stet-sweep-{pid()}-{uuid.uuid4().hex}")
         self.base = base
         self.owner = pid()  # the sweep's process (a worker compares its own)
         self.files = files  # copies may go to other processes: write the files
@@ -184,9 +188,14 @@ class SigintWatch:
 
 def kill_workers(executor: Any) -> bool:
     """Kill the worker processes of a ``ProcessPoolExecutor`` (and wait for them to be
-    gone); ``False`` if the executor has none to kill."""
+    gone), or the running tasks of a :class:`stet.RayExecutor`; ``False`` if the executor
+    has none to kill."""
     from concurrent.futures import ProcessPoolExecutor
 
+    from ._ray import RayExecutor
+
+    if isinstance(executor, RayExecutor):
+        return executor._kill_running()
     if not isinstance(executor, ProcessPoolExecutor):
         return False
     processes = list((getattr(executor, "_processes", None) or {}).values())

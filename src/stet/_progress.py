@@ -36,6 +36,9 @@ class Reporter:
     def close(self, summary: SweepSummary) -> None:
         pass
 
+    def tasks(self, summary: SweepSummary, running: int, waiting: int, ended: int) -> None:
+        """A job array's tasks changed state (see :mod:`stet._submitit`)."""
+
     def note(self, text: str) -> None:
         """A message the user must see whatever the display (e.g. what Ctrl-C does)."""
         with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -62,6 +65,15 @@ class LineReporter(Reporter):
         self.t0 = time.perf_counter()
         self.last = self.t0
         self.tenth = -1
+        self.last_tasks = -LINE_INTERVAL
+
+    def tasks(self, summary: SweepSummary, running: int, waiting: int, ended: int) -> None:
+        # The first look, the end, and otherwise at most every LINE_INTERVAL seconds.
+        now = time.perf_counter()
+        if waiting + running and now - self.last_tasks < LINE_INTERVAL:
+            return
+        self.last_tasks = now
+        self._write(f"[stet] {summary.func}: tasks: {_tasks(running, waiting, ended)}")
 
     def _write(self, line: str) -> None:
         with contextlib.suppress(OSError, ValueError):  # a broken stderr must not stop it
@@ -107,6 +119,10 @@ class LineReporter(Reporter):
             self._write(line)
 
 
+def _tasks(running: int, waiting: int, ended: int) -> str:
+    return f"{running} running, {waiting} waiting, {ended} ended"
+
+
 class BarReporter(Reporter):
     """A tqdm bar (``tqdm.auto``: a widget in notebooks)."""
 
@@ -114,6 +130,12 @@ class BarReporter(Reporter):
         self.tqdm = tqdm
         self.stream = stream
         self.bar: Any = None
+        self.task_text = ""
+
+    def tasks(self, summary: SweepSummary, running: int, waiting: int, ended: int) -> None:
+        self.task_text = f", tasks running={running}, waiting={waiting}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._postfix(summary))
 
     def start(self, summary: SweepSummary) -> None:
         s = summary
@@ -126,12 +148,15 @@ class BarReporter(Reporter):
         s = summary
         finished = s.total - s.not_run - s.in_flight
         if finished > self._shown:
-            postfix = f"failed={s.failed}"
-            if s.skipped_running:
-                postfix += f", elsewhere={s.skipped_running}"
-            self.bar.set_postfix_str(postfix, refresh=False)
+            self.bar.set_postfix_str(self._postfix(s), refresh=False)
             self.bar.update(finished - self._shown)
             self._shown = finished
+
+    def _postfix(self, s: SweepSummary) -> str:
+        postfix = f"failed={s.failed}"
+        if s.skipped_running:
+            postfix += f", elsewhere={s.skipped_running}"
+        return postfix + self.task_text
 
     def note(self, text: str) -> None:
         if self.bar is None:

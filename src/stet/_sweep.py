@@ -13,108 +13,26 @@ summary types are :mod:`stet._summary`'s.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import sys
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._execute import execute, worker_lost
+from ._executors import executor_kind
 from ._identity import format_call
-from ._interrupt import ABANDON, STOP, SigintWatch, StopFlag, ignore_sigint_in_worker, kill_workers
+from ._interrupt import ABANDON, STOP, SigintWatch, StopFlag, kill_workers
 from ._progress import make_reporter
+from ._ray import RayExecutor
 from ._run import Run, Setting, Skip, plan_sweep, run_of
-from ._summary import Error, Failure, Kind, Outcome, SweepInterrupted, SweepSummary
+from ._submitit import check_chunk, run_array
+from ._summary import Failure, Kind, Outcome, SweepInterrupted, SweepSummary
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor, Future
 
 __all__ = ["Failure", "SweepInterrupted", "SweepSummary", "sweep"]
-
-
-def _execute(func: Any, setting: Setting, remote: bool = False, keep: bool = True,
-             stop: StopFlag | None = None) -> Outcome:
-    """Run one setting through the decorated function's claim (in a worker, or here);
-    without ``keep``, its return value is not sent back. Once ``stop`` says the sweep
-    stopped, the run does not start ("not-run"), or, if it had, is not recorded."""
-    run = func if not callable(func) else run_of(func)
-    if stop is not None:
-        if stop.remote:
-            ignore_sigint_in_worker(stop.owner)
-        if stop.stopped():
-            return Outcome.not_run()
-    ticket = run.begin((), setting, quiet=True)
-    if isinstance(ticket, Skip):
-        return Outcome.skipped(ticket)
-    if stop is not None and stop.stopped():  # stopped while this run was being claimed
-        ticket.failed(KeyboardInterrupt())  # releases the claim, records nothing
-        return Outcome.not_run()
-    t0 = time.perf_counter()
-    try:
-        result = run.func(**setting)
-        if inspect.iscoroutine(result):
-            result = _run_coroutine(result)
-    except BaseException as exc:
-        ticket.failed(exc)
-        if not isinstance(exc, Exception):
-            raise  # Ctrl-C, SystemExit: the claim is released, nothing recorded
-        return Outcome.failed(_error(exc, remote), time.perf_counter() - t0)
-    if stop is None:
-        ticket.done(result)
-    elif not stop.begin_record():  # the sweep was stopped at once: run it next time
-        ticket.failed(KeyboardInterrupt())
-        return Outcome.not_run(time.perf_counter() - t0)
-    else:
-        try:
-            ticket.done(result)
-        finally:
-            stop.end_record()
-    return Outcome.ran(result if keep else None, time.perf_counter() - t0)
-
-
-def _run_coroutine(coro: Any) -> Any:
-    import asyncio
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    # A loop runs in this thread (a notebook): run the coroutine in a thread of its own.
-    import threading
-
-    box: list[Any] = []
-
-    def target() -> None:
-        try:
-            box.append((True, asyncio.run(coro)))
-        except BaseException as exc:
-            box.append((False, exc))
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return value
-
-
-def _error(exc: BaseException, remote: bool) -> Error:
-    import traceback
-
-    text = "".join(traceback.format_exception(exc))
-    carried: BaseException | None = exc
-    if remote:  # the exception travels back by pickle: make sure it can
-        import pickle
-
-        try:
-            pickle.loads(pickle.dumps(exc))
-            carried = exc
-        except Exception:
-            carried = None
-        if carried is not None:
-            carried.__traceback__ = None
-    return Error(carried, type(exc).__qualname__, str(exc), text)
 
 
 class _Runner:
@@ -180,7 +98,7 @@ class _Runner:
             s.not_run -= 1
             s.in_flight += 1
             try:
-                outcome = _execute(self.run, setting, keep=self.keep_results)
+                outcome = execute(self.run, setting, keep=self.keep_results)
             except KeyboardInterrupt:
                 # Ctrl-C lands in the run (nothing recorded), or just after its record.
                 self.settle_lost(setting)
@@ -242,7 +160,7 @@ class _Runner:
         if watch.count:  # stopping: the worker may have been stopped by Ctrl-C too
             self.settle_lost(setting)
             return None
-        self.settle(setting, Outcome.failed(_worker_lost(outcome)))  # e.g. Dask's
+        self.settle(setting, Outcome.failed(worker_lost(outcome)))  # e.g. Dask's
         return outcome if isinstance(outcome, BrokenExecutor) else None  # KilledWorker
 
     def _submit_all(self, executor: Executor, todo: Any, window: int,
@@ -257,7 +175,7 @@ class _Runner:
                 setting = next(todo, None)
                 if setting is None:
                     return
-                fut = executor.submit(_execute, self.func, setting, True, self.keep_results,
+                fut = executor.submit(execute, self.func, setting, True, self.keep_results,
                                       stop)
                 in_flight[fut] = setting
                 s.not_run -= 1
@@ -357,23 +275,19 @@ def _runs(n: int) -> str:
     return f"{n} run" if n == 1 else f"{n} runs"
 
 
-def _worker_lost(exc: BaseException) -> Error:
-    message = f"the run's result could not be had from the executor: {exc}"
-    return Error(exc, type(exc).__qualname__, message, message)
-
-
 def _cancel(executor: Any, in_flight: dict[Any, Setting], stop: StopFlag) -> None:
     """Cancel the futures that have not started (a run in progress finishes).
 
     Dask's futures say "cancelled" even for a task its worker is running (the task goes
-    on, and may be recorded): they are left to the stop flag, which keeps a queued task
+    on, and may be recorded), and a Ray future cancels even while its task runs: they
+    are left to the stop flag, which keeps a queued task
     from starting and lets the sweep learn each one's outcome. So are a process pool's,
     when the flag's files exist: Python 3.11's pool breaks down (a traceback, its
     manager thread gone) if its workers are killed while it holds cancelled futures.
     """
     from concurrent.futures import ProcessPoolExecutor
 
-    if _is_dask(executor):
+    if _is_dask(executor) or isinstance(executor, RayExecutor):
         return
     if isinstance(executor, ProcessPoolExecutor) and stop.written:
         return
@@ -405,18 +319,21 @@ def sweep(
     func: Any,
     settings: Iterable[Mapping[str, Any]],
     *,
-    executor: Executor | None = None,
+    executor: Any = None,
     progress: bool | str = True,
     stop_on_error: bool = False,
     max_in_flight: int | None = None,
     keep_results: bool = True,
+    chunk: int | None = None,
 ) -> SweepSummary:
     """Run every pending setting of a sweep through a ``@stet.once`` function.
 
     The settings already done are found first, in bulk: one lookup in the store's
     index per setting, without calling the function or printing. The rest run in this
     process, or through ``executor``: any :class:`concurrent.futures.Executor`, such as a
-    ``ProcessPoolExecutor`` or Dask's ``Client(...).get_executor()``. Each run is claimed
+    ``ProcessPoolExecutor``, Dask's ``Client(...).get_executor()`` or
+    :class:`stet.RayExecutor`, or a submitit executor, to which the pending settings go
+    as one job array of ``chunk`` settings per task. Each run is claimed
     as with a plain call, so any number of sweeps and loops may share the store: a
     setting another worker is running is left to it (``skipped_running``).
 
@@ -439,17 +356,26 @@ def sweep(
             script's ``__main__`` work with pools that fork and with Dask).
         settings: Dicts of keyword arguments, e.g. :func:`stet.grid`. A setting given
             twice runs once.
-        executor: Where to run; ``None`` runs one at a time in this process.
+        executor: Where to run; ``None`` runs one at a time in this process. Anything
+            else than the executors above is refused with a ``TypeError``, before
+            anything is submitted.
         progress: ``True``: a tqdm bar on stderr (a widget in notebooks) or, when stderr
             is not a terminal, a plain line per tenth of the sweep; ``"bar"``,
             ``"lines"``, or ``False`` for nothing.
         stop_on_error: Stop at the first run that raises, and raise its exception.
         max_in_flight: Runs submitted to the executor at once (default: twice its
-            workers, plus two).
+            workers, plus two). A submitit executor gets every pending setting at once,
+            as one job array.
         keep_results: Keep each run's return value in ``summary.results``. ``False``
             keeps none (workers do not even send them back): for sweeps of millions of
             runs, or of large return values that ``save_result`` or the function itself
             stores anyway.
+        chunk: With a submitit executor: settings per task of the job array (default:
+            the pending settings spread evenly over as many tasks as may run at once:
+            SLURM's ``array_parallelism``, 256 unless set; the CPUs for a
+            ``LocalExecutor``). Give a chunk whose runs fit in a task's time limit: a
+            task killed by it leaves the runs it finished recorded, and the rest run
+            when the sweep is run again.
 
     Returns:
         A :class:`SweepSummary`: ran, skipped as done, skipped as running elsewhere,
@@ -461,6 +387,11 @@ def sweep(
         SweepInterrupted: Ctrl-C.
     """
     run = run_of(func)
+    kind = executor_kind(executor)
+    if chunk is not None and kind != "submitit":
+        raise TypeError("chunk= is for submitit executors (a job array's settings per "
+                        "task); other executors take one run per call")
+    check_chunk(chunk)
     reporter = make_reporter(progress)
     t0 = time.perf_counter()
     summary = SweepSummary(run.name)
@@ -471,8 +402,10 @@ def sweep(
     runner = _Runner(func, run, summary, reporter, stop_on_error, keep_results)
     reporter.start(summary)
     try:
-        if executor is None:
+        if kind == "here":
             runner.here(plan.pending)
+        elif kind == "submitit":
+            run_array(runner, executor, plan.pending, chunk)
         else:
             window = max_in_flight if max_in_flight is not None else _window(executor)
             runner.pool(executor, plan.pending, max(1, window))
