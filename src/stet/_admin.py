@@ -59,19 +59,20 @@ def status(
     run = getattr(store_path, "__stet_run__", None)
     if run is not None:
         func = store_path if func is None else func
-        store_path = run.store
+        store_path = run.location  # resolved when it was decorated
     st = store_status(store_path, settings, func=func)
     print(st, flush=True)
     return st
 
 
 def reset(
-    store_path: str | Path = DEFAULT_STORE, key_dict: dict[str, Any] | None = None
+    store_path: str | Path | Any = DEFAULT_STORE, key_dict: dict[str, Any] | None = None
 ) -> None:
     """Remove entries from a store.
 
     Args:
-        store_path: Path to the store file. Defaults to ``_stet_store.csv``.
+        store_path: Path to the store file, or a ``@stet.once`` function (its store).
+            Defaults to ``_stet_store.csv``.
         key_dict: If provided, remove only this specific key combination (values may be
             given as text, e.g. ``{'alpha': '0.1'}``). If None, clear the entire store
             (prompts for confirmation in interactive mode).
@@ -79,6 +80,9 @@ def reset(
     Raises:
         FileNotFoundError: If the store file does not exist.
     """
+    run = getattr(store_path, "__stet_run__", None)
+    if run is not None:
+        store_path = run.location  # resolved when it was decorated
     backend = _open_existing(store_path)
     if key_dict is not None:
         removed = backend.remove(dict(key_dict))

@@ -28,6 +28,7 @@ from ._schema import (
     DURATION_FIELD,
     EMPTY_FIELD,
     FUNC_FIELD,
+    JSON_FIELD,
     PID_FIELD,
     RESERVED_PREFIX,
     RESULT_FIELD,
@@ -214,11 +215,38 @@ def func_name(func: Any) -> str | None:
     return str(run.name)
 
 
+def expand_mappings(records: Sequence[Mapping[str, Any]],
+                    taken: Iterable[str]) -> dict[str, list[Any]]:
+    """Columns ``cfg.lr``, ``cfg.opt.m``... from the JSON copy of the records' mapping
+    arguments (``_stet_json``), one per key, in the order first seen; ``None`` where a
+    record does not hold it. A name already ``taken`` gets the ``_stet_`` prefix."""
+    flat: list[dict[str, Any]] = []
+    names: dict[str, None] = {}
+    for r in records:
+        out: dict[str, Any] = {}
+        text = r.get(JSON_FIELD)
+        if text is not None:
+            try:
+                data = json.loads(text)
+            except (ValueError, RecursionError):  # not stet's: shown as it is
+                data = None
+            if isinstance(data, dict):
+                for field, value in data.items():
+                    if isinstance(value, dict) and value:  # (an empty one: no column)
+                        _flatten(str(field), value, out)
+        flat.append(out)
+        names.update(dict.fromkeys(out))
+    taken = set(taken)
+    return {(RESERVED_PREFIX + n if n in taken else n): [f.get(n) for f in flat]
+            for n in names}
+
+
 def load(
     store: str | os.PathLike[str] | Any = DEFAULT_STORE,
     *,
     func: str | Any = None,
     failures: bool = False,
+    expand: bool = True,
 ) -> pd.DataFrame:
     """The runs of a store as a pandas DataFrame, one row per run, values typed back.
 
@@ -234,6 +262,11 @@ def load(
             without a function name (stet 0.0.2) match any.
         failures: Load the recorded failures instead of the completed runs (with
             ``_stet_error_type`` and ``_stet_error`` columns).
+        expand: Give a key field whose value is a mapping (a dict, a Hydra config)
+            one column per value in it, ``cfg.lr``, ``cfg.opt.lr`` (typed as JSON says),
+            after the key fields, from the JSON copy stet records beside its key text
+            (``_stet_json``; runs recorded before stet kept it have none). With
+            ``expand=False``, that JSON text is a ``_stet_json`` column instead.
 
     Raises:
         ImportError: pandas is not installed (``pip install 'stet[pandas]'``).
@@ -249,12 +282,19 @@ def load(
     run = getattr(store, "__stet_run__", None)
     if run is not None:
         func = run.name if func is None else func
-        store = run.store
+        store = run.location  # resolved when it was decorated
     backend = open_store(store)
-    records = backend.failures() if failures else backend.load()
-    table = tabulate(select(records, func_name(func)))
+    records = select(backend.failures() if failures else backend.load(), func_name(func))
+    table = tabulate(records)
+    columns = table.columns
+    if expand and JSON_FIELD in columns:
+        keys = table.key_columns()
+        expanded = expand_mappings(records, columns)
+        table.kinds.update(dict.fromkeys(expanded, "json"))
+        columns = {**{k: columns[k] for k in keys}, **expanded,
+                   **{k: v for k, v in columns.items() if k not in keys and k != JSON_FIELD}}
     data: dict[str, Any] = {}
-    for name, values in table.columns.items():
+    for name, values in columns.items():
         kind = table.kinds[name]
         missing = any(v is None for v in values)
         if kind == "int":

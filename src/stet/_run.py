@@ -15,7 +15,7 @@ from typing import Any
 
 from ._claims import calls, claim_offset
 from ._config import config
-from ._identity import Binder, UnstableValueError, format_call
+from ._identity import Binder, UnstableValueError, format_call, json_text
 from ._saved import ResultCache, encode_result
 from ._schema import (
     DURATION_FIELD,
@@ -24,6 +24,7 @@ from ._schema import (
     FUNC_FIELD,
     HOST,
     HOST_FIELD,
+    JSON_FIELD,
     PID_FIELD,
     RESULT_FIELD,
     STARTED_FIELD,
@@ -36,7 +37,7 @@ from .backends._base import BaseBackend, utc_now
 from .backends._finish import declare
 
 __all__ = ["Attempt", "Plan", "Run", "Setting", "Skip", "Ticket", "pending_settings",
-           "plan_sweep", "run_of"]
+           "plan_sweep", "resolve_store", "run_of"]
 
 #: A setting of a sweep: the keyword arguments of one call.
 Setting = dict[str, Any]
@@ -53,8 +54,8 @@ class Skip(enum.Enum):
 class Run:
     """What one decorated function needs per call; built once at decoration."""
 
-    __slots__ = ("backend", "binder", "func", "key", "name", "options", "results",
-                 "save_result", "skip_failed", "store", "verbose", "wait")
+    __slots__ = ("backend", "binder", "func", "key", "location", "name", "options",
+                 "results", "save_result", "skip_failed", "store", "verbose", "wait")
 
     def __init__(
         self,
@@ -82,20 +83,25 @@ class Run:
         if save_result:
             self.results = ResultCache(self.name)
         backend_class(store)  # an unknown extension fails at decoration, not mid-sweep
-        declare(store, self.options)
+        #: Where the store is: a relative path is resolved now, at decoration, so that a
+        #: later os.chdir (Hydra's job.chdir, a library) cannot move it. ``store`` stays
+        #: as written, for messages.
+        self.location = resolve_store(store)
+        declare(self.location, self.options)
         self.backend: BaseBackend | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled by value (e.g. a function of a script's __main__ sent to Dask workers):
         # rebuilt from its options; the backend and caches are per process.
         fsync = self.options.get("fsync")
-        return (Run, (self.func, self.store, self.key, self.name, self.verbose, fsync,
+        # The store travels resolved: a worker in another directory uses the same one.
+        return (Run, (self.func, self.location, self.key, self.name, self.verbose, fsync,
                        self.wait, self.skip_failed, self.save_result))
 
     def get_backend(self) -> BaseBackend:
         backend = self.backend
         if backend is None:
-            backend = self.backend = shared_backend(self.store, **self.options)
+            backend = self.backend = shared_backend(self.location, **self.options)
         return backend
 
     def _skip(self, fields: tuple[str, ...], texts: tuple[str, ...], reason: Skip,
@@ -111,7 +117,8 @@ class Run:
                  quiet: bool) -> Attempt | Skip:
         """Bind a call and skip it if its run is done (or failed, with ``skip_failed``);
         else the attempt to claim it, not yet claimed."""
-        fields, texts = self.binder.bind(args, kwargs)
+        mappings: dict[str, Any] = {}
+        fields, texts = self.binder.bind(args, kwargs, mappings)
         names, sorted_texts = self.binder.sorted_view(fields, texts)
         backend = self.get_backend()
         # A store whose claim also catches up with it (PostgreSQL) is asked about its
@@ -129,7 +136,10 @@ class Run:
                               ": it failed before (skip_failed=True; f.forget(...) clears "
                               "its failure)")
         backend.check_writable()  # before the claim, so before the function runs
-        return Attempt(self, backend, fields, texts, names, sorted_texts, quiet)
+        attempt = Attempt(self, backend, fields, texts, names, sorted_texts, quiet)
+        if mappings:  # their JSON copy, taken before the function may change them
+            attempt.json = json_text(mappings)
+        return attempt
 
     def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any],
               quiet: bool = False) -> Ticket | Skip:
@@ -197,8 +207,8 @@ _LAST_PAUSE = 0.1
 class Attempt:
     """One call's attempt to claim its run; the owner of its in-process claim."""
 
-    __slots__ = ("backend", "claims", "fields", "info", "key", "names", "offset", "quiet",
-                 "run", "sorted_texts", "texts")
+    __slots__ = ("backend", "claims", "fields", "info", "json", "key", "names", "offset",
+                 "quiet", "run", "sorted_texts", "texts")
 
     def __init__(self, run: Run, backend: BaseBackend, fields: tuple[str, ...],
                  texts: tuple[str, ...], names: tuple[str, ...],
@@ -211,6 +221,8 @@ class Attempt:
         # Keyed by the claims object: one per store file (or database table) here.
         self.key = (id(self.claims), self.offset)
         self.info = {"func": run.name, "fields": dict(zip(fields, texts, strict=True))}
+        #: The JSON copy of the key fields that are mappings, if any (``_stet_json``).
+        self.json: str | None = None
 
     def call_text(self) -> str:
         return format_call(self.run.func.__name__, self.fields, self.texts)
@@ -261,6 +273,8 @@ class Ticket:
         rec[STARTED_FIELD] = _iso(self.started)
         rec[DURATION_FIELD] = f"{time.perf_counter() - self.t0:.6f}"
         rec[HOST_FIELD] = HOST
+        if self.attempt.json is not None:
+            rec[JSON_FIELD] = self.attempt.json
         return rec
 
     def done(self, result: Any = None) -> None:
@@ -302,6 +316,13 @@ def _iso(epoch: float) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat()
+
+
+def resolve_store(store: str | os.PathLike[str]) -> str:
+    """A store path made absolute against the current directory; a URL as it is."""
+    if isinstance(store, str) and "://" in store:
+        return store
+    return os.path.abspath(store)
 
 
 def run_of(func: Any) -> Run:

@@ -14,7 +14,7 @@ from typing import Any
 __all__ = [
     "BOOKKEEPING_ORDER", "DEFAULT_STORE", "DURATION_FIELD", "EMPTY_FIELD", "ERROR_FIELD",
     "ERROR_TYPE_FIELD", "ESCAPED_FIELD", "FUNC_FIELD", "GENERATION_FIELD", "HOST",
-    "HOST_FIELD", "PID_FIELD", "RESERVED_PREFIX", "RESULT_FIELD", "STARTED_FIELD",
+    "HOST_FIELD", "JSON_FIELD", "PID_FIELD", "RESERVED_PREFIX", "RESULT_FIELD", "STARTED_FIELD",
     "TIMESTAMP_FIELD", "Record", "RunKey", "format_duration", "is_bookkeeping", "key_names",
     "run_key",
 ]
@@ -42,6 +42,9 @@ ERROR_TYPE_FIELD = "_stet_error_type"
 ERROR_FIELD = "_stet_error"
 #: The return value, as JSON text (``save_result=True``).
 RESULT_FIELD = "_stet_result"
+#: The key fields whose values are mappings (dicts, configs), as one JSON object
+#: (``{"cfg": {"lr": 0.1}}``): a copy for other tools; the key fields are the identity.
+JSON_FIELD = "_stet_json"
 #: CSV: the names of the fields a record holds as empty text (a JSON array).
 EMPTY_FIELD = "_stet_empty"
 #: The names of fields whose text was escaped to be written (a JSON array).
