@@ -63,7 +63,7 @@ rebuild, args = f.__stet_run__.__reduce__()               # as pickled for a wor
 run = rebuild(*args)
 os.chdir("/")
 assert run.get_backend().contains_run(run.name, ("x",), ("1",))
-assert f.store == "runs" + ext  # shown as written
+assert f.store == run.store == "runs" + ext  # shown as written
 
 assert not [n for n in os.listdir(os.path.join(os.path.dirname(run.location), "elsewhere"))
             if n.startswith("runs")], "a store was opened in the directory changed to"

@@ -68,6 +68,7 @@ class Run:
         wait: bool,
         skip_failed: bool,
         save_result: bool = False,
+        location: str | None = None,
     ) -> None:
         self.func = func
         self.key = key
@@ -86,7 +87,7 @@ class Run:
         #: Where the store is: a relative path is resolved now, at decoration, so that a
         #: later os.chdir (Hydra's job.chdir, a library) cannot move it. ``store`` stays
         #: as written, for messages.
-        self.location = resolve_store(store)
+        self.location = resolve_store(store) if location is None else location
         declare(self.location, self.options)
         self.backend: BaseBackend | None = None
 
@@ -95,8 +96,8 @@ class Run:
         # rebuilt from its options; the backend and caches are per process.
         fsync = self.options.get("fsync")
         # The store travels resolved: a worker in another directory uses the same one.
-        return (Run, (self.func, self.location, self.key, self.name, self.verbose, fsync,
-                       self.wait, self.skip_failed, self.save_result))
+        return (Run, (self.func, self.store, self.key, self.name, self.verbose, fsync,
+                       self.wait, self.skip_failed, self.save_result, self.location))
 
     def get_backend(self) -> BaseBackend:
         backend = self.backend
