@@ -120,6 +120,33 @@ def test_an_argument_without_the_keyed_path_is_refused_before_the_function_runs(
     assert not store.exists() or records(store) == []
 
 
+def test_a_struct_config_without_the_keyed_path_is_refused_naming_the_path(
+        tmp_path: Path) -> None:
+    cfg = OmegaConf.create({"lr": 0.1, "layers": [{"width": 8}]})
+    OmegaConf.set_struct(cfg, True)  # as Hydra gives it
+    train, calls = counting(tmp_path / "runs.csv", key=["cfg.opt.lr"])
+    with pytest.raises(TypeError, match=r"key path 'cfg\.opt\.lr': cfg has no 'opt'"):
+        train(cfg)
+    train, calls = counting(tmp_path / "runs.csv", key=["cfg.layers.0.width"])
+    train(cfg)
+    train({"lr": 0.5, "layers": [{"width": 8}]})  # a list index in a path
+    assert len(calls) == 1
+
+
+def test_a_dotted_key_into_a_keyword_argument_taken_by_kwargs(tmp_path: Path) -> None:
+    calls = []
+
+    @stet.once(store=tmp_path / "runs.csv", key=["cfg.lr"])
+    def train(**kwargs: Any) -> None:
+        calls.append(kwargs)
+
+    train(cfg={"lr": 0.1, "seed": 0})
+    train(cfg=OmegaConf.create({"lr": 0.1, "seed": 1}))
+    assert len(calls) == 1
+    with pytest.raises(TypeError, match=r"'cfg\.lr' were not passed"):
+        train(other=1)
+
+
 def test_a_mandatory_config_value_left_missing_is_refused_naming_its_path(
         tmp_path: Path) -> None:
     train, calls = counting(tmp_path / "runs.csv", key=["cfg.lr"])

@@ -7,6 +7,7 @@ real Hydra app run as a multirun with ``hydra.job.chdir=True``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -89,10 +90,7 @@ def test_an_absolute_store_and_a_url_are_left_as_they_are(tmp_path: Path) -> Non
     assert resolve_store(Path("rel.csv")) == os.path.join(os.getcwd(), "rel.csv")
 
 
-try:
-    import hydra  # noqa: F401
-except ImportError:
-    hydra = None
+HAVE_HYDRA = importlib.util.find_spec("hydra") is not None
 
 APP = '''
 import os
@@ -137,7 +135,7 @@ def _multirun(app: Path, ok: bool = True, **env: str) -> str:
 
 @pytest.fixture
 def app(tmp_path: Path) -> Path:
-    if hydra is None:
+    if not HAVE_HYDRA:
         if IN_CI:
             pytest.fail("hydra-core is not installed; CI installs stet[hydra]")
         pytest.skip("hydra-core is not installed (pip install 'stet[hydra]')")

@@ -103,7 +103,10 @@ def _is_list(container: Any) -> bool:
 def _has_node(container: Any, key: str) -> bool:
     if _is_list(container):
         return key.isdigit() and int(key) < len(container)
-    return container._get_node(key) is not None
+    try:
+        return container._get_node(key) is not None
+    except Exception:  # a struct config (as Hydra's) raises for a key it lacks
+        return False
 
 
 def plain(value: Any) -> Any:
