@@ -55,7 +55,8 @@ f(1)
 assert f.is_done(1)
 summary = stet.sweep(f, [{"x": 1}, {"x": 2}, {"x": 3}])   # sweep
 assert (summary.ran, summary.skipped_done) == (2, 1), summary
-assert stet.status(f).completed == 3                      # status
+st = stet.status(f)                                       # status
+assert (st.completed, st.path) == (3, "runs" + ext)  # shown as written
 assert sorted(stet.load(f)["x"]) == [1, 2, 3]             # load of a decorated function
 assert f.forget(3) == 1                                   # forget
 stet.reset(f, {"x": 2})                                   # reset

@@ -61,6 +61,8 @@ def status(
         func = store_path if func is None else func
         store_path = run.location  # resolved when it was decorated
     st = store_status(store_path, settings, func=func)
+    if run is not None:
+        st.path = display_store(run.store)  # shown as it was written
     print(st, flush=True)
     return st
 
@@ -81,6 +83,7 @@ def reset(
         FileNotFoundError: If the store file does not exist.
     """
     run = getattr(store_path, "__stet_run__", None)
+    where = display_store(store_path if run is None else run.store)  # as written
     if run is not None:
         store_path = run.location  # resolved when it was decorated
     backend = _open_existing(store_path)
@@ -90,15 +93,15 @@ def reset(
         shown = ", ".join(f"{k}={v}" for k, v in key_dict.items())
         if isinstance(removed, int):
             print(f"[stet] Removed {removed} record(s) matching {shown} from "
-                  f"{display_store(store_path)}")
+                  f"{where}")
         return
     if sys.stdin is not None and sys.stdin.isatty():
         n = len(backend.load())
-        answer = input(f"[stet] Remove all {n} record(s) from {display_store(store_path)}? "
+        answer = input(f"[stet] Remove all {n} record(s) from {where}? "
                        "[y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("[stet] Nothing removed.")
             return
     backend.clear()
     backend.remove_failures(None, {})
-    print(f"[stet] Cleared {display_store(store_path)}")
+    print(f"[stet] Cleared {where}")

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,22 +166,9 @@ def tabulate(records: Sequence[Mapping[str, Any]]) -> Table:
         table.kinds[k] = kind
     # results: JSON, decoded (plain JSON; text that is not JSON is kept as it is)
     if any(RESULT_FIELD in r for r in records):
-        flat: list[dict[str, Any]] = []
-        names: dict[str, None] = {}
-        for r in records:
-            out: dict[str, Any] = {}
-            text = r.get(RESULT_FIELD)
-            if text is not None:
-                try:
-                    value = json.loads(text)
-                except (ValueError, RecursionError):  # (too deep: saved by an older stet)
-                    value = text
-                _flatten("result", value, out)
-            flat.append(out)
-            names.update(dict.fromkeys(out))
-        for name in names:
+        for name, values in json_columns(records, RESULT_FIELD, _spread_result).items():
             column = name if name not in table.columns else RESERVED_PREFIX + name
-            table.columns[column] = [f.get(name) for f in flat]
+            table.columns[column] = values
             table.kinds[column] = "json"
     ordered = [b for b in BOOKKEEPING_ORDER if b in book]
     ordered += [b for b in book if b not in BOOKKEEPING_ORDER]
@@ -215,30 +202,46 @@ def func_name(func: Any) -> str | None:
     return str(run.name)
 
 
+def json_columns(records: Sequence[Mapping[str, Any]], field: str,
+                 spread: Callable[[Any, dict[str, Any]], None]) -> dict[str, list[Any]]:
+    """Columns from the JSON text in each record's ``field`` (text that is not JSON is
+    passed on as it is): ``spread`` puts a record's values in a dict, column -> value;
+    a column holds ``None`` for the records that do not give it."""
+    flat: list[dict[str, Any]] = []
+    names: dict[str, None] = {}
+    for r in records:
+        out: dict[str, Any] = {}
+        text = r.get(field)
+        if text is not None:
+            try:
+                value = json.loads(text)
+            except (ValueError, RecursionError):  # (too deep: saved by an older stet)
+                value = text
+            spread(value, out)
+        flat.append(out)
+        names.update(dict.fromkeys(out))
+    return {n: [f.get(n) for f in flat] for n in names}
+
+
+def _spread_result(value: Any, out: dict[str, Any]) -> None:
+    _flatten("result", value, out)
+
+
+def _spread_mappings(value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):  # {"cfg": {...}, ...}
+        for field, mapping in value.items():
+            if isinstance(mapping, dict) and mapping:  # (an empty one: no column)
+                _flatten(str(field), mapping, out)
+
+
 def expand_mappings(records: Sequence[Mapping[str, Any]],
                     taken: Iterable[str]) -> dict[str, list[Any]]:
     """Columns ``cfg.lr``, ``cfg.opt.m``... from the JSON copy of the records' mapping
     arguments (``_stet_json``), one per key, in the order first seen; ``None`` where a
     record does not hold it. A name already ``taken`` gets the ``_stet_`` prefix."""
-    flat: list[dict[str, Any]] = []
-    names: dict[str, None] = {}
-    for r in records:
-        out: dict[str, Any] = {}
-        text = r.get(JSON_FIELD)
-        if text is not None:
-            try:
-                data = json.loads(text)
-            except (ValueError, RecursionError):  # not stet's: shown as it is
-                data = None
-            if isinstance(data, dict):
-                for field, value in data.items():
-                    if isinstance(value, dict) and value:  # (an empty one: no column)
-                        _flatten(str(field), value, out)
-        flat.append(out)
-        names.update(dict.fromkeys(out))
     taken = set(taken)
-    return {(RESERVED_PREFIX + n if n in taken else n): [f.get(n) for f in flat]
-            for n in names}
+    return {(RESERVED_PREFIX + n if n in taken else n): values
+            for n, values in json_columns(records, JSON_FIELD, _spread_mappings).items()}
 
 
 def load(
