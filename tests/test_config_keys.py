@@ -331,3 +331,14 @@ def test_sqlite_can_query_inside_a_mapping_argument(tmp_path: Path) -> None:
                          "WHERE json_extract(_stet_json, '$.cfg.opt.momentum') = 0.9 "
                          "ORDER BY 1").fetchall()
     assert got == [(0.001,), (0.01,), (0.1,)]
+
+
+def test_every_store_format_keeps_and_expands_the_json_copy(store_path: Path) -> None:
+    train, calls = counting(store_path)
+    cfg = {"lr": 0.1, "name": 'a "quoted", text\nwith a newline', "opt": {"m": 0.9}}
+    train(OmegaConf.create(cfg))
+    train(cfg)  # the same run, in every format
+    assert len(calls) == 1
+    df = stet.load(store_path)
+    assert (df["cfg.lr"][0], df["cfg.name"][0], df["cfg.opt.m"][0]) == (
+        0.1, cfg["name"], 0.9)
