@@ -322,7 +322,9 @@ def test_stop_on_error_starts_no_run_a_process_pool_had_queued(lab: dict[str, An
 
 
 # ------------------------------------------------------------------- in this process
-@stet.once(store="pickled.csv", key=["x"])
+# A relative store is resolved at decoration (here, at import): put it in a fresh
+# directory of its own, not wherever pytest was started.
+@stet.once(store=Path(tempfile.mkdtemp()) / "pickled.csv", key=["x"])
 def pickled_work(x: int) -> int:
     return x
 

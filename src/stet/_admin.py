@@ -59,19 +59,22 @@ def status(
     run = getattr(store_path, "__stet_run__", None)
     if run is not None:
         func = store_path if func is None else func
-        store_path = run.store
+        store_path = run.location  # resolved when it was decorated
     st = store_status(store_path, settings, func=func)
+    if run is not None:
+        st.path = display_store(run.store)  # shown as it was written
     print(st, flush=True)
     return st
 
 
 def reset(
-    store_path: str | Path = DEFAULT_STORE, key_dict: dict[str, Any] | None = None
+    store_path: str | Path | Any = DEFAULT_STORE, key_dict: dict[str, Any] | None = None
 ) -> None:
     """Remove entries from a store.
 
     Args:
-        store_path: Path to the store file. Defaults to ``_stet_store.csv``.
+        store_path: Path to the store file, or a ``@stet.once`` function (its store).
+            Defaults to ``_stet_store.csv``.
         key_dict: If provided, remove only this specific key combination (values may be
             given as text, e.g. ``{'alpha': '0.1'}``). If None, clear the entire store
             (prompts for confirmation in interactive mode).
@@ -79,6 +82,10 @@ def reset(
     Raises:
         FileNotFoundError: If the store file does not exist.
     """
+    run = getattr(store_path, "__stet_run__", None)
+    where = display_store(store_path if run is None else run.store)  # as written
+    if run is not None:
+        store_path = run.location  # resolved when it was decorated
     backend = _open_existing(store_path)
     if key_dict is not None:
         removed = backend.remove(dict(key_dict))
@@ -86,15 +93,15 @@ def reset(
         shown = ", ".join(f"{k}={v}" for k, v in key_dict.items())
         if isinstance(removed, int):
             print(f"[stet] Removed {removed} record(s) matching {shown} from "
-                  f"{display_store(store_path)}")
+                  f"{where}")
         return
     if sys.stdin is not None and sys.stdin.isatty():
         n = len(backend.load())
-        answer = input(f"[stet] Remove all {n} record(s) from {display_store(store_path)}? "
+        answer = input(f"[stet] Remove all {n} record(s) from {where}? "
                        "[y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("[stet] Nothing removed.")
             return
     backend.clear()
     backend.remove_failures(None, {})
-    print(f"[stet] Cleared {display_store(store_path)}")
+    print(f"[stet] Cleared {where}")

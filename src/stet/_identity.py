@@ -10,15 +10,19 @@ import datetime as _dt
 import enum
 import hashlib
 import inspect
+import json
+import math
 import pathlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ._keypath import KeyPathError, PerRun, is_omegaconf, is_per_run, plain, split_path, walk
 from ._schema import RESERVED_PREFIX
 
 # RESERVED_PREFIX is re-exported for the PostgreSQL backend until it imports _schema.
-__all__ = ["RESERVED_PREFIX", "Binder", "UnstableValueError", "canonical", "format_call"]
+__all__ = ["RESERVED_PREFIX", "Binder", "PerRunValueError", "UnstableValueError", "canonical",
+           "format_call", "json_text"]
 
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -27,6 +31,11 @@ _BIG = 10**18  # ints beyond take the slow path (Python limits int-to-text conve
 
 class UnstableValueError(TypeError):
     """A value has no text that is the same in every process."""
+
+
+class PerRunValueError(UnstableValueError):
+    """A keyed config value comes from an interpolation that differs from run to run
+    (``${hydra:...}``, ``${now:...}``)."""
 
 
 def canonical(value: Any) -> str:
@@ -75,6 +84,11 @@ def _canonical_slow(value: Any, *, nested: bool) -> str:
             return str(name)
         raise UnstableValueError("a lambda has no stable name")
     module = type(value).__module__
+    if is_omegaconf(value):  # DictConfig, ListConfig: as the plain container
+        try:
+            return _canonical_slow(plain(value), nested=nested)
+        except PerRun as found:
+            raise UnstableValueError(f"{found}, which differs from run to run") from None
     if module == "numpy" or module.startswith("numpy."):
         return _canonical_numpy(value, nested=nested)
     if module == "pandas" or module.startswith("pandas."):
@@ -200,6 +214,47 @@ def _canonical_generic(value: Any) -> str:
     return text
 
 
+def json_form(value: Any) -> Any:
+    """``value`` as plain JSON data (the record's JSON copy of mapping arguments):
+    mappings with text keys, lists, numbers, text, booleans, null. What JSON cannot hold
+    (``nan``, a path, an enum) is its canonical text. ``ValueError`` if two keys of a
+    mapping have the same text."""
+    t = type(value)
+    if value is None or t is str or t is bool or t is int:
+        return value
+    if t is float:
+        return value if math.isfinite(value) else repr(value)
+    if is_omegaconf(value):
+        return json_form(plain(value))
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            name = k if isinstance(k, str) else canonical(k)
+            if name in out:
+                raise ValueError(f"two keys have the text {name!r}")
+            out[name] = json_form(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [json_form(v) for v in value]
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        item = value.item()  # a NumPy scalar: the equal Python number
+        if type(item) in (int, float, bool):
+            return json_form(item)
+    return canonical(value)
+
+
+def json_text(mappings: Mapping[str, Any]) -> str | None:
+    """The JSON text of the mapping arguments ``mappings`` (field -> value): an object
+    with sorted keys, no spaces, numbers as Python writes them (``0.1``, ``1.0``);
+    ``None`` if one cannot be written (it is only a copy: the key text is the identity)."""
+    try:
+        data = {f: json_form(v) for f, v in mappings.items()}
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
 def format_call(name: str, fields: Sequence[str], texts: Sequence[str]) -> str:
     """``f(alpha=0.1, seed=1)``: how a run is shown in messages."""
     return f"{name}(" + ", ".join(f"{f}={t}" for f, t in zip(fields, texts, strict=True)) + ")"
@@ -218,6 +273,8 @@ class Binder:
         self.signature = sig = inspect.signature(func)
         params = list(sig.parameters.values())
         self._var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+        #: Key fields that are paths into an argument: field -> (argument, keys within).
+        self._paths: dict[str, tuple[str, tuple[str, ...]]] = {}
         names = [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
         if key is not None:
             if isinstance(key, str):
@@ -232,7 +289,19 @@ class Binder:
                 if k.startswith(RESERVED_PREFIX):
                     raise TypeError(f"key field {k!r}: names starting with {RESERVED_PREFIX!r} "
                                     "are reserved for stet's bookkeeping")
-                if k not in names and not self._var_kw:
+                try:
+                    path = split_path(k)
+                except ValueError as exc:
+                    raise TypeError(f"key= holds {k!r}: {exc}") from None
+                if path is not None:  # "cfg.opt.lr": a value inside the argument cfg
+                    if path[0] not in names and not self._var_kw:
+                        raise TypeError(
+                            f"key= names {k!r}, a path into {path[0]!r}, which is not a "
+                            f"parameter of {func.__qualname__}{sig}; parameters are: "
+                            f"{', '.join(names)}"
+                        )
+                    self._paths[k] = path
+                elif k not in names and not self._var_kw:
                     raise TypeError(
                         f"key= names {k!r}, which is not a parameter of "
                         f"{func.__qualname__}{sig}; parameters are: {', '.join(names)}"
@@ -297,14 +366,22 @@ class Binder:
         return out
 
     def bind(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, args: tuple[Any, ...], kwargs: dict[str, Any],
+        mappings: dict[str, Any] | None = None,
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Return the call's key fields and their canonical texts, in key order."""
+        """Return the call's key fields and their canonical texts, in key order.
+
+        Given ``mappings``, the key fields whose values are mappings (dicts, configs) are
+        put in it (field -> the plain value), for the record's JSON copy of them.
+        """
         values = self.arguments(args, kwargs)
+        paths = self._paths
         if self.fields is not None:
             fields = self.fields
-            if self._var_kw and any(f not in values for f in fields):
-                missing = [f for f in fields if f not in values]
+            if self._var_kw and any((paths[f][0] if f in paths else f) not in values
+                                    for f in fields):
+                missing = [f for f in fields if (paths[f][0] if f in paths else f)
+                           not in values]
                 raise TypeError(
                     f"{self._func_name}: key field(s) {', '.join(map(repr, missing))} were "
                     f"not passed; a key field taken by **kwargs must be given on every call"
@@ -316,7 +393,7 @@ class Binder:
                 fields = tuple(f for f in fields if f in values) + extra
         texts = []
         for f in fields:
-            v = values[f]
+            v = values[f] if f not in paths else self._at_path(values, f)
             t = type(v)
             if t is str:
                 texts.append(v)
@@ -325,9 +402,17 @@ class Binder:
             else:
                 try:
                     try:
+                        if is_omegaconf(v):
+                            v = plain(v)
+                        if mappings is not None and isinstance(v, Mapping):
+                            mappings[f] = v
                         texts.append(_canonical_slow(v, nested=False))
                     except RecursionError:
                         raise UnstableValueError(_TOO_DEEP) from None
+                except PerRun as found:
+                    raise self._per_run(f, found.path, found.source, values) from None
+                except KeyPathError as exc:
+                    raise KeyPathError(f"{self._func_name}: key field {f!r}: {exc}") from None
                 except UnstableValueError as exc:
                     raise UnstableValueError(
                         f"{self._func_name}: parameter {f!r} = {_short(v)} has no stable text "
@@ -337,6 +422,37 @@ class Binder:
                         f"stable value (e.g. a tuple of its settings)."
                     ) from None
         return fields, tuple(texts)
+
+    def _at_path(self, values: dict[str, Any], field: str) -> Any:
+        """The value a dotted key field names inside its argument."""
+        head, parts = self._paths[field]
+        try:
+            return walk(values[head], head, parts)
+        except PerRun as found:
+            raise self._per_run(head, found.path, found.source, values) from None
+        except KeyPathError as exc:
+            raise KeyPathError(
+                f"{self._func_name}: {exc}, so this call's run cannot be identified. Pass "
+                f"a {head} that holds it, or leave {field!r} out of key=[...]"
+            ) from None
+
+    def _per_run(self, field: str, path: tuple[str, ...], source: str,
+                 values: dict[str, Any]) -> PerRunValueError:
+        """The error for a keyed value made by a per-run interpolation."""
+        name = ".".join((field, *path))
+        head = self._paths[field][0] if field in self._paths else field
+        arg = values.get(head)
+        offending = [*name.split("."), ""][1]
+        others = ([f"{head}.{k}" for k in arg if str(k) != offending
+                   and not (is_omegaconf(arg) and is_per_run(arg, k))][:4]
+                  if isinstance(arg, Mapping) else [])
+        example = f" (e.g. key={others!r})" if others else ""
+        return PerRunValueError(
+            f"{self._func_name}: key field {name!r} comes from the interpolation "
+            f"{source!r}, which differs from run to run, so no run would ever be skipped. "
+            f"Leave it out of the identity: list the values that identify a run with "
+            f"key=[...], as dotted paths into {head}{example}, or take it out of {head}."
+        )
 
     def sorted_view(
         self, fields: tuple[str, ...], texts: tuple[str, ...]

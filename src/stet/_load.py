@@ -18,7 +18,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._schema import (
@@ -27,6 +27,7 @@ from ._schema import (
     DURATION_FIELD,
     EMPTY_FIELD,
     FUNC_FIELD,
+    JSON_FIELD,
     PID_FIELD,
     RESERVED_PREFIX,
     RESULT_FIELD,
@@ -159,22 +160,9 @@ def tabulate(records: Sequence[Mapping[str, Any]]) -> Table:
         table.kinds[k] = kind
     # results: JSON, decoded (plain JSON; text that is not JSON is kept as it is)
     if any(RESULT_FIELD in r for r in records):
-        flat: list[dict[str, Any]] = []
-        names: dict[str, None] = {}
-        for r in records:
-            out: dict[str, Any] = {}
-            text = r.get(RESULT_FIELD)
-            if text is not None:
-                try:
-                    value = json.loads(text)
-                except (ValueError, RecursionError):  # (too deep: saved by an older stet)
-                    value = text
-                _flatten("result", value, out)
-            flat.append(out)
-            names.update(dict.fromkeys(out))
-        for name in names:
+        for name, values in json_columns(records, RESULT_FIELD, _spread_result).items():
             column = name if name not in table.columns else RESERVED_PREFIX + name
-            table.columns[column] = [f.get(name) for f in flat]
+            table.columns[column] = values
             table.kinds[column] = "json"
     ordered = [b for b in BOOKKEEPING_ORDER if b in book]
     ordered += [b for b in book if b not in BOOKKEEPING_ORDER]
@@ -208,11 +196,54 @@ def func_name(func: Any) -> str | None:
     return str(run.name)
 
 
+def json_columns(records: Sequence[Mapping[str, Any]], field: str,
+                 spread: Callable[[Any, dict[str, Any]], None]) -> dict[str, list[Any]]:
+    """Columns from the JSON text in each record's ``field`` (text that is not JSON is
+    passed on as it is): ``spread`` puts a record's values in a dict, column -> value;
+    a column holds ``None`` for the records that do not give it."""
+    flat: list[dict[str, Any]] = []
+    names: dict[str, None] = {}
+    for r in records:
+        out: dict[str, Any] = {}
+        text = r.get(field)
+        if text is not None:
+            try:
+                value = json.loads(text)
+            except (ValueError, RecursionError):  # (too deep: saved by an older stet)
+                value = text
+            spread(value, out)
+        flat.append(out)
+        names.update(dict.fromkeys(out))
+    return {n: [f.get(n) for f in flat] for n in names}
+
+
+def _spread_result(value: Any, out: dict[str, Any]) -> None:
+    _flatten("result", value, out)
+
+
+def _spread_mappings(value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):  # {"cfg": {...}, ...}
+        for field, mapping in value.items():
+            if isinstance(mapping, dict) and mapping:  # (an empty one: no column)
+                _flatten(str(field), mapping, out)
+
+
+def expand_mappings(records: Sequence[Mapping[str, Any]],
+                    taken: Iterable[str]) -> dict[str, list[Any]]:
+    """Columns ``cfg.lr``, ``cfg.opt.m``... from the JSON copy of the records' mapping
+    arguments (``_stet_json``), one per key, in the order first seen; ``None`` where a
+    record does not hold it. A name already ``taken`` gets the ``_stet_`` prefix."""
+    taken = set(taken)
+    return {(RESERVED_PREFIX + n if n in taken else n): values
+            for n, values in json_columns(records, JSON_FIELD, _spread_mappings).items()}
+
+
 def load(
     store: str | os.PathLike[str] | Any = DEFAULT_STORE,
     *,
     func: str | Any = None,
     failures: bool = False,
+    expand: bool = True,
 ) -> pd.DataFrame:
     """The runs of a store as a pandas DataFrame, one row per run, values typed back.
 
@@ -228,6 +259,11 @@ def load(
             without a function name (stet 0.0.2) match any.
         failures: Load the recorded failures instead of the completed runs (with
             ``_stet_error_type`` and ``_stet_error`` columns).
+        expand: Give a key field whose value is a mapping (a dict, a Hydra config)
+            one column per value in it, ``cfg.lr``, ``cfg.opt.lr`` (typed as JSON says),
+            after the key fields, from the JSON copy stet records beside its key text
+            (``_stet_json``; runs recorded before stet kept it have none). With
+            ``expand=False``, that JSON text is a ``_stet_json`` column instead.
 
     Raises:
         ImportError: pandas is not installed (``pip install 'stet[pandas]'``).
@@ -243,12 +279,19 @@ def load(
     run = getattr(store, "__stet_run__", None)
     if run is not None:
         func = run.name if func is None else func
-        store = run.store
+        store = run.location  # resolved when it was decorated
     backend = open_store(store)
-    records = backend.failures() if failures else backend.load()
-    table = tabulate(select(records, func_name(func)))
+    records = select(backend.failures() if failures else backend.load(), func_name(func))
+    table = tabulate(records)
+    columns = table.columns
+    if expand and JSON_FIELD in columns:
+        keys = table.key_columns()
+        expanded = expand_mappings(records, columns)
+        table.kinds.update(dict.fromkeys(expanded, "json"))
+        columns = {**{k: columns[k] for k in keys}, **expanded,
+                   **{k: v for k, v in columns.items() if k not in keys and k != JSON_FIELD}}
     data: dict[str, Any] = {}
-    for name, values in table.columns.items():
+    for name, values in columns.items():
         kind = table.kinds[name]
         missing = any(v is None for v in values)
         if kind == "int":

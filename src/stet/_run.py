@@ -15,7 +15,7 @@ from typing import Any
 
 from ._claims import calls, claim_offset
 from ._config import config
-from ._identity import Binder, UnstableValueError, format_call
+from ._identity import Binder, UnstableValueError, format_call, json_text
 from ._saved import ResultCache, encode_result
 from ._schema import (
     DURATION_FIELD,
@@ -24,6 +24,7 @@ from ._schema import (
     FUNC_FIELD,
     HOST,
     HOST_FIELD,
+    JSON_FIELD,
     PID_FIELD,
     RESULT_FIELD,
     STARTED_FIELD,
@@ -36,7 +37,7 @@ from .backends._base import Store, utc_now
 from .backends._finish import declare
 
 __all__ = ["Attempt", "Plan", "Run", "Setting", "Skip", "Ticket", "pending_settings",
-           "plan_sweep", "run_of"]
+           "plan_sweep", "resolve_store", "run_of"]
 
 #: A setting of a sweep: the keyword arguments of one call.
 Setting = dict[str, Any]
@@ -53,8 +54,8 @@ class Skip(enum.Enum):
 class Run:
     """What one decorated function needs per call; built once at decoration."""
 
-    __slots__ = ("backend", "binder", "func", "key", "name", "options", "results",
-                 "save_result", "skip_failed", "store", "verbose", "wait")
+    __slots__ = ("backend", "binder", "func", "key", "location", "name", "options",
+                 "results", "save_result", "skip_failed", "store", "verbose", "wait")
 
     def __init__(
         self,
@@ -67,6 +68,7 @@ class Run:
         wait: bool,
         skip_failed: bool,
         save_result: bool = False,
+        location: str | None = None,
     ) -> None:
         self.func = func
         self.key = key
@@ -82,20 +84,25 @@ class Run:
         if save_result:
             self.results = ResultCache(self.name)
         backend_class(store)  # an unknown extension fails at decoration, not mid-sweep
-        declare(store, self.options)
+        #: Where the store is: a relative path is resolved now, at decoration, so that a
+        #: later os.chdir (Hydra's job.chdir, a library) cannot move it. ``store`` stays
+        #: as written, for messages.
+        self.location = resolve_store(store) if location is None else location
+        declare(self.location, self.options)
         self.backend: Store | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled by value (e.g. a function of a script's __main__ sent to Dask workers):
         # rebuilt from its options; the backend and caches are per process.
         fsync = self.options.get("fsync")
+        # The store travels resolved: a worker in another directory uses the same one.
         return (Run, (self.func, self.store, self.key, self.name, self.verbose, fsync,
-                       self.wait, self.skip_failed, self.save_result))
+                       self.wait, self.skip_failed, self.save_result, self.location))
 
     def get_backend(self) -> Store:
         backend = self.backend
         if backend is None:
-            backend = self.backend = shared_backend(self.store, **self.options)
+            backend = self.backend = shared_backend(self.location, **self.options)
         return backend
 
     def _skip(self, fields: tuple[str, ...], texts: tuple[str, ...], reason: Skip,
@@ -111,7 +118,8 @@ class Run:
                  quiet: bool) -> Attempt | Skip:
         """Bind a call and skip it if its run is done (or failed, with ``skip_failed``);
         else the attempt to claim it, not yet claimed."""
-        fields, texts = self.binder.bind(args, kwargs)
+        mappings: dict[str, Any] = {}
+        fields, texts = self.binder.bind(args, kwargs, mappings)
         names, sorted_texts = self.binder.sorted_view(fields, texts)
         backend = self.get_backend()
         # A store whose claim also catches up with it (PostgreSQL) is asked about its
@@ -127,7 +135,10 @@ class Run:
                               ": it failed before (skip_failed=True; f.forget(...) clears "
                               "its failure)")
         backend.check_writable()  # before the claim, so before the function runs
-        return Attempt(self, backend, fields, texts, names, sorted_texts, quiet)
+        attempt = Attempt(self, backend, fields, texts, names, sorted_texts, quiet)
+        if mappings:  # their JSON copy, taken before the function may change them
+            attempt.json = json_text(mappings)
+        return attempt
 
     def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any],
               quiet: bool = False) -> Ticket | Skip:
@@ -195,8 +206,8 @@ _LAST_PAUSE = 0.1
 class Attempt:
     """One call's attempt to claim its run; the owner of its in-process claim."""
 
-    __slots__ = ("backend", "claims", "fields", "info", "key", "names", "offset", "quiet",
-                 "run", "sorted_texts", "texts")
+    __slots__ = ("backend", "claims", "fields", "info", "json", "key", "names", "offset",
+                 "quiet", "run", "sorted_texts", "texts")
 
     def __init__(self, run: Run, backend: Store, fields: tuple[str, ...],
                  texts: tuple[str, ...], names: tuple[str, ...],
@@ -209,6 +220,8 @@ class Attempt:
         # Keyed by the claims object: one per store file (or database table) here.
         self.key = (id(self.claims), self.offset)
         self.info = {"func": run.name, "fields": dict(zip(fields, texts, strict=True))}
+        #: The JSON copy of the key fields that are mappings, if any (``_stet_json``).
+        self.json: str | None = None
 
     def call_text(self) -> str:
         return format_call(self.run.func.__name__, self.fields, self.texts)
@@ -259,6 +272,8 @@ class Ticket:
         rec[STARTED_FIELD] = _iso(self.started)
         rec[DURATION_FIELD] = f"{time.perf_counter() - self.t0:.6f}"
         rec[HOST_FIELD] = HOST
+        if self.attempt.json is not None:
+            rec[JSON_FIELD] = self.attempt.json
         return rec
 
     def done(self, result: Any = None) -> None:
@@ -300,6 +315,14 @@ def _iso(epoch: float) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat()
+
+
+def resolve_store(store: str | os.PathLike[str] | Store) -> str | Store:
+    """A store path made absolute against the current directory; a URL, or a store
+    object, as it is."""
+    if isinstance(store, Store) or (isinstance(store, str) and "://" in store):
+        return store
+    return os.path.abspath(store)
 
 
 def run_of(func: Any) -> Run:

@@ -14,9 +14,9 @@ from typing import Any
 __all__ = [
     "BOOKKEEPING_ORDER", "DEFAULT_STORE", "DURATION_FIELD", "EMPTY_FIELD", "ERROR_FIELD",
     "ERROR_TYPE_FIELD", "ESCAPED_FIELD", "FUNC_FIELD", "GENERATION_FIELD", "HOST",
-    "HOST_FIELD", "PID_FIELD", "RESERVED_PREFIX", "RESULT_FIELD", "STARTED_FIELD",
-    "TIMESTAMP_FIELD", "TRACEBACK_FIELD", "Record", "RunKey", "format_duration",
-    "is_bookkeeping", "key_names", "run_key",
+    "HOST_FIELD", "JSON_FIELD", "PID_FIELD", "RESERVED_PREFIX", "RESULT_FIELD",
+    "STARTED_FIELD", "TIMESTAMP_FIELD", "TRACEBACK_FIELD", "Record", "RunKey",
+    "format_duration", "is_bookkeeping", "key_names", "run_key",
 ]
 
 #: A record: field name -> canonical text (a run's key fields, then stet's own fields).
@@ -44,6 +44,9 @@ ERROR_FIELD = "_stet_error"
 RESULT_FIELD = "_stet_result"
 #: A failure's traceback, as text (shown by ``stet report`` where a failure holds one).
 TRACEBACK_FIELD = "_stet_traceback"
+#: The key fields whose values are mappings (dicts, configs), as one JSON object
+#: (``{"cfg": {"lr": 0.1}}``): a copy for other tools; the key fields are the identity.
+JSON_FIELD = "_stet_json"
 #: CSV: the names of the fields a record holds as empty text (a JSON array).
 EMPTY_FIELD = "_stet_empty"
 #: The names of fields whose text was escaped to be written (a JSON array).
