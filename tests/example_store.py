@@ -75,12 +75,9 @@ class DirectoryStore(Store):
 
     def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
         wanted = dict(zip(fields, texts, strict=True))
-        for _, r in self._read():
-            keys = {k for k in r if not k.startswith("_stet_")}
-            if keys == wanted.keys() and all(r[k] == v for k, v in wanted.items()) \
-                    and r.get("_stet_func", "") in ("", func):
-                return True
-        return False
+        # (a record holding fields beyond the key matches: a narrower key keeps runs done)
+        return any(all(r.get(k) == v for k, v in wanted.items())
+                   and r.get("_stet_func", "") in ("", func) for _, r in self._read())
 
     def remove_where(self, func: str | None, fields: dict[str, str]) -> int:
         n = 0

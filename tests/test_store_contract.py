@@ -27,6 +27,10 @@ class TestBuiltInStores(StoreContract):
     def open_store(self, store_path: Path) -> Callable[[], Store]:
         return lambda: get_backend(store_path)
 
+    @pytest.fixture
+    def store_spec(self, store_path: Path) -> str:
+        return str(store_path)  # (a built-in store's handle holds locks: it does not pickle)
+
 
 class TestExampleStore(StoreContract):
     @pytest.fixture

@@ -73,7 +73,7 @@ from ..._identity import RESERVED_PREFIX
 from ..._index import FUNC_FIELD, Index, bulk
 from ..._sql import quote_ident
 from ...errors import CorruptStoreError, StoreError
-from .._base import IndexedBackend, Record, record_matches
+from .._base import Capabilities, IndexedBackend, Record, record_matches
 from .claims import _Claim, _PgClaims
 from .feed import (
     _CHUNK,
@@ -219,6 +219,9 @@ class PostgresBackend(IndexedBackend):
     """
 
     path: Any  # the URL with its password masked (never a filesystem path)
+    capabilities = Capabilities(shared_claims=True, durable_failures=True,
+                                remove_by_match=True, claim_catches_up=True,
+                                bulk_append=True)
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool | None = None,
                  reconnect_timeout: float = 120.0, connect_timeout: float = 30.0) -> None:
