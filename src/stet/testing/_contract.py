@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -73,7 +74,9 @@ class StoreContract(MatchingContract, SharingContract):
         assert not store.has({"alpha": 0.1, "seed": 0, "beta": 1})  # a field it lacks
         [rec] = store.load()
         assert _user(rec) == {"alpha": "0.1", "seed": "0"}
-        assert rec[TIMESTAMP_FIELD]
+        stamp = dt.datetime.fromisoformat(rec[TIMESTAMP_FIELD])  # UTC, ISO 8601
+        assert stamp.utcoffset() == dt.timedelta(0)
+        assert abs(dt.datetime.now(dt.UTC) - stamp) < dt.timedelta(minutes=5)
 
     def test_tricky_values_round_trip_as_distinct_texts(self, open_store: OpenStore) -> None:
         with open_store() as store, open_store() as fresh:
@@ -87,6 +90,15 @@ class StoreContract(MatchingContract, SharingContract):
             for miss in ["na", "Null", "nan ", " NA", "a, b", "line1 line2",
                          "line1\r\nline2", "x"]:
                 assert not fresh.has({"v": miss}), repr(miss)
+        calls: list[Any] = []
+
+        @stet.once(store=open_store(), verbose=False)
+        def f(i: int, v: Any) -> None:
+            calls.append(v)
+
+        for i, value in enumerate(TRICKY):  # recorded by hand: every one done
+            f(i, value)
+        assert calls == []
 
     def test_remove_takes_one_combination_and_clear_takes_all(self, store: Store) -> None:
         for seed in range(3):
