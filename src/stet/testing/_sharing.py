@@ -3,11 +3,14 @@ seeing each other's records and failures, and what each capability flag promises
 
 from __future__ import annotations
 
+import collections
 import multiprocessing
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ from stet.backends import Store
 
 OpenStore = Callable[[], Store]
 
-#: Runs each of two processes (or each of several threads) calls, in the same order.
+#: Runs each of two processes calls, in the same order.
 RUNS = 4
 
 
@@ -54,30 +57,40 @@ class SharingContract:
     """One store, many callers: each run executes once, and every handle sees what the
     others recorded (as the store's capabilities say)."""
 
-    def test_threads_calling_one_run_at_once_execute_it_once(self, store: Store) -> None:
+    @pytest.mark.parametrize("wait", [False, True], ids=["skip", "wait"])
+    def test_threads_calling_the_same_runs_at_once_execute_each_once(
+        self, store: Store, wait: bool
+    ) -> None:
+        """Eight threads call 40 runs each, in shuffled orders: each run executes once,
+        is recorded once, and (``wait=True``) a call returns only once its run is done."""
+        n = 40
         executed: list[int] = []
-        lock = threading.Lock()
+        not_done_after_return: list[int] = []
 
-        @stet.once(store=store, verbose=False)
-        def work(seed: int) -> None:
-            with lock:
-                executed.append(seed)
-            time.sleep(0.02)
+        @stet.once(store=store, name="threads", wait=wait, verbose=False)
+        def run(i: int) -> None:
+            executed.append(i)
+            time.sleep(0.002 + 0.001 * (i % 5))
 
-        barrier = threading.Barrier(6)
+        helpers: Any = run  # (is_done: attached by the decorator)
+        barrier = threading.Barrier(8)
 
-        def call_all() -> None:
+        def thread(seed: int) -> None:
+            order = list(range(n))
+            random.Random(seed).shuffle(order)
             barrier.wait(timeout=60)
-            for seed in range(RUNS):
-                work(seed)
+            for i in order:
+                run(i)
+                if wait and not helpers.is_done(i):
+                    not_done_after_return.append(i)
 
-        threads = [threading.Thread(target=call_all) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert sorted(executed) == list(range(RUNS))
-        assert sorted(r["seed"] for r in store.load()) == [str(s) for s in range(RUNS)]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for future in [pool.submit(thread, seed) for seed in range(8)]:
+                future.result(timeout=120)
+        assert collections.Counter(executed) == dict.fromkeys(range(n), 1)
+        recorded = collections.Counter(r["i"] for r in store.load())
+        assert recorded == {str(i): 1 for i in range(n)}
+        assert not_done_after_return == []
 
     def test_two_processes_execute_each_run_once_with_shared_claims(
         self, open_store: OpenStore, store_spec: Any, tmp_path: Path
