@@ -53,7 +53,7 @@ def _names() -> st.SearchStrategy[str]:
         st.sampled_from(NASTY_NAMES),
         st.text(alphabet="aAbBiIdDrRoOwW_.\"'` []", min_size=1, max_size=6),
         st.text(chars, min_size=1, max_size=12),
-    ).filter(lambda n: not n.startswith("_stet_"))
+    ).filter(lambda n: not is_bookkeeping(n))
 
 
 def _values() -> st.SearchStrategy[Any]:
