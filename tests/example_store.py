@@ -37,7 +37,8 @@ class DirectoryStore(Store):
         out = []
         for path in self._files():
             try:
-                out.append((path, json.loads(path.read_text("utf-8"))))
+                text = path.read_text("utf-8", errors="surrogatepass")  # (as written)
+                out.append((path, json.loads(text)))
             except FileNotFoundError:  # removed by another handle meanwhile
                 continue
         out.sort(key=lambda pr: int(pr[1].get("_seq", "0")))

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import stet
@@ -189,6 +189,9 @@ class MatchingContract:
     @settings(max_examples=EXAMPLES, deadline=None,
               suppress_health_check=[HealthCheck.too_slow,
                                      HealthCheck.function_scoped_fixture])
+    @example(records=[{"rowid": "\ud800", "ROWID": None, "id": 1}])
+    @example(records=[{"\ud800": "x"}, {"\udc00x": ""}])
+    @example(records=[{"lr": "1", "LR": "2"}, {"lr": "2"}, {"n" * 200: "", "N" * 200: "x"}])
     @given(records=st.lists(st.dictionaries(_names(), _values(), min_size=1, max_size=4),
                             min_size=1, max_size=4))
     def test_arbitrary_field_names_and_values_are_kept_or_refused_never_confused(
