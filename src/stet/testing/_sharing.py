@@ -148,6 +148,12 @@ class SharingContract:
             other.record({"x": 7, "z": "1"})
             assert first.has({"x": 7, "z": 1})
             assert sorted(r["x"] for r in first.load()) == ["5", "6", "7"]
+            first.record({"rowid": 1})  # a store's own name for its rows, as a field
+            assert other.has({"rowid": 1})
+            for x in range(8, 11):  # rows after it are still found
+                first.record({"x": x})
+                assert other.has({"x": x})
+            assert len(other.load()) == 7
 
     def test_the_decorator_sees_a_removal_made_through_another_handle(
         self, open_store: OpenStore
