@@ -91,13 +91,13 @@ class StoreContract(MatchingContract, SharingContract):
                          "line1\r\nline2", "x"]:
                 assert not fresh.has({"v": miss}), repr(miss)
         calls: list[Any] = []
+        with open_store() as handle:
+            @stet.once(store=handle, verbose=False)
+            def f(i: int, v: Any) -> None:
+                calls.append(v)
 
-        @stet.once(store=open_store(), verbose=False)
-        def f(i: int, v: Any) -> None:
-            calls.append(v)
-
-        for i, value in enumerate(TRICKY):  # recorded by hand: every one done
-            f(i, value)
+            for i, value in enumerate(TRICKY):  # recorded by hand: every one done
+                f(i, value)
         assert calls == []
 
     def test_remove_takes_one_combination_and_clear_takes_all(self, store: Store) -> None:
