@@ -142,7 +142,13 @@ class BarReporter(Reporter):
 
     def close(self, summary: SweepSummary) -> None:
         if self.bar is not None:
-            self.update(summary)
+            if summary.interrupted:
+                # The terminal echoed "^C" after the bar (wrapping to a new line when the
+                # bar fills it): drawing the bar again would show it twice. Clear the
+                # line instead; the summary below says how far the sweep got.
+                self.bar.leave = False
+            else:
+                self.update(summary)
             self.bar.close()
         with contextlib.suppress(OSError, ValueError):
             for line in final_lines(summary):

@@ -1,0 +1,118 @@
+"""Small things that cost a newcomer minutes (issue 14, item 6), each checked for real:
+Ctrl-C through a real SIGINT (and a real terminal, a pty), real files, real commands."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import textwrap
+import time
+from pathlib import Path
+
+import stet
+
+SWEEP = textwrap.dedent("""
+    import signal, sys, time
+    import stet
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (even if started ignoring it)
+
+    @stet.once(store="runs.csv", verbose=False)
+    def f(x):
+        time.sleep(0.2)
+
+    CATCH
+""")
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "sweep.py"
+    path.write_text(SWEEP.replace("CATCH", textwrap.dedent(body)))
+    return path
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "80"}
+
+
+def _wait_for_runs(store: Path, n: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if store.exists() and len(stet.load(store)) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{store}: fewer than {n} runs after {timeout} s")
+
+
+def _interrupted(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
+    script = _script(tmp_path, body)
+    p = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_runs(tmp_path / "runs.csv", 2)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def test_an_uncaught_sweep_interrupted_exits_130_with_one_summary_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    r = _interrupted(tmp_path, "stet.sweep(f, stet.grid(x=range(100)), progress='lines')")
+    assert r.returncode == 130, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.count("settings:") == 1, r.stderr  # the summary, once
+    assert "(interrupted; run the sweep again to resume)" in r.stderr
+
+
+def test_a_script_catching_sweep_interrupted_or_keyboard_interrupt_still_catches_it(
+    tmp_path: Path,
+) -> None:
+    r = _interrupted(tmp_path, """
+        try:
+            stet.sweep(f, stet.grid(x=range(100)), progress=False)
+        except stet.SweepInterrupted as e:
+            assert isinstance(e, KeyboardInterrupt)
+            print("caught", e.summary.interrupted, e.summary.total)
+    """)
+    assert (r.returncode, r.stdout.split()) == (0, ["caught", "True", "100"]), r.stderr
+
+
+def test_after_ctrl_c_in_a_terminal_the_bar_is_not_drawn_again(tmp_path: Path) -> None:
+    """The terminal echoes ^C after the bar; drawing the bar again after it showed two."""
+    script = _script(tmp_path, "stet.sweep(f, stet.grid(x=range(100)), progress='bar')")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a sweep in a terminal of 80 columns
+        os.chdir(tmp_path)
+        os.execve(sys.executable, [sys.executable, str(script)], _env())
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    out, sent, deadline = b"", False, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not sent and b"2/100" in out:
+            os.write(fd, b"\x03")  # Ctrl-C typed at the terminal
+            sent = True
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # (the child has ended)
+                break
+            if not data:
+                break
+            out += data
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = out.decode(errors="replace")
+    assert sent, text
+    after = text[text.index("^C"):]
+    assert "|" not in after and "run/s" not in after, repr(after)  # no bar after ^C
+    assert "interrupted; run the sweep again" in after
+    assert os.waitstatus_to_exitcode(status) == 130
