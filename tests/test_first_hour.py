@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import stet
+from stet._logfile import StoreWarning
 
 SWEEP = textwrap.dedent("""
     import signal, sys, time
@@ -116,3 +117,38 @@ def test_after_ctrl_c_in_a_terminal_the_bar_is_not_drawn_again(tmp_path: Path) -
     assert "|" not in after and "run/s" not in after, repr(after)  # no bar after ^C
     assert "interrupted; run the sweep again" in after
     assert os.waitstatus_to_exitcode(status) == 130
+
+
+def test_a_store_warning_names_the_users_line_not_stets(tmp_path: Path) -> None:
+    import warnings
+
+    store = tmp_path / "runs.csv"
+
+    @stet.once(store=store, verbose=False)
+    def f(x: int) -> None:
+        pass
+
+    f(1)
+    with store.open("ab") as fh:
+        fh.write(b"2")  # what a SIGKILL mid-append leaves: part of a record
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        f(3)  # the next append cuts it off, with a StoreWarning
+    found = [w for w in caught if issubclass(w.category, StoreWarning)]
+    assert found, [str(w.message) for w in caught]
+    assert {w.filename for w in found} == {__file__}
+
+
+def test_a_result_not_saved_warning_names_the_users_line(tmp_path: Path) -> None:
+    import warnings
+
+    @stet.once(store=tmp_path / "runs.csv", save_result=True, verbose=False)
+    def f(x: int) -> object:
+        return object()  # not JSON: recorded as done, its result not saved
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        f(1)
+    found = [w for w in caught if issubclass(w.category, stet.ResultNotSavedWarning)]
+    assert found, [str(w.message) for w in caught]
+    assert {w.filename for w in found} == {__file__}
