@@ -152,3 +152,29 @@ def test_a_result_not_saved_warning_names_the_users_line(tmp_path: Path) -> None
     found = [w for w in caught if issubclass(w.category, stet.ResultNotSavedWarning)]
     assert found, [str(w.message) for w in caught]
     assert {w.filename for w in found} == {__file__}
+
+
+def test_make_clean_removes_the_demo_store_and_every_file_beside_it(tmp_path: Path) -> None:
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copy(root / "Makefile", tmp_path / "Makefile")
+    script = tmp_path / "demo.py"
+    script.write_text(textwrap.dedent("""
+        import stet
+
+        @stet.once(verbose=False)  # the default store, _stet_store.csv
+        def f(x):
+            if x == 1:
+                raise ValueError(x)
+
+        stet.sweep(f, stet.grid(x=range(3)), progress=False)
+    """))
+    subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(), check=True,
+                   capture_output=True, timeout=60)
+    made = {p.name for p in tmp_path.iterdir()} - {"Makefile", "demo.py"}
+    assert {"_stet_store.csv", "_stet_store.csv.lock", "_stet_store.csv.claims",
+            "_stet_store.csv.failures.jsonl"} <= made
+    subprocess.run(["make", "clean", f"VENV={tmp_path / 'no-venv'}"], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=60)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Makefile", "demo.py"]
