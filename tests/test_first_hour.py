@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -178,3 +179,24 @@ def test_make_clean_removes_the_demo_store_and_every_file_beside_it(tmp_path: Pa
     subprocess.run(["make", "clean", f"VENV={tmp_path / 'no-venv'}"], cwd=tmp_path,
                    check=True, capture_output=True, timeout=60)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Makefile", "demo.py"]
+
+
+def test_stet_ls_all_shows_times_to_the_second_and_durations_for_reading(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "runs.csv"
+
+    @stet.once(store=store, verbose=False)
+    def f(x: int) -> None:
+        time.sleep(x / 10)
+
+    stet.sweep(f, stet.grid(x=[0, 2]), progress=False)
+    r = subprocess.run([sys.executable, "-m", "stet", "ls", str(store), "--all"],
+                       env=_env(), capture_output=True, text=True, timeout=60, check=True)
+    head, _, *rows = r.stdout.splitlines()
+    assert "started (UTC)" in head and "duration" in head, head
+    assert "e-0" not in r.stdout and "+00:00" not in r.stdout, r.stdout
+    assert re.search(r" \d+ us ", rows[0]), rows[0]  # an instant run: microseconds
+    assert re.search(r" 2\d\d ms ", rows[1]), rows[1]  # 0.2 s: milliseconds
+    for row in rows[:2]:
+        assert len(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", row)) == 2, row
