@@ -200,3 +200,22 @@ def test_stet_ls_all_shows_times_to_the_second_and_durations_for_reading(
     assert re.search(r" 2\d\d ms ", rows[1]), rows[1]  # 0.2 s: milliseconds
     for row in rows[:2]:
         assert len(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", row)) == 2, row
+
+
+def test_a_quick_benchmark_does_not_claim_the_million_run_open_budget_was_met() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))  # (as test_storm.py: its modules import so)
+    spec = importlib.util.spec_from_file_location("bench_run", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = bench  # (its dataclasses look their module up)
+    spec.loader.exec_module(bench)
+    quick = bench.budgets_line([], bench.QUICK["sizes"])
+    assert "open of 1,000,000" not in quick.split(":")[0]
+    assert "was not measured" in quick and "20,000 runs" in quick
+    full = bench.budgets_line([], bench.FULL["sizes"])
+    assert "open of 1,000,000 runs < 3 s): all met in this run." in full
+    assert "not measured" not in full
