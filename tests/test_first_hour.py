@@ -17,6 +17,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 import stet
 from stet._logfile import StoreWarning
 
@@ -219,3 +221,18 @@ def test_a_quick_benchmark_does_not_claim_the_million_run_open_budget_was_met() 
     full = bench.budgets_line([], bench.FULL["sizes"])
     assert "open of 1,000,000 runs < 3 s): all met in this run." in full
     assert "not measured" not in full
+
+
+@pytest.mark.slow
+def test_the_readmes_groupby_table_is_what_examples_grid_sweep_prints(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(readme) if line.startswith(">>> df.groupby("))
+    end = next(i for i in range(start + 1, len(readme)) if readme[i].startswith(">>>"))
+    documented = [line.rstrip() for line in readme[start + 1:end]]
+    r = subprocess.run([sys.executable, str(root / "examples" / "grid_sweep.py")],
+                       cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    printed = [line.rstrip() for line in r.stdout.splitlines()]
+    at = printed.index(documented[0])
+    assert printed[at:at + len(documented)] == documented
