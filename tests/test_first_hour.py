@@ -236,3 +236,13 @@ def test_the_readmes_groupby_table_is_what_examples_grid_sweep_prints(tmp_path: 
     printed = [line.rstrip() for line in r.stdout.splitlines()]
     at = printed.index(documented[0])
     assert printed[at:at + len(documented)] == documented
+
+
+def test_no_page_prints_a_sweeps_summary_which_the_sweep_printed_already() -> None:
+    root = Path(__file__).resolve().parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").rglob("*.md")),
+             *sorted((root / "examples").glob("*.py"))]
+    repeats = [f"{page.relative_to(root)}:{n}" for page in pages
+               for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
+               if re.search(r"print\((summary|str\(summary\))\)", line)]
+    assert not repeats, repeats
