@@ -246,3 +246,39 @@ def test_no_page_prints_a_sweeps_summary_which_the_sweep_printed_already() -> No
                for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
                if re.search(r"print\((summary|str\(summary\))\)", line)]
     assert not repeats, repeats
+
+
+def test_in_a_notebook_without_ipywidgets_progress_is_plain_lines_without_a_warning(
+    tmp_path: Path,
+) -> None:
+    """stet knows a notebook by its stderr, an ``ipykernel.iostream`` stream. No kernel
+    runs here (ipykernel is no dependency): stderr is a stream of a class from a module of
+    that name, and ipywidgets is not installed, as in a fresh notebook environment."""
+    import importlib.util
+
+    assert importlib.util.find_spec("ipywidgets") is None
+    script = tmp_path / "nb.py"
+    script.write_text(textwrap.dedent("""
+        import io, sys, types, warnings
+        import stet
+
+        mod = types.ModuleType("ipykernel.iostream")
+        exec("import io\\nclass OutStream(io.StringIO): pass", mod.__dict__)
+        sys.stderr = out = mod.OutStream()
+
+        @stet.once(store="runs.csv", verbose=False)
+        def f(x):
+            pass
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            stet.sweep(f, stet.grid(x=range(3)))
+        sys.__stdout__.write(out.getvalue())
+        sys.__stdout__.write("".join(f"WARNING {w.message}\\n" for w in caught))
+    """))
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "WARNING" not in r.stdout, r.stdout
+    assert r.stdout.splitlines()[0] == "[stet] f: 3 settings, 0 done before, 3 to run"
+    assert "\r" not in r.stdout and "run/s]" not in r.stdout  # no text bar
