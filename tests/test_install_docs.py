@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 #: Packages other than stet the pages may tell the reader to install.
-THIRD_PARTY = {"hydra-joblib-launcher", "hydra-submitit-launcher"}
+THIRD_PARTY = {"hydra-joblib-launcher", "hydra-submitit-launcher", "ipywidgets"}
 _PIP = re.compile(r"pip (install|wheel)((?:[ \t]+(?:[^\s`#]+))+)")
 
 
