@@ -97,9 +97,9 @@ def _path_class(path: str | os.PathLike[str]) -> type[BaseBackend]:
     if cls is None:
         supported = ", ".join(sorted(BACKENDS))
         shown = f"extension {ext!r}" if ext else "no extension"
-        raise ValueError(
-            f"store {os.fspath(path)!r} has {shown}; stet chooses the store format by "
-            f"extension and supports {supported}"
+        raise ValueError(  # ("Unsupported store extension": 0.0.2's words, kept)
+            f"Unsupported store extension: store {os.fspath(path)!r} has {shown}; stet "
+            f"chooses the store format by extension and supports {supported}"
         )
     require_file_locks(os.fspath(path))  # (Windows: a clear StoreError, before any run)
     return cls
