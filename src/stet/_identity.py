@@ -17,8 +17,7 @@ from typing import Any
 
 from ._schema import RESERVED_PREFIX
 
-# RESERVED_PREFIX is re-exported for the PostgreSQL backend until it imports _schema.
-__all__ = ["RESERVED_PREFIX", "Binder", "UnstableValueError", "canonical", "format_call"]
+__all__ = ["Binder", "UnstableValueError", "canonical", "format_call"]
 
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")

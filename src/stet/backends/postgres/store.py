@@ -69,11 +69,11 @@ from typing import Any, TypeVar
 from ... import _fork
 from ..._claims import claim_offset
 from ..._exit import at_exit
-from ..._identity import RESERVED_PREFIX
-from ..._index import FUNC_FIELD, Index, bulk
+from ..._index import Index, bulk
+from ..._schema import FUNC_FIELD, Record, key_names
 from ..._sql import quote_ident
 from ...errors import CorruptStoreError, StoreError
-from .._base import IndexedBackend, Record, record_matches
+from .._base import IndexedBackend, record_matches
 from .claims import _Claim, _PgClaims
 from .feed import (
     _CHUNK,
@@ -652,7 +652,7 @@ class PostgresBackend(IndexedBackend):
             if claim.epoch != self._epoch and not self._claims.retake(s, offset):
                 raise _Contended
             self._catch_up(s, feed)
-            names = tuple(sorted(k for k in record if not k.startswith(RESERVED_PREFIX)))
+            names = key_names(record)
             if feed.index.contains(record.get(FUNC_FIELD) or "", names,
                                    tuple(record[n] for n in names)):
                 return
