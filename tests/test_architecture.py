@@ -140,7 +140,7 @@ def test_the_walk_finds_imports_of_every_kind() -> None:
     assert "stet._run" in GRAPH["stet._decorator"]
     assert "stet._summary" in GRAPH["stet._progress"]  # under TYPE_CHECKING
     assert "stet.backends.postgres.store" in GRAPH["stet.backends"]  # inside a function
-    assert "stet.backends.postgres.feed" in GRAPH["stet.backends.postgres.store"]  # subpackage
+    assert "stet.backends.postgres.source" in GRAPH["stet.backends.postgres.store"]  # subpackage
     assert "stet.backends" in GRAPH["stet._load"]  # from . import backends
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []

@@ -282,7 +282,7 @@ AWKWARD = ['plain', 'quote " and \\ backslash', "{braces}, [commas]", "new\nline
 
 def _trips(b: Any) -> int:
     """Round trips ``b``'s current connection has made (read, never patched)."""
-    return int(b._session.trips) if b._session is not None else 0
+    return int(b._source._session.trips) if b._source._session is not None else 0
 
 
 def test_append_records_writes_thousands_per_statement_exactly(url: PgStore) -> None:
@@ -420,10 +420,10 @@ def test_a_retried_insert_looks_for_its_rows_after_the_lost_statement_ends(
         assert isinstance(b, PostgresBackend)
         b.exists()
         t0 = time.monotonic()
-        b._with_retry(lambda s: b._await_statement(s, busy))
+        b._source._with_retry(lambda s: b._source._await_statement(s, busy))
         waited = time.monotonic() - t0
         t0 = time.monotonic()  # its own session is never waited for (it is not gone)
-        b._with_retry(lambda s: b._await_statement(s, s.backend_pid))
+        b._source._with_retry(lambda s: b._source._await_statement(s, s.backend_pid))
         assert time.monotonic() - t0 < 5
     sleeper.join()
     raw.close()
@@ -459,7 +459,7 @@ def test_ids_committed_out_of_order_are_not_missed(url: PgStore) -> None:
     writer.record({"x": 0})
     assert reader.has({"x": 0})
     raw = _raw(url)
-    k1, k2 = reader._feed.lock_keys
+    k1, k2 = reader._source._feed.lock_keys
     raw.execute("BEGIN")  # an insert in flight: takes an id, commits later
     raw.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", (k1, k2))
     raw.execute(f'INSERT INTO "{url.table}" (record) VALUES (%s)',
@@ -467,14 +467,14 @@ def test_ids_committed_out_of_order_are_not_missed(url: PgStore) -> None:
     writer.record({"x": "fast"})  # a later id, committed first
     assert reader.has({"x": "fast"})
     assert not reader.has({"x": "slow"})
-    assert reader._feed.holes
+    assert reader._source._feed.holes
     time.sleep(0.3)
     assert not reader.has({"x": "slow"})  # the hole is kept while the insert is in flight
-    assert reader._feed.holes
+    assert reader._source._feed.holes
     raw.execute("COMMIT")
     assert reader.has({"x": "slow"}), "a record committed out of id order was missed"
     assert len(reader) == 3
-    assert reader._feed.holes == []
+    assert reader._source._feed.holes == []
 
     raw.execute("BEGIN")  # a rolled-back insert leaves a hole forever
     raw.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", (k1, k2))
@@ -484,7 +484,7 @@ def test_ids_committed_out_of_order_are_not_missed(url: PgStore) -> None:
     raw.execute("ROLLBACK")
     assert reader.has({"x": "after"})
     deadline = time.monotonic() + 10
-    while reader._feed.holes:  # dropped once no insert is in flight
+    while reader._source._feed.holes:  # dropped once no insert is in flight
         assert time.monotonic() < deadline
         time.sleep(0.1)
         assert not reader.has({"x": "nothing"})
@@ -732,7 +732,7 @@ def test_password_never_shows(pg_server: Any, capsys: pytest.CaptureFixture[str]
     pw = pg_server.password
     store = pg_store(pg_server)
     b = get_backend(store)
-    for text in (repr(b), str(b.path), str(b)):
+    for text in (repr(b), b.describe(), str(b)):
         assert pw not in text and "***" in text
     b.record({"x": 1})
     stet.status(store)
@@ -865,13 +865,13 @@ def test_everything_from_the_environment(pg_server: Any,
 
 def test_the_postgres_modules_are_layered_and_claims_do_not_know_the_store() -> None:
     """Each module of ``stet.backends.postgres`` imports only modules below it in
-    url < session < tables < feed < claims < store (no cycle); the claims see their store
+    url < session < tables < feed < claims < source < store (no cycle); the claims see their store
     through ``claims.ClaimsHost`` only, never the backend's module."""
     import ast
 
     import stet.backends.postgres as package
 
-    order = ["url", "session", "tables", "feed", "claims", "store"]
+    order = ["url", "session", "tables", "feed", "claims", "source", "store"]
     here = Path(package.__file__).parent
     assert sorted(p.stem for p in here.glob("*.py") if p.stem != "__init__") == sorted(order)
     for i, name in enumerate(order):
