@@ -25,12 +25,10 @@ import argparse
 import json
 import secrets
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from bench_postgres import throwaway_server
 
 
 def _statements(backend: Any) -> tuple[Any, Any]:
@@ -116,13 +114,7 @@ def main() -> None:
     server = None
     url = args.url
     if url is None:
-        sys.path.insert(0, str(HERE.parent / "tests"))
-        from pgserver import PgServer, find_bindir
-
-        bindir = find_bindir()
-        if bindir is None:
-            sys.exit("no PostgreSQL binaries found (install postgresql, or pass --url)")
-        server = PgServer(bindir)
+        server = throwaway_server()
         url = server.url()
     try:
         from stet.backends.postgres import PostgresBackend
