@@ -34,4 +34,5 @@ serve-docs: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 clean:
-	rm -rf $(VENV) site _stet_store.csv _stet_store.csv.lock
+	# the demo's store and every file stet keeps beside it (.lock, .claims, .failures.jsonl)
+	rm -rf $(VENV) site _stet_store.csv _stet_store.csv.* ._stet_store.csv.stet-tmp-*

@@ -101,6 +101,18 @@ def per_call(url: str, n: int) -> tuple[float, float]:
     return record, skip
 
 
+def throwaway_server(fsync: bool = False) -> Any:
+    """A loopback server from this machine's PostgreSQL binaries (``tests/pgserver.py``);
+    ``close()`` it."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from pgserver import PgServer, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        sys.exit("no PostgreSQL server binaries; install postgresql or pass --url")
+    return PgServer(bindir, fsync=fsync)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", help="an existing server (default: start a throwaway one)")
@@ -114,13 +126,7 @@ def main() -> None:
     server = None
     url = args.url
     if url is None:
-        sys.path.insert(0, str(HERE.parent / "tests"))
-        from pgserver import PgServer, find_bindir
-
-        bindir = find_bindir()
-        if bindir is None:
-            sys.exit("no PostgreSQL server binaries; install postgresql or pass --url")
-        server = PgServer(bindir, fsync=args.server_fsync)
+        server = throwaway_server(fsync=args.server_fsync)
         url = server.url()
     sep = "&" if "?" in url else "?"
     try:

@@ -94,7 +94,7 @@ def test_ls(store_path: Path) -> None:
     r = stet_cmd("ls", store_path, "--where", "seed=1")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["alpha", "seed", "result.loss", "finished", "(UTC)", "seconds"]
+    assert lines[0].split() == ["alpha", "seed", "result.loss", "finished", "(UTC)", "duration"]
     assert [line.split()[:3] for line in lines[2:4]] == [["0.1", "1", "0.1"],
                                                          ["0.5", "1", "0.5"]]
     assert lines[-1] == "(2 records)"

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import os
 import signal
 import subprocess
@@ -282,7 +281,7 @@ AWKWARD = ['plain', 'quote " and \\ backslash', "{braces}, [commas]", "new\nline
 
 def _trips(b: Any) -> int:
     """Round trips ``b``'s current connection has made (read, never patched)."""
-    return int(b._session.trips) if b._session is not None else 0
+    return int(b._source._session.trips) if b._source._session is not None else 0
 
 
 def test_append_records_writes_thousands_per_statement_exactly(url: PgStore) -> None:
@@ -420,10 +419,10 @@ def test_a_retried_insert_looks_for_its_rows_after_the_lost_statement_ends(
         assert isinstance(b, PostgresBackend)
         b.exists()
         t0 = time.monotonic()
-        b._with_retry(lambda s: b._await_statement(s, busy))
+        b._source._with_retry(lambda s: b._source._await_statement(s, busy))
         waited = time.monotonic() - t0
         t0 = time.monotonic()  # its own session is never waited for (it is not gone)
-        b._with_retry(lambda s: b._await_statement(s, s.backend_pid))
+        b._source._with_retry(lambda s: b._source._await_statement(s, s.backend_pid))
         assert time.monotonic() - t0 < 5
     sleeper.join()
     raw.close()
@@ -453,45 +452,67 @@ def test_copy_into_postgres_keeps_everything(url: PgStore, tmp_path: Path) -> No
 
 # -------------------------------------------------------------------- the index
 def test_ids_committed_out_of_order_are_not_missed(url: PgStore) -> None:
+    """Two writers on their own connections: the first takes an id and commits after the
+    second, which took the next id; a reader that saw the second must still see the first,
+    however long the first takes (the server slows its insert down with a trigger)."""
     reader = get_backend(url)
-    writer = get_backend(url)
-    assert isinstance(reader, PostgresBackend)
-    writer.record({"x": 0})
+    slow, fast = get_backend(url), get_backend(url)
+    fast.record({"x": 0})  # (creates the tables)
     assert reader.has({"x": 0})
     raw = _raw(url)
-    k1, k2 = reader._feed.lock_keys
-    raw.execute("BEGIN")  # an insert in flight: takes an id, commits later
-    raw.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", (k1, k2))
-    raw.execute(f'INSERT INTO "{url.table}" (record) VALUES (%s)',
-                (json.dumps({"x": "slow"}),))
-    writer.record({"x": "fast"})  # a later id, committed first
+    raw.execute(
+        "CREATE FUNCTION stet_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.record->>'x' = 'slow' THEN PERFORM pg_sleep(1.5); END IF; "
+        "IF NEW.record->>'x' = 'gone' THEN PERFORM pg_sleep(0.5); "
+        "RAISE EXCEPTION 'rolled back'; END IF; RETURN NEW; END $$")
+    raw.execute(f'CREATE TRIGGER stet_test_slow BEFORE INSERT ON "{url.table}" '
+                f"FOR EACH ROW EXECUTE FUNCTION stet_test_slow()")
+
+    def in_flight() -> None:  # until the slow insert, its id taken, sleeps uncommitted
+        deadline = time.monotonic() + 10
+        while not raw.execute("SELECT count(*) FROM pg_stat_activity "
+                              "WHERE wait_event = 'PgSleep'").fetchone()[0]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    errors: list[BaseException] = []
+
+    def write(backend: Any, value: str) -> None:
+        try:
+            backend.record({"x": value})
+        except BaseException as exc:  # (told to the test's thread)
+            errors.append(exc)
+
+    first = threading.Thread(target=write, args=(slow, "slow"))
+    first.start()
+    in_flight()
+    fast.record({"x": "fast"})  # a later id, committed first
     assert reader.has({"x": "fast"})
-    assert not reader.has({"x": "slow"})
-    assert reader._feed.holes
-    time.sleep(0.3)
-    assert not reader.has({"x": "slow"})  # the hole is kept while the insert is in flight
-    assert reader._feed.holes
-    raw.execute("COMMIT")
+    while first.is_alive():  # longer than a reader waits before it gives up on an id
+        assert not reader.has({"x": "slow"})
+        time.sleep(0.05)
+    first.join()
+    assert not errors
     assert reader.has({"x": "slow"}), "a record committed out of id order was missed"
     assert len(reader) == 3
-    assert reader._feed.holes == []
 
-    raw.execute("BEGIN")  # a rolled-back insert leaves a hole forever
-    raw.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", (k1, k2))
-    raw.execute(f'INSERT INTO "{url.table}" (record) VALUES (%s)',
-                (json.dumps({"x": "gone"}),))
-    writer.record({"x": "after"})
-    raw.execute("ROLLBACK")
-    assert reader.has({"x": "after"})
-    deadline = time.monotonic() + 10
-    while reader._feed.holes:  # dropped once no insert is in flight
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-        assert not reader.has({"x": "nothing"})
-    assert len(reader) == 4
+    # An insert that takes an id and rolls back leaves that id empty for good: the reader
+    # neither waits for it nor misses what comes after.
+    lost = threading.Thread(target=write, args=(slow, "gone"))
+    lost.start()
+    in_flight()
+    fast.record({"x": "after"})
+    lost.join()
+    assert len(errors) == 1 and "rolled back" in str(errors[0])
+    assert reader.has({"x": "after"}) and not reader.has({"x": "gone"})
+    time.sleep(0.5)
+    fast.record({"x": "later"})
+    assert reader.has({"x": "later"})
+    assert len(reader) == 5
+    assert sorted(r["x"] for r in reader.load()) == ["0", "after", "fast", "later", "slow"]
     raw.close()
-    reader.close()
-    writer.close()
+    for b in (reader, slow, fast):
+        b.close()
 
 
 def test_removal_by_another_process_is_seen_without_polling(url: PgStore) -> None:
@@ -732,7 +753,7 @@ def test_password_never_shows(pg_server: Any, capsys: pytest.CaptureFixture[str]
     pw = pg_server.password
     store = pg_store(pg_server)
     b = get_backend(store)
-    for text in (repr(b), str(b.path), str(b)):
+    for text in (repr(b), b.describe(), str(b)):
         assert pw not in text and "***" in text
     b.record({"x": 1})
     stet.status(store)
@@ -865,13 +886,13 @@ def test_everything_from_the_environment(pg_server: Any,
 
 def test_the_postgres_modules_are_layered_and_claims_do_not_know_the_store() -> None:
     """Each module of ``stet.backends.postgres`` imports only modules below it in
-    url < session < tables < feed < claims < store (no cycle); the claims see their store
+    url < session < tables < feed < claims < source < store (no cycle); the claims see their store
     through ``claims.ClaimsHost`` only, never the backend's module."""
     import ast
 
     import stet.backends.postgres as package
 
-    order = ["url", "session", "tables", "feed", "claims", "store"]
+    order = ["url", "session", "tables", "feed", "claims", "source", "store"]
     here = Path(package.__file__).parent
     assert sorted(p.stem for p in here.glob("*.py") if p.stem != "__init__") == sorted(order)
     for i, name in enumerate(order):

@@ -50,7 +50,7 @@ def test_a_password_with_url_characters_is_masked_or_refused(pw: str) -> None:
         return
     assert pw not in repr(b)
     # what libpq reads: the whole password, nothing of it elsewhere
-    read = psycopg.conninfo.conninfo_to_dict(b._target.url)
+    read = psycopg.conninfo.conninfo_to_dict(b._source._target.url)
     assert (read["user"], read["host"], read["port"], read["dbname"]) == \
         ("bob", "db.example", "5432", "db")
 
@@ -70,12 +70,12 @@ def test_any_password_written_into_a_url_never_shows(middle: str) -> None:
         except ValueError as exc:
             assert pw not in _texts(exc) and "percent-encode" in str(exc)
             continue
-        assert mask_url(url) == shown == b.path
+        assert mask_url(url) == shown == b.describe()
         assert pw not in repr(b)
-        read = psycopg.conninfo.conninfo_to_dict(b._target.url)
+        read = psycopg.conninfo.conninfo_to_dict(b._source._target.url)
         assert (read.get("user"), read.get("host"), read.get("dbname")) == \
             ("bob", "127.0.0.1", "db")
-        assert b._target.scrub(f"<{read['password']}>") == "<***>"
+        assert b._source._target.scrub(f"<{read['password']}>") == "<***>"
         with pytest.raises(stet.StoreError) as info:  # nothing listens on port 1
             b.has({"x": 1})
         assert pw not in _texts(info.value) and shown in str(info.value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -10,19 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._schema import DEFAULT_STORE
 from .backends import display_store, get_backend
-from .backends._base import Store, canonical_fields
+from .backends._base import canonical_fields
 
 if TYPE_CHECKING:
     from ._status import StoreStatus
 
 __all__ = ["reset", "status"]
-
-
-def _open_existing(store_path: str | os.PathLike[str]) -> Store:
-    backend = get_backend(store_path)
-    if not backend.exists():
-        raise FileNotFoundError(f"no stet store at {display_store(store_path)!r}")
-    return backend
 
 
 def status(
@@ -72,36 +64,43 @@ def reset(
 ) -> None:
     """Remove entries from a store.
 
+    A full reset leaves the store file empty rather than deleting it (stet 0.0.2 deleted
+    it): the file keeps its permission bits, group, ACL and extended attributes, so a
+    store shared by a group stays writable by the group's other workers (a file made
+    afresh by the next run would get that worker's umask and primary group). A store
+    that does not exist is left so, and nothing is raised (as in 0.0.2).
+
     Args:
         store_path: Path to the store file, or a ``@stet.once`` function (its store).
             Defaults to ``_stet_store.csv``.
         key_dict: If provided, remove only this specific key combination (values may be
             given as text, e.g. ``{'alpha': '0.1'}``). If None, clear the entire store
             (prompts for confirmation in interactive mode).
-
-    Raises:
-        FileNotFoundError: If the store file does not exist.
     """
     run = getattr(store_path, "__stet_run__", None)
-    where = display_store(store_path if run is None else run.store)  # as written
+    shown_store = display_store(store_path if run is None else run.store)  # as written
     if run is not None:
         store_path = run.location  # resolved when it was decorated
-    backend = _open_existing(store_path)
+    # The messages keep stet 0.0.2's words ("Store cleared", "Aborted"): scripts grep them.
+    backend = get_backend(store_path)
+    if not backend.exists():
+        print(f"[stet] Store cleared: nothing to remove, there is no store at {shown_store}"
+              if key_dict is None else
+              f"[stet] Removed 0 record(s): there is no store at {shown_store}")
+        return
     if key_dict is not None:
         removed = backend.remove(dict(key_dict))
         backend.remove_failures(None, canonical_fields(key_dict))
         shown = ", ".join(f"{k}={v}" for k, v in key_dict.items())
         if isinstance(removed, int):
-            print(f"[stet] Removed {removed} record(s) matching {shown} from "
-                  f"{where}")
+            print(f"[stet] Removed {removed} record(s) matching {shown} from {shown_store}")
         return
     if sys.stdin is not None and sys.stdin.isatty():
         n = len(backend.load())
-        answer = input(f"[stet] Remove all {n} record(s) from {where}? "
-                       "[y/N] ")
+        answer = input(f"[stet] Remove all {n} record(s) from {shown_store}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            print("[stet] Nothing removed.")
+            print("[stet] Aborted: nothing removed.")
             return
     backend.clear()
     backend.remove_failures(None, {})
-    print(f"[stet] Cleared {where}")
+    print(f"[stet] Store cleared: {shown_store} (kept, empty)")

@@ -40,6 +40,7 @@ from ._schema import (
     STARTED_FIELD,
     TIMESTAMP_FIELD,
     Record,
+    format_seconds,
     run_key,
 )
 from ._sidecar import export_temp_file, is_sidecar, same_file, sidecars
@@ -211,16 +212,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
             if len(funcs) == 1 and FUNC_FIELD in columns and not args.all:
                 columns.remove(FUNC_FIELD)
     headers = {FUNC_FIELD: "function", TIMESTAMP_FIELD: "finished (UTC)",
-               DURATION_FIELD: "seconds", ERROR_TYPE_FIELD: "error",
-               ERROR_FIELD: "message", HOST_FIELD: "host", STARTED_FIELD: "started",
+               DURATION_FIELD: "duration", ERROR_TYPE_FIELD: "error",
+               ERROR_FIELD: "message", HOST_FIELD: "host", STARTED_FIELD: "started (UTC)",
                PID_FIELD: "pid"}
-    if TIMESTAMP_FIELD in table.columns:
-        table.columns[TIMESTAMP_FIELD] = [
-            None if t is None else t.replace("T", " ")[:19] for t in table.columns[
-                TIMESTAMP_FIELD]]
+    for when in (TIMESTAMP_FIELD, STARTED_FIELD):  # (stored as UTC ISO text) to the second
+        if when in table.columns:
+            table.columns[when] = [t.replace("T", " ")[:19] if isinstance(t, str) else t
+                                   for t in table.columns[when]]
     if DURATION_FIELD in table.columns and table.kinds[DURATION_FIELD] == "float":
         table.columns[DURATION_FIELD] = [
-            None if d is None else float(f"{d:.3g}") for d in table.columns[DURATION_FIELD]]
+            None if d is None else format_seconds(d) for d in table.columns[DURATION_FIELD]]
     print(_render_table(table, columns, headers, max_width=40 if not args.all else 60))
     shown = len(rows)
     print(f"({shown} {kind}{'s' if shown != 1 else ''}"

@@ -20,9 +20,8 @@ from typing import Any
 from ._keypath import KeyPathError, PerRun, is_omegaconf, is_per_run, plain, split_path, walk
 from ._schema import RESERVED_PREFIX
 
-# RESERVED_PREFIX is re-exported for the PostgreSQL backend until it imports _schema.
-__all__ = ["RESERVED_PREFIX", "Binder", "PerRunValueError", "UnstableValueError", "canonical",
-           "format_call", "json_text"]
+__all__ = ["Binder", "PerRunValueError", "UnstableValueError", "canonical", "format_call",
+           "json_text"]
 
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")

@@ -14,8 +14,7 @@ from contextlib import contextmanager
 
 from ._schema import FUNC_FIELD, RESERVED_PREFIX, key_names
 
-# FUNC_FIELD is re-exported for the PostgreSQL backend until it imports _schema.
-__all__ = ["FUNC_FIELD", "Index"]
+__all__ = ["Index"]
 
 Row = tuple[str, ...]
 

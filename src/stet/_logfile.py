@@ -21,7 +21,6 @@ import errno
 import glob
 import os
 import stat
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from ._fork import close_if_ours, pid
 from ._index import Index
 from ._locking import StoreLock
 from ._sidecar import open_file, temp_file, temp_files_glob
+from ._warn import warn
 from .errors import CorruptStoreError, StoreError
 
 __all__ = ["LogFile", "StoreWarning", "atomic_write", "store_file"]
@@ -381,11 +381,10 @@ class LogFile:
             self._warn_discarded(self._discarded)
 
     def _warn_discarded(self, discarded: bytes) -> None:
-        warnings.warn(
+        warn(
             f"{self.path}: discarded an interrupted write at its end "
             f"({len(discarded)} bytes: {discarded[:80]!r})",
             StoreWarning,
-            stacklevel=5,
         )
 
     # ------------------------------------------------------------------ writing

@@ -167,7 +167,13 @@ class BarReporter(Reporter):
 
     def close(self, summary: SweepSummary) -> None:
         if self.bar is not None:
-            self.update(summary)
+            if summary.interrupted:
+                # The terminal echoed "^C" after the bar (wrapping to a new line when the
+                # bar fills it): drawing the bar again would show it twice. Clear the
+                # line instead; the summary below says how far the sweep got.
+                self.bar.leave = False
+            else:
+                self.update(summary)
             self.bar.close()
         with contextlib.suppress(OSError, ValueError):
             for line in final_lines(summary):
@@ -207,12 +213,22 @@ def make_reporter(progress: bool | str) -> Reporter:
         tty = bool(stream.isatty())
     except (AttributeError, ValueError):
         tty = False
-    if progress is True and not (tty or _in_notebook(stream)):
+    notebook = _in_notebook(stream)
+    if progress is True and not (tty or notebook):
+        return LineReporter(stream)
+    import importlib
+    import importlib.util
+
+    if notebook and progress is True and importlib.util.find_spec("ipywidgets") is None:
+        # tqdm's widget needs ipywidgets; without it tqdm.auto warns "IProgress not
+        # found" and draws a text bar a notebook shows badly: plain lines, quietly.
         return LineReporter(stream)
     try:
-        import importlib
+        import warnings
 
-        tqdm = importlib.import_module("tqdm.auto").tqdm
+        with warnings.catch_warnings():  # ("IProgress not found": handled above)
+            warnings.filterwarnings("ignore", message=".*IProgress not found")
+            tqdm = importlib.import_module("tqdm.auto").tqdm
     except ImportError:
         if progress == "bar":
             raise ImportError(

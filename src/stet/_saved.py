@@ -21,11 +21,11 @@ import itertools
 import json
 import re
 import threading
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from ._schema import FUNC_FIELD, RESULT_FIELD
+from ._warn import warn
 
 __all__ = ["RESULT_FIELD", "ResultCache", "ResultNotSavedWarning", "encode_result"]
 
@@ -75,13 +75,12 @@ def encode_result(value: Any, call: str) -> str | None:
             text = json.dumps(value, default=_default, separators=(",", ":"))
         return text
     except (TypeError, ValueError) as exc:
-        warnings.warn(
+        warn(
             f"stet: {call} completed and was recorded as done, but its return value (a "
             f"{type(value).__qualname__}) was not saved: {exc}. A skipped call of this run "
             f"will return None. With save_result=True, return JSON data: a dict of "
             f"numbers and strings, lists (arrays: .tolist()).",
             ResultNotSavedWarning,
-            stacklevel=4,
         )
         return None
 
@@ -92,11 +91,10 @@ def decode_result(text: str) -> Any:
     try:
         return json.loads(text)
     except RecursionError:
-        warnings.warn(
+        warn(
             f"stet: a saved result is nested too deeply to be decoded ({len(text)} "
             f"characters of JSON); the skipped call returns None.",
             ResultNotSavedWarning,
-            stacklevel=4,
         )
         return None
 

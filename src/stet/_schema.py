@@ -91,3 +91,15 @@ def format_duration(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}"
+
+
+def format_seconds(seconds: float) -> str:
+    """A run's duration for reading: ``31 us``, ``12.3 ms``, ``1.2 s``; from a minute on,
+    ``h:mm:ss`` (as :func:`format_duration`)."""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g} ms"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    return format_duration(seconds)

@@ -153,11 +153,51 @@ class SweepSummary:
 
 
 class SweepInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a sweep; ``.summary`` says what was done (claims are released)."""
+    """Ctrl-C stopped a sweep; ``.summary`` says what was done (claims are released).
+
+    Raised in a script's main thread (not in an interactive session or a notebook), it
+    is an instance of a subclass that is also a :class:`SystemExit` with code 130: left
+    uncaught, it ends the process as Ctrl-C does (exit status 130), without a traceback
+    and without printing the summary again (the sweep printed it). ``except
+    stet.SweepInterrupted`` and ``except KeyboardInterrupt`` catch it all the same.
+    """
+
+    summary: SweepSummary
+
+    def __new__(cls, summary: SweepSummary) -> SweepInterrupted:
+        if cls is SweepInterrupted and _ends_the_process_if_uncaught():
+            cls = _SweepInterruptedExit
+        return super().__new__(cls, summary)
 
     def __init__(self, summary: SweepSummary) -> None:
         super().__init__(str(summary))
         self.summary = summary
 
+    def __reduce__(self) -> tuple[Any, ...]:  # (by the public class: see _SweepInterruptedExit)
+        return SweepInterrupted, (self.summary,)
+
+
+class _SweepInterruptedExit(SweepInterrupted, SystemExit):
+    """A :class:`SweepInterrupted` that, uncaught, exits with status 130 (Python exits
+    quietly with the code of an uncaught ``SystemExit``; an uncaught subclass of
+    ``KeyboardInterrupt`` would exit 1 after a traceback repeating the summary)."""
+
+    def __init__(self, summary: SweepSummary) -> None:
+        super().__init__(summary)
+        self.code = 130  # (128 + SIGINT, what a shell reports for Ctrl-C)
+
+
+def _ends_the_process_if_uncaught() -> bool:
+    """Whether an uncaught exception here ends the process: the main thread of a script,
+    not an interactive session (``python -i``, the REPL, IPython or Jupyter)."""
+    import sys
+    import threading
+
+    return (threading.current_thread() is threading.main_thread()
+            and not sys.flags.interactive and not hasattr(sys, "ps1")
+            and "IPython" not in sys.modules)
+
 
 SweepInterrupted.__module__ = "stet"  # shown as stet.SweepInterrupted in tracebacks
+_SweepInterruptedExit.__module__ = "stet"
+_SweepInterruptedExit.__qualname__ = _SweepInterruptedExit.__name__ = "SweepInterrupted"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _fork
 from .._platform import require_file_locks
@@ -16,6 +16,9 @@ from ._finish import use_opener
 from ._json import JsonBackend
 from ._parquet import ParquetBackend
 from ._sqlite import SqliteBackend
+
+if TYPE_CHECKING:
+    from .postgres.store import PostgresBackend
 
 __all__ = [
     "BACKENDS",
@@ -79,7 +82,7 @@ def backend_class(path: str | os.PathLike[str] | Store) -> type[Store]:
     return _path_class(path)
 
 
-def _path_class(path: str | os.PathLike[str]) -> type[BaseBackend]:
+def _path_class(path: str | os.PathLike[str]) -> type[BaseBackend | PostgresBackend]:
     scheme = _url_scheme(path)
     if scheme is not None:
         from .postgres.store import PostgresBackend
@@ -97,9 +100,9 @@ def _path_class(path: str | os.PathLike[str]) -> type[BaseBackend]:
     if cls is None:
         supported = ", ".join(sorted(BACKENDS))
         shown = f"extension {ext!r}" if ext else "no extension"
-        raise ValueError(
-            f"store {os.fspath(path)!r} has {shown}; stet chooses the store format by "
-            f"extension and supports {supported}"
+        raise ValueError(  # ("Unsupported store extension": 0.0.2's words, kept)
+            f"Unsupported store extension: store {os.fspath(path)!r} has {shown}; stet "
+            f"chooses the store format by extension and supports {supported}"
         )
     require_file_locks(os.fspath(path))  # (Windows: a clear StoreError, before any run)
     return cls

@@ -1,16 +1,15 @@
 """The store interface (:class:`Store`, path-free, with its :class:`Capabilities`), the
-file-store base :class:`BaseBackend`, and the indexed backend built-in stores share."""
+file-store base :class:`BaseBackend`, and the cached stores (an index composed over a
+record source) the built-in stores are."""
 
 from __future__ import annotations
 
 import datetime as _dt
-import re
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self, cast
+from typing import Any, ClassVar, Self
 
 from .._claims import ClaimFile, Claims
 from .._config import settings
@@ -26,7 +25,7 @@ from .._sidecar import (
     os_error,
     reraise_as_store_error,
 )
-from ._cache import IndexCache, RecordSource
+from ._cache import IndexCache
 
 __all__ = [
     "BaseBackend",
@@ -34,7 +33,6 @@ __all__ = [
     "CachedStore",
     "Capabilities",
     "FailureLog",
-    "IndexedBackend",
     "Record",
     "Store",
     "record_matches",
@@ -303,8 +301,6 @@ class Store(ABC):
 
 
 _LOCAL_CLAIMS = _LocalClaims()
-_USERINFO_SECRET = re.compile(r"(://[^/?#@:]*:)[^/?#@]*@")
-_QUERY_SECRET = re.compile(r"([?&](?:password|sslpassword)=)[^&#]*", re.IGNORECASE)
 
 
 class BaseBackend(Store):
@@ -328,20 +324,15 @@ class BaseBackend(Store):
         return f"{type(self).__name__}({str(self.path)!r})"
 
     def describe(self) -> str:
-        """The store's path (a URL's password masked: a store named by a URL overrides
-        this with its own masking, which knows all the places its URLs hold secrets)."""
-        if isinstance(self.path, Path):
-            return str(self.path)
-        text = _USERINFO_SECRET.sub(r"\1***@", str(self.path))
-        return _QUERY_SECRET.sub(r"\1***", text)
+        """The store's path."""
+        return str(self.path)
 
     def exists(self) -> bool:
         """Whether the store exists yet (a store is created by its first record)."""
         return self.path.exists()
 
     def has_companions(self) -> bool:
-        return isinstance(self.path, Path) and any(
-            p.exists() for p in (failures_file(self.path), claims_file(self.path)))
+        return any(p.exists() for p in (failures_file(self.path), claims_file(self.path)))
 
     # -- claims and failures: beside the store file unless a backend does better ----
     def claims(self) -> Claims:
@@ -482,55 +473,4 @@ class CachedBackend(CachedStore, BaseBackend):
         """Raise :class:`~stet.errors.StoreError` unless the store file (or its directory,
         if it does not exist yet), its directory and the sidecars a run writes can be
         written by this process (see :func:`stet._sidecar.check_writable`)."""
-        if isinstance(self.path, Path):  # (a PostgreSQL store is a URL)
-            check_writable(self.path)
-
-
-class _OwnPrimitives(RecordSource):
-    """The source of an :class:`IndexedBackend`: its own four primitives."""
-
-    def __init__(self, backend: IndexedBackend) -> None:
-        # (a proxy, not a cycle: a backend goes, with its files, as soon as it is unused)
-        self._backend = cast("IndexedBackend", weakref.proxy(backend))
-
-    def poll(self, index: Index) -> None:
-        self._backend._poll(index)
-
-    def append(self, record: Record, index: Index) -> None:
-        self._backend._append(record, index)
-
-    def remove_where(self, func: str | None, fields: Record, index: Index) -> int:
-        return self._backend._remove_where(func, fields, index)
-
-    def records(self) -> list[Record]:
-        return self._backend._records()
-
-
-class IndexedBackend(CachedBackend):
-    """A backend that is its own :class:`RecordSource`: it implements four primitives, and
-    its :class:`IndexCache` (``self._index``, ``self._mutex``) does the rest,
-    thread-safely. Kept for backends written against it (PostgreSQL); a new store
-    composes a source instead (see :class:`CachedBackend`)."""
-
-    def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
-        super().__init__(path, fsync=fsync)
-        self._cache = IndexCache(_OwnPrimitives(self), self.path)
-        self._index = self._cache.index
-        self._mutex = self._cache.mutex
-
-    # -- primitives --------------------------------------------------------------
-    @abstractmethod
-    def _poll(self, index: Index) -> None:
-        """Bring ``index`` up to date with the store (cheap when nothing changed)."""
-
-    @abstractmethod
-    def _append(self, record: Record, index: Index) -> None:
-        """Durably add ``record`` to the store and to ``index`` (after catching up)."""
-
-    @abstractmethod
-    def _remove_where(self, func: str | None, fields: Record, index: Index) -> int:
-        """Remove matching records atomically; rebuild ``index``; return how many."""
-
-    @abstractmethod
-    def _records(self) -> list[Record]:
-        """Every record, read afresh from the store."""
+        check_writable(self.path)

@@ -8,7 +8,10 @@ One job per module:
 * :mod:`.feed` -- following a store's append-only tables by id into an index.
 * :mod:`.claims` -- claims: advisory locks on a session, with leases that outlive it;
   they see the store only through ``claims.ClaimsHost`` (its session, round trips).
-* :mod:`.store` -- :class:`PostgresBackend`, the store.
+* :mod:`.source` -- the tables as a record source: the session and its reconnection,
+  catching up, inserting exactly once, removing.
+* :mod:`.store` -- :class:`PostgresBackend`, the store: a ``CachedStore`` (path-free)
+  composed of that source and an index cache, declaring its capabilities.
 
 Importing this package is cheap (psycopg is imported when a store is made).
 """

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import secrets
 import threading
@@ -14,10 +13,8 @@ from typing import Any, Protocol, TypeVar
 
 from ... import _fork
 from ..._claims import claim_offset
-from ..._identity import RESERVED_PREFIX
-from ..._index import FUNC_FIELD
+from ..._schema import FUNC_FIELD, HOST, Record, key_names
 from ...errors import StoreError
-from .._base import Record
 from .session import Stmt, _array, _in_event_loop, _Lost, _QueryError, _Session, _value
 
 T = TypeVar("T")
@@ -47,8 +44,6 @@ class ClaimsHost(Protocol):
     def claimed_just_now(self, offset: int) -> None: ...  # (its catch-up is fresh)
     def mark_stale(self) -> None: ...  # the next lookup must ask the server
     def error(self, exc: _QueryError) -> StoreError: ...
-
-_HOST = os.uname().nodename
 
 _ANNOUNCE_AFTER = 0.1  # seconds a run lasts before it is announced, once runs are short
 _SHORT_RUN = 0.05  # a function whose runs take less is announced lazily
@@ -224,7 +219,7 @@ class _PgClaims:
     def owner(self) -> str:
         """This process's name on its leases (a new one after a fork)."""
         if not self._owner:
-            self._owner = f"{_HOST}:{_fork.pid()}:{secrets.token_hex(6)}"
+            self._owner = f"{HOST}:{_fork.pid()}:{secrets.token_hex(6)}"
         return self._owner
 
     def key(self, offset: int) -> int:
@@ -236,7 +231,7 @@ class _PgClaims:
                     retake: bool = False) -> Stmt:
         info = json.dumps(claim_info, ensure_ascii=True) if announce else None
         return (self._sql_retake if retake else self._sql_claim,
-                (self.key(offset), self.owner(), _HOST, _fork.pid(), f"{time.time():.6f}",
+                (self.key(offset), self.owner(), HOST, _fork.pid(), f"{time.time():.6f}",
                  info))
 
     def _prelude(self) -> list[Stmt]:
@@ -248,7 +243,7 @@ class _PgClaims:
             stmts.append((self._sql_mark, ()))
             stmts.append((self._sql_forget_workers, ()))
         if self._renewed_epoch != h.epoch or time.monotonic() - self._renewed_at >= RENEW:
-            stmts.append((self._sql_renew, (self.owner(), _HOST, _fork.pid())))
+            stmts.append((self._sql_renew, (self.owner(), HOST, _fork.pid())))
         return stmts
 
     def _prelude_done(self, stmts: list[Stmt], t0: float) -> None:
@@ -480,7 +475,7 @@ class _PgClaims:
         func = record.get(FUNC_FIELD)
         if not func:
             return None
-        names = tuple(sorted(k for k in record if not k.startswith(RESERVED_PREFIX)))
+        names = key_names(record)
         offset = claim_offset(func, names, [record[n] for n in names])
         claim = self._held.get(offset)
         if claim is None or claim.settled:

@@ -9,10 +9,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..._identity import RESERVED_PREFIX
-from ..._index import FUNC_FIELD, Index
+from ..._index import Index
+from ..._schema import FUNC_FIELD, Record, is_bookkeeping
 from ...errors import CorruptStoreError
-from .._base import Record
 from .session import Stmt, _array, _value
 
 _CHUNK = 20_000  # rows per catch-up statement
@@ -37,7 +36,7 @@ class _AppendState:
 def _run_part(record: Record) -> Record:
     """What identifies the run of ``record``: its function and key fields (column ``run``)."""
     return {k: v for k, v in record.items()
-            if k == FUNC_FIELD or not k.startswith(RESERVED_PREFIX)}
+            if k == FUNC_FIELD or not is_bookkeeping(k)}
 
 
 def _chunks(records: Sequence[Record]) -> Iterator[Sequence[Record]]:
@@ -235,7 +234,7 @@ def _index_records(index: Index, objects: list[Any]) -> None:
     if type(first) is dict and len(first) > 1:  # the usual case: every record alike
         k0 = first.keys()
         if all(type(o) is dict and o.keys() == k0 for o in objects):
-            used = [f for f in first if f == FUNC_FIELD or not f.startswith(RESERVED_PREFIX)]
+            used = [f for f in first if f == FUNC_FIELD or not is_bookkeeping(f)]
             if len(used) > 1:
                 columns = list(zip(*map(operator.itemgetter(*used), objects), strict=True))
                 if all(set(map(type, col)) <= {str} for col in columns):
@@ -252,7 +251,7 @@ def _index_records(index: Index, objects: list[Any]) -> None:
     for header, rows in groups.items():
         columns = list(zip(*rows, strict=True))
         used = [i for i, f in enumerate(header)
-                if f == FUNC_FIELD or not f.startswith(RESERVED_PREFIX)]
+                if f == FUNC_FIELD or not is_bookkeeping(f)]
         if all(set(map(type, columns[i])) <= str_type for i in used):
             index.add_columns([header[i] for i in used], [columns[i] for i in used])
         else:  # numbers, nulls (other tools wrote these): one by one
