@@ -37,7 +37,8 @@ class DirectoryStore(Store):
         out = []
         for path in self._files():
             try:
-                out.append((path, json.loads(path.read_text("utf-8"))))
+                text = path.read_text("utf-8", errors="surrogatepass")  # (as written)
+                out.append((path, json.loads(text)))
             except FileNotFoundError:  # removed by another handle meanwhile
                 continue
         out.sort(key=lambda pr: int(pr[1].get("_seq", "0")))
@@ -75,12 +76,9 @@ class DirectoryStore(Store):
 
     def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
         wanted = dict(zip(fields, texts, strict=True))
-        for _, r in self._read():
-            keys = {k for k in r if not k.startswith("_stet_")}
-            if keys == wanted.keys() and all(r[k] == v for k, v in wanted.items()) \
-                    and r.get("_stet_func", "") in ("", func):
-                return True
-        return False
+        # (a record holding fields beyond the key matches: a narrower key keeps runs done)
+        return any(all(r.get(k) == v for k, v in wanted.items())
+                   and r.get("_stet_func", "") in ("", func) for _, r in self._read())
 
     def remove_where(self, func: str | None, fields: dict[str, str]) -> int:
         n = 0

@@ -6,9 +6,10 @@ tests apply to a store URL too (only the two tests that look at files beside the
 ``test_pool_sweep_leaves_every_run_in_the_store_file`` and ``test_no_file_per_claim``, skip
 URL stores).
 
-* Exactly once: 4 processes running the same sweep script, 8 threads calling the same
-  decorated function, and a forked ``multiprocessing`` pool whose parent already used the
-  store, execute every combination exactly once (skipping, or with ``wait=True``).
+* Exactly once: 4 processes running the same sweep script and a forked
+  ``multiprocessing`` pool whose parent already used the store execute every combination
+  exactly once (skipping, or with ``wait=True``); 8 threads calling the same decorated
+  function are checked by ``stet.testing``'s contract (``test_store_contract.py``).
 * The README's process-pool example leaves every run in the store file itself
   (docs/explanation/durability.md).
 * A run held by a live worker is skipped with a "running elsewhere" message (or waited for
@@ -351,39 +352,6 @@ def test_processes_run_each_combination_exactly_once(
     assert collections.Counter(runs_of(records(store), "sweep", "i")) == {
         str(i): 1 for i in range(n)
     }
-
-
-@pytest.mark.parametrize("wait", [False, True], ids=["skip", "wait"])
-def test_threads_run_each_combination_exactly_once(store_path: Path, wait: bool) -> None:
-    store, n = str(store_path), 40
-    stet.configure(verbose=False)
-    executed: list[int] = []
-    not_done_after_return: list[int] = []
-
-    @stet.once(store=store, name="threads", wait=wait)
-    def run(i: int) -> int:
-        executed.append(i)
-        time.sleep(0.002 + 0.001 * (i % 5))
-        return i
-
-    def thread(seed: int) -> None:
-        order = list(range(n))
-        random.Random(seed).shuffle(order)
-        for i in order:
-            run(i)
-            if wait and not run.is_done(i):
-                not_done_after_return.append(i)
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        for future in [pool.submit(thread, seed) for seed in range(8)]:
-            future.result()
-
-    assert collections.Counter(executed) == dict.fromkeys(range(n), 1)
-    assert collections.Counter(runs_of(records(store), "threads", "i")) == {
-        str(i): 1 for i in range(n)
-    }
-    # with wait=True a call returns only once its run is done (here or in another thread)
-    assert not_done_after_return == []
 
 
 #: The decorated function forked pool workers call (set by the test before forking).

@@ -3,8 +3,11 @@
 Each test runs on real files in ``tmp_path`` for every format, and on a table of a real
 PostgreSQL server (the ``fmt`` / ``store_path`` / ``backend`` fixtures in
 ``conftest.py``). The behaviours are those promised in docs/explanation/promises.md and
-the original API reference; what every store owes stet's interface is checked by
-``stet.testing`` (``test_store_contract.py``).
+the original API reference. What every store owes stet (the matching rules, names and
+values as data, handles following each other, threads and processes sharing a run) is
+checked by ``stet.testing``'s contract (``test_store_contract.py``), which also runs
+against a store made outside stet; this file keeps what goes through the decorator's
+options, the command line and the formats' own files.
 """
 
 from __future__ import annotations
@@ -280,25 +283,6 @@ def test_raising_function_records_nothing(store_path: Path) -> None:
 # ============================================================================== identity
 
 
-def test_function_name_is_part_of_identity(store_path: Path) -> None:
-    calls: list[str] = []
-
-    @stet.once(store=store_path)
-    def f(alpha: float, seed: int) -> None:
-        calls.append("f")
-
-    @stet.once(store=store_path)
-    def g(alpha: float, seed: int) -> None:
-        calls.append("g")
-
-    f(0.1, 1)
-    g(0.1, 1)
-    f(0.1, 1)
-    g(0.1, 1)
-    assert calls == ["f", "g"]
-    assert len(_fresh_load(store_path)) == 2
-
-
 def test_name_option_overrides_function_name(store_path: Path) -> None:
     calls: list[str] = []
 
@@ -312,30 +296,6 @@ def test_name_option_overrides_function_name(store_path: Path) -> None:
 
     f(1)
     g(1)  # same name: same run
-    assert calls == ["f"]
-
-
-def test_records_without_function_name_match_any_function(
-    store_path: Path, backend: BaseBackend
-) -> None:
-    calls: list[str] = []
-    backend.record({"alpha": 0.1, "seed": 1})
-
-    @stet.once(store=store_path)
-    def f(alpha: float, seed: int) -> None:
-        calls.append("f")
-
-    @stet.once(store=store_path)
-    def g(alpha: float, seed: int) -> None:
-        calls.append("g")
-
-    assert f(0.1, 1) is None
-    assert g(0.1, 1) is None
-    f(0.1, 2)
-    assert calls == ["f"]
-    # a record written later by hand is seen by the already-open decorator store
-    backend.record({"alpha": "0.5", "seed": "3"})
-    assert g(0.5, 3) is None
     assert calls == ["f"]
 
 
@@ -456,34 +416,6 @@ def test_var_kwargs_entries_are_fields(store_path: Path) -> None:
     )
 
 
-def test_narrowing_key_keeps_runs_done_widening_reruns(store_path: Path) -> None:
-    calls: list[str] = []
-
-    @stet.once(store=store_path, key=["alpha", "seed"], name="exp")
-    def v1(alpha: float, seed: int, n: int = 1) -> None:
-        calls.append(f"v1 {alpha} {seed}")
-
-    v1(0.1, 1)
-    v1(0.1, 2)
-
-    @stet.once(store=store_path, key=["alpha"], name="exp")
-    def narrow(alpha: float, seed: int, n: int = 1) -> None:
-        calls.append(f"narrow {alpha} {seed}")
-
-    narrow(0.1, 99)  # alpha=0.1 is done
-    narrow(0.5, 1)  # never ran
-    assert calls == ["v1 0.1 1", "v1 0.1 2", "narrow 0.5 1"]
-
-    @stet.once(store=store_path, key=["alpha", "seed", "n"], name="exp")
-    def wide(alpha: float, seed: int, n: int = 1) -> None:
-        calls.append(f"wide {alpha} {seed}")
-
-    wide(0.1, 1)  # the old record has no field n: re-run
-    wide(0.1, 1)  # now done
-    assert calls[-1:] == ["wide 0.1 1"]
-    assert calls.count("wide 0.1 1") == 1
-
-
 def test_numpy_scalars_equal_python_scalars(store_path: Path) -> None:
     calls: list[tuple[Any, Any]] = []
 
@@ -570,27 +502,6 @@ def test_tricky_values_round_trip_and_match_exactly(store_path: Path) -> None:
             assert not fresh.has({"v": miss}), repr(miss)
 
 
-def test_tricky_values_written_by_backend_record(store_path: Path, backend: BaseBackend) -> None:
-    for i, v in enumerate(TRICKY):
-        backend.record({"i": i, "v": v})
-    with get_backend(store_path) as fresh:
-        got = {r["i"]: r.get("v", "<absent>") for r in fresh.load()}
-        assert got == {str(i): _text(v) for i, v in enumerate(TRICKY)}
-        for i, v in enumerate(TRICKY):
-            assert fresh.has({"i": i, "v": v})
-            assert not fresh.has({"i": i + 1, "v": v})
-
-    calls: list[Any] = []
-
-    @stet.once(store=store_path)
-    def f(i: int, v: Any) -> None:
-        calls.append(v)
-
-    for i, v in enumerate(TRICKY):
-        f(i, v)
-    assert calls == []
-
-
 def test_empty_string_and_absent_field_differ(store_path: Path) -> None:
     calls: list[tuple[int, dict[str, Any]]] = []
 
@@ -613,43 +524,6 @@ def test_empty_string_and_absent_field_differ(store_path: Path) -> None:
             [{"x": "1"}, {"x": "1", "note": ""}, {"x": "2", "note": ""}, {"x": "2", "note": "x"}],
             key=repr,
         )
-
-
-def test_empty_string_and_absent_field_differ_via_backend(
-    store_path: Path, backend: BaseBackend
-) -> None:
-    backend.record({"x": 1})
-    assert not backend.has({"x": 1, "note": ""})
-    backend.record({"x": 2, "note": ""})
-    assert backend.has({"x": 2, "note": ""})
-    assert not backend.has({"x": 2, "note": "None"})
-    assert not backend.has({"x": 1, "note": ""})
-    with get_backend(store_path) as fresh:
-        assert not fresh.has({"x": 1, "note": ""})
-        assert fresh.has({"x": 2, "note": ""})
-        loaded = fresh.load()
-        by_x = {r["x"]: _user_fields(r) for r in loaded}
-        assert by_x == {"1": {"x": "1"}, "2": {"x": "2", "note": ""}}
-        assert all("_stet_empty" not in r for r in loaded), "CSV's own column leaked"
-
-
-def test_append_records_in_order_with_fields_appearing_midway(
-    store_path: Path, backend: BaseBackend
-) -> None:
-    """Many records at once (as ``stet copy`` writes them): all there, in order, a field
-    first seen halfway included, and every one skipped afterwards."""
-    records: list[dict[str, str]] = [
-        {"x": str(i), "_stet_func": "f", "_stet_timestamp": "t"} for i in range(30)]
-    for i in range(15, 30):
-        records[i]["extra"] = "" if i % 2 else f"e,\"{i}\"\n"
-    backend.append_records(records)
-    backend.append_records([])
-    for i in range(30):
-        key = {"x": i} if i < 15 else {"x": i, "extra": records[i]["extra"]}
-        assert backend.has(key), i
-    with get_backend(store_path) as fresh:
-        got = [_user_fields(r) for r in fresh.load()]
-    assert got == [_user_fields(r) for r in records]
 
 
 # ===================================================================== weird field names
@@ -686,45 +560,6 @@ def test_weird_field_names_via_kwargs(store_path: Path) -> None:
             n = conn.execute("SELECT count(*) FROM stet_records").fetchone()[0]
         conn.close()
         assert n == 2 + len(WEIRD_NAMES)
-
-
-def test_weird_field_names_via_backend(store_path: Path, backend: BaseBackend) -> None:
-    for name in WEIRD_NAMES:
-        backend.record({name: "v", "seed": 1})
-    for name in WEIRD_NAMES:
-        assert backend.has({name: "v", "seed": 1})
-        assert not backend.has({name: "w", "seed": 1})
-    backend.remove({WEIRD_NAMES[0]: "v", "seed": 1})
-    with get_backend(store_path) as fresh:
-        assert not fresh.has({WEIRD_NAMES[0]: "v", "seed": 1})
-        for name in WEIRD_NAMES[1:]:
-            assert fresh.has({name: "v", "seed": 1})
-        assert len(fresh.load()) == len(WEIRD_NAMES) - 1
-
-
-def test_field_names_differing_only_in_case(store_path: Path, backend: BaseBackend) -> None:
-    calls: list[tuple[int, int]] = []
-
-    @stet.once(store=store_path)
-    def f(N: int, n: int) -> str:  # an ordinary signature in science code
-        calls.append((N, n))
-        return "ran"
-
-    assert f(1, 2) == "ran"
-    assert f(1, 2) is None
-    assert f(2, 1) == "ran"
-    assert calls == [(1, 2), (2, 1)]
-    backend.record({"lr": "0.1"})
-    backend.record({"LR": "0.2"})
-    with get_backend(store_path) as fresh:
-        assert fresh.has({"lr": "0.1"})
-        assert fresh.has({"LR": "0.2"})
-        assert not fresh.has({"lr": "0.2"})
-        assert not fresh.has({"LR": "0.1"})
-        records = [_user_fields(r) for r in fresh.load()]
-    assert sorted(records, key=repr) == sorted(
-        [{"N": "1", "n": "2"}, {"N": "2", "n": "1"}, {"lr": "0.1"}, {"LR": "0.2"}], key=repr
-    )
 
 
 @pytest.mark.parametrize("name", ["a\nb", "a\rb", "\ufeffbom", "trailing\n"])
@@ -817,24 +652,6 @@ def test_status_missing_store(store_path: Path) -> None:
 # =========================================================================== backend API
 
 
-def test_backend_record_has_load(backend: BaseBackend) -> None:
-    assert backend.load() == []
-    assert not backend.has({"alpha": 0.1, "seed": 0})
-    backend.record({"alpha": 0.1, "seed": 0})
-    assert backend.has({"alpha": 0.1, "seed": 0})
-    assert backend.has({"alpha": "0.1", "seed": "0"})
-    assert backend.has({"seed": 0, "alpha": np.float64(0.1)})
-    assert not backend.has({"alpha": 0.1, "seed": 1})
-    assert not backend.has({"alpha": 0.1, "seed": 0, "beta": 1})  # field missing: no match
-    records = backend.load()
-    assert len(records) == 1
-    rec = records[0]
-    assert _user_fields(rec) == {"alpha": "0.1", "seed": "0"}
-    stamp = dt.datetime.fromisoformat(rec["_stet_timestamp"])
-    assert stamp.utcoffset() == dt.timedelta(0)
-    assert abs(dt.datetime.now(dt.UTC) - stamp) < dt.timedelta(minutes=5)
-
-
 def test_backend_remove_and_clear_replace_atomically(
     store_path: Path, backend: BaseBackend
 ) -> None:
@@ -874,57 +691,6 @@ def test_backend_remove_and_clear_replace_atomically(
 
     backend.record({"alpha": 0.5, "seed": 0})  # usable after clear
     assert [_user_fields(r) for r in _fresh_load(store_path)] == [{"alpha": "0.5", "seed": "0"}]
-
-
-def test_second_backend_follows_the_first(store_path: Path, backend: BaseBackend) -> None:
-    other = get_backend(store_path)
-    try:
-        assert not other.has({"x": 1})
-        backend.record({"x": 1})
-        assert other.has({"x": 1})
-        backend.record({"x": 2})  # appended after `other` has read the store
-        assert other.has({"x": 2})
-        other.record({"x": 3})
-        assert backend.has({"x": 3})
-        backend.remove({"x": 1})
-        assert not other.has({"x": 1})
-        assert other.has({"x": 2})
-        backend.record({"x": 4})  # appended after a removal
-        assert other.has({"x": 4})
-        assert sorted(r["x"] for r in other.load()) == ["2", "3", "4"]
-        backend.clear()
-        assert not other.has({"x": 2})
-        assert other.load() == []
-        backend.record({"x": 5})
-        assert other.has({"x": 5})
-        assert not other.has({"x": 3})
-        backend.record({"x": 6, "y": ""})  # new fields: CSV rewrites its header
-        assert other.has({"x": 6, "y": ""})
-        assert not other.has({"x": 5, "y": ""})
-        assert other.has({"x": 5})
-        other.record({"x": 7, "z": "1"})
-        assert backend.has({"x": 7, "z": 1})
-        assert sorted(r["x"] for r in backend.load()) == ["5", "6", "7"]
-    finally:
-        other.close()
-
-
-def test_decorator_sees_removal_by_backend(store_path: Path, backend: BaseBackend) -> None:
-    calls: list[int] = []
-
-    @stet.once(store=store_path)
-    def f(x: int) -> None:
-        calls.append(x)
-
-    f(1)
-    f(2)
-    backend.remove({"x": 1})
-    f(1)
-    f(2)
-    assert calls == [1, 2, 1]
-    backend.clear()
-    f(2)
-    assert calls == [1, 2, 1, 2]
 
 
 # ============================================================================ bad input

@@ -126,23 +126,6 @@ def test_nasty_field_names_skip_in_every_new_process(tmp_path: Path, fmt: str) -
         assert {name: "together" for name in nasty} in records
 
 
-@pytest.mark.parametrize("fmt", FILE_FORMATS)
-def test_a_row_id_name_does_not_hide_the_row_id(tmp_path: Path, fmt: str) -> None:
-    """The issue's reproduction, in one process with a second backend reading behind the
-    first: a ``rowid`` field is a field, and new rows are still found after it."""
-    store = tmp_path / f"runs.{fmt}"
-    with get_backend(store) as writer, get_backend(store) as reader:
-        for x in range(3):
-            writer.record({"x": x})
-        assert reader.has({"x": 2})
-        writer.record({"rowid": 1})
-        assert reader.has({"rowid": 1})
-        for x in range(3, 6):
-            writer.record({"x": x})
-            assert reader.has({"x": x})
-        assert len(reader) == 7
-
-
 def test_sqlite_gives_a_row_id_name_a_column_of_its_own(tmp_path: Path) -> None:
     store = tmp_path / "runs.sqlite"
     with get_backend(store) as b:

@@ -5,6 +5,7 @@ real server of ``pgserver.py``) and against a store made outside stet
 from __future__ import annotations
 
 import ast
+import errno
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 import stet
 from example_store import DirectoryStore
 from stet.backends import Store, get_backend
+from stet.errors import StoreError
 from stet.testing import StoreContract
 
 
@@ -27,6 +29,10 @@ class TestBuiltInStores(StoreContract):
     def open_store(self, store_path: Path) -> Callable[[], Store]:
         return lambda: get_backend(store_path)
 
+    @pytest.fixture
+    def store_spec(self, store_path: Path) -> str:
+        return str(store_path)  # (a built-in store's handle holds locks: it does not pickle)
+
 
 class TestExampleStore(StoreContract):
     @pytest.fixture
@@ -34,14 +40,60 @@ class TestExampleStore(StoreContract):
         return lambda: DirectoryStore(tmp_path / "runs")
 
 
+class _FailingStore(DirectoryStore):
+    """A store whose reads or writes fail as a full or forbidden disk makes them fail."""
+
+    reads: OSError | None = None
+    writes: OSError | None = None
+
+    def _read(self) -> list[tuple[Path, dict[str, str]]]:
+        if self.reads is not None:
+            raise self.reads
+        return super()._read()
+
+    def append_record(self, record: dict[str, str]) -> None:
+        if self.writes is not None:
+            raise self.writes
+        super().append_record(record)
+
+
+def test_a_stores_os_errors_reach_the_user_as_store_errors_naming_it(
+    tmp_path: Path,
+) -> None:
+    store = _FailingStore(tmp_path / "runs")
+    calls: list[int] = []
+
+    @stet.once(store=store, verbose=False)
+    def f(seed: int) -> None:
+        calls.append(seed)
+
+    store.reads = PermissionError(errno.EACCES, "Permission denied")
+    with pytest.raises(StoreError, match=r"reading directory store .*runs failed: "
+                                         r"Permission denied; check the permissions"):
+        f(1)
+    assert calls == []  # before the function ran
+    store.reads, store.writes = None, OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(StoreError, match=r"recording a run in directory store .*runs "
+                                         r"failed: .*the disk is full"):
+        f(1)
+    store.writes = None
+    f(1)
+    f(1)
+    assert calls == [1, 1]  # the run whose record was lost runs again, once
+
+
 def test_the_capabilities_of_the_built_in_stores_are_declared() -> None:
-    from stet.backends import CsvBackend, SqliteBackend
+    from stet.backends import CsvBackend, PostgresBackend, SqliteBackend
 
     assert CsvBackend.capabilities.shared_claims
     assert CsvBackend.capabilities.durable_failures
     assert CsvBackend.capabilities.remove_by_match
     assert not CsvBackend.capabilities.bulk_append
     assert SqliteBackend.capabilities.bulk_append
+    assert not SqliteBackend.capabilities.claim_catches_up
+    # (PostgreSQL's claim catches up with the table: the look before it may lag)
+    assert PostgresBackend.capabilities.claim_catches_up
+    assert PostgresBackend.capabilities.bulk_append
     assert not DirectoryStore.capabilities.shared_claims
 
 

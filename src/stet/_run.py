@@ -287,7 +287,10 @@ class Ticket:
                                                          self.texts))
                 if text is not None:
                     rec[RESULT_FIELD] = text
-            self.backend.append_record(rec)
+            try:
+                self.backend.append_record(rec)
+            except OSError as exc:  # any store: its name, said in stet's words
+                raise os_error(self.backend.describe(), "recording a run in", exc) from exc
         finally:
             self._release()
         if run.results is not None:

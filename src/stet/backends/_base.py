@@ -16,7 +16,7 @@ from .._config import settings
 from .._fork import RLock
 from .._identity import canonical
 from .._index import Index
-from .._schema import FUNC_FIELD, TIMESTAMP_FIELD, Record, is_bookkeeping
+from .._schema import FUNC_FIELD, TIMESTAMP_FIELD, Record
 from .._sidecar import (
     check_writable,
     claims_file,
@@ -123,7 +123,7 @@ class _MemoryFailures:
     def contains(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
         wanted = dict(zip(fields, texts, strict=True))
         with self._mutex:
-            return any(_same_run(r, func, wanted) for r in self._records)
+            return any(record_matches(r, func, wanted) for r in self._records)
 
     def records(self) -> list[Record]:
         with self._mutex:
@@ -135,13 +135,6 @@ class _MemoryFailures:
             n = len(self._records) - len(kept)
             self._records = kept
             return n
-
-
-def _same_run(record: Mapping[str, str], func: str, fields: Mapping[str, str]) -> bool:
-    """Whether ``record`` is a record of this very run: of ``func`` (or of no function),
-    and holding exactly these key fields with these texts."""
-    keys = {k for k in record if not is_bookkeeping(k)}
-    return keys == fields.keys() and record_matches(record, func, fields)
 
 
 class Store(ABC):
@@ -207,8 +200,9 @@ class Store(ABC):
 
     # -- runs: used by the decorator and sweep ------------------------------------
     def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
-        """Whether a run of ``func`` with these field texts is recorded (a record of no
-        function counts for every function).
+        """Whether a run of ``func`` with these field texts is recorded: a record of
+        ``func`` or of no function, holding every one of these fields with its text
+        (fields beyond them do not matter: a narrower key keeps runs done).
 
         ``fields`` are sorted; ``texts`` are canonical texts in the same order. The
         default asks :meth:`has` (fast when the run is not there) and then looks for a
@@ -217,7 +211,7 @@ class Store(ABC):
         wanted = dict(zip(fields, texts, strict=True))
         if not self.has(dict(wanted)):
             return False
-        return any(_same_run(r, func, wanted) for r in self.load())
+        return any(record_matches(r, func, wanted) for r in self.load())
 
     def contains_run_cached(self, func: str, fields: tuple[str, ...],
                             texts: tuple[str, ...]) -> bool:
@@ -250,8 +244,9 @@ class Store(ABC):
 
     def has_companions(self) -> bool:
         """Whether the store keeps failures or claims though it has no record yet (a
-        sweep whose every run so far failed, or is still running)."""
-        return False
+        sweep whose every run so far failed, or is still running). By default, whether
+        it holds failures."""
+        return bool(self.failures())
 
     def check_writable(self) -> None:  # noqa: B027 - optional for custom stores
         """Raise :class:`~stet.errors.StoreError` if a run's record could not be written;
