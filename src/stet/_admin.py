@@ -104,4 +104,5 @@ def reset(
             return
     backend.clear()
     backend.remove_failures(None, {})
+    backend.clear_plans()  # a full reset forgets the sweeps' plans too
     print(f"[stet] Cleared {where}")

@@ -74,6 +74,7 @@ from ..._index import FUNC_FIELD, Index, bulk
 from ..._sql import quote_ident
 from ...errors import CorruptStoreError, StoreError
 from .._base import IndexedBackend, Record, record_matches
+from .._plan import PlanLog
 from .claims import _Claim, _PgClaims
 from .feed import (
     _CHUNK,
@@ -86,6 +87,7 @@ from .feed import (
     _run_part,
     _text_array,
 )
+from .plans import PgPlan
 from .session import (
     _ORPHANS,
     Stmt,
@@ -769,6 +771,10 @@ class PostgresBackend(IndexedBackend):
     def remove_failures(self, func: str | None, fields: Record) -> int:
         """Forget recorded failures of matching runs."""
         return self._remove(self._ffeed, func, fields)
+
+    # ----------------------------------------------------------------- plans
+    def _new_plan(self) -> PlanLog:
+        return PgPlan(self, _int4(self._salt))  # (in T_plan: see .plans)
 
     # ---------------------------------------------------------------- claims
     def claims(self) -> _PgClaims:
