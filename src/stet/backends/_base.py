@@ -376,7 +376,8 @@ class BaseBackend(Store):
 
     def has_companions(self) -> bool:
         return isinstance(self.path, Path) and any(
-            p.exists() for p in (failures_file(self.path), claims_file(self.path)))
+            p.exists() for p in (failures_file(self.path), claims_file(self.path),
+                                 plan_file(self.path)))
 
     # -- claims and failures: beside the store file unless a backend does better ----
     def claims(self) -> Claims:
