@@ -233,16 +233,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
         table.columns[DURATION_FIELD] = [
             None if d is None else float(f"{d:.3g}") for d in table.columns[DURATION_FIELD]]
     print(_render_table(table, columns, headers, max_width=40 if not args.all else 60))
-    shown = len(rows)
-    print(f"({shown} {kind}{'s' if shown != 1 else ''}"
-          + (f" of {total} matching" if shown != total else "") + ")")
-    if args.failed:
+    if args.failed:  # each failure's last traceback lines (stet show prints it whole)
         from ._cli_watch import traceback_tails
 
         tails = traceback_tails(rows)
         if tails:
             print()
             print("\n".join(tails))
+    shown = len(rows)
+    print(f"({shown} {kind}{'s' if shown != 1 else ''}"
+          + (f" of {total} matching" if shown != total else "") + ")")
     return 0
 
 

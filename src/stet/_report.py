@@ -10,8 +10,8 @@ not completed since; and each numeric saved result against each key field, at mo
 
 *Pending* is what the sweep planned and nothing has done yet: the plans sweeps recorded
 in the store (``Store.plans``), or the one :func:`collect` is given (``plan``); without
-either no setting is pending and the progress is drawn over the values seen in the store. The page is drawn
-by :mod:`stet._report_html`, and :mod:`stet._report_cli` is the command.
+either no setting is pending and the progress is drawn over the values seen in the store.
+The page is drawn by :mod:`stet._report_html`, and :mod:`stet._report_cli` is the command.
 """
 
 from __future__ import annotations
