@@ -62,6 +62,11 @@ class MemoryPlan:
             self._entries = []
 
 
+def _line(entry: Record) -> bytes:
+    # (ASCII: a lone surrogate in a key text is kept as JSON's escape, and reads back)
+    return json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()
+
+
 class PlanFile:
     """Plans in a JSON Lines file beside the store: one object per planned run, appended
     in one write per sweep (a torn last line, from a crash mid-write, is ignored)."""
@@ -71,12 +76,19 @@ class PlanFile:
         self._mutex = RLock()
 
     def add(self, entries: Sequence[Record]) -> None:
+        # Compared as lines, not parsed: a rerun of a sweep of 100,000 settings adds
+        # nothing, and must not pay for reading its plan back (entries are written with
+        # sorted keys, so the same entry is the same line).
         with self._mutex, reraise_as_store_error(self.path, "recording the sweep's plan in"):
-            fresh = new_entries({run_key(e) for e in self.entries()}, entries)
+            kept = set(self._read().split(b"\n"))
+            fresh: dict[bytes, None] = {}
+            for e in entries:
+                line = _line(e)
+                if line not in kept:
+                    fresh[line] = None
             if not fresh:
                 return
-            data = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n"
-                           for e in fresh).encode()
+            data = b"".join(line + b"\n" for line in fresh)
             fd = open_file(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
             try:
                 self._end_line(fd)
@@ -85,6 +97,14 @@ class PlanFile:
                     view = view[os.write(fd, view):]
             finally:
                 os.close(fd)
+
+    def _read(self) -> bytes:
+        try:
+            fd = open_file(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return b""
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
 
     @staticmethod
     def _end_line(fd: int) -> None:
@@ -95,12 +115,7 @@ class PlanFile:
 
     def entries(self) -> list[Record]:
         with reraise_as_store_error(self.path, "reading the sweep's plan in"):
-            try:
-                fd = open_file(self.path, os.O_RDONLY)
-            except FileNotFoundError:
-                return []
-            with os.fdopen(fd, "rb") as f:
-                data = f.read()
+            data = self._read()
         out: list[Record] = []
         for line in data.split(b"\n"):
             try:
