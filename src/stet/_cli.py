@@ -45,6 +45,7 @@ from ._schema import (
 )
 from ._sidecar import export_temp_file, is_sidecar, same_file, sidecars
 from .backends import get_backend
+from .backends._base import Store
 from .errors import StoreError
 
 __all__ = ["main"]
@@ -246,31 +247,34 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    from ._cli_watch import show
-
+def _runs_and_failures(args: argparse.Namespace) -> tuple[
+        Store, list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+    """The store, its records (none with ``--failed``) and failures, and the parsed
+    ``--where`` (its fields checked); shared by ``show`` and ``reset``."""
     backend = open_store(args.store)
     where = _where(args.where)
     records = [] if args.failed else backend.load()
     failures = backend.failures()
     if where:
         _check_fields(where, records + failures, args.store)
-    records = _matching(records, where, args.func)
-    failures = _matching(failures, where, args.func)
-    if not records and not failures:
+    return backend, records, failures, where
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ._cli_watch import show
+
+    _, records, failures, where = _runs_and_failures(args)
+    shown = _matching(records, where, args.func)
+    shown_failures = _matching(failures, where, args.func)
+    if not shown and not shown_failures:
         print(f"(no run matches{_hint(where, records + failures)})")
         return 0
-    show(records, failures, sys.stdout)
+    show(shown, shown_failures, sys.stdout)
     return 0
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
-    backend = open_store(args.store)
-    where = _where(args.where)
-    records = [] if args.failed else backend.load()
-    failures = backend.failures()
-    if where:
-        _check_fields(where, records + failures, args.store)
+    backend, records, failures, where = _runs_and_failures(args)
     n_records = len(_matching(records, where, args.func))
     n_failures = len(_matching(failures, where, args.func))
     full = not where and not args.func and not args.failed

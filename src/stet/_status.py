@@ -66,6 +66,17 @@ class SweepProgress:
         #: planned runs completed per second, between the first and last done (a plan)
         self.rate: float | None = None
 
+    def count(self, done: bool, running: bool, failed: bool) -> None:
+        """Count one more setting: done, else running, else failed, else pending."""
+        if done:
+            self.done += 1
+        elif running:
+            self.running += 1
+        elif failed:
+            self.failed += 1
+        else:
+            self.pending += 1
+
     def __repr__(self) -> str:
         return (f"SweepProgress(done={self.done}, total={self.total}, failed={self.failed}, "
                 f"running={self.running}, pending={self.pending}, eta={self.eta})")
@@ -247,15 +258,9 @@ def _plan_progress(st: StoreStatus) -> SweepProgress:
         sp.total += 1
         r = done.get(k) or done.get(("", k[1]))  # (a record of no function: any)
         if r is not None:
-            sp.done += 1
             with contextlib.suppress(KeyError, ValueError, TypeError):
                 stamps.append(_dt.datetime.fromisoformat(r[TIMESTAMP_FIELD]).timestamp())
-        elif k in running:
-            sp.running += 1
-        elif k in failed:
-            sp.failed += 1
-        else:
-            sp.pending += 1
+        sp.count(r is not None, k in running, k in failed)
     sp.workers = max(1, len(st.running))
     if len(stamps) >= 2 and max(stamps) > min(stamps):
         sp.rate = (len(stamps) - 1) / (max(stamps) - min(stamps))
@@ -311,14 +316,7 @@ def _progress(st: StoreStatus, backend: Store, settings: Iterable[Mapping[str, A
             sp.pending += 1
             continue
         done, failed, running = project(names)
-        if row in done:
-            sp.done += 1
-        elif row in running:
-            sp.running += 1
-        elif row in failed:
-            sp.failed += 1
-        else:
-            sp.pending += 1
+        sp.count(row in done, row in running, row in failed)
     durations = [fs.mean_duration for n, fs in st.functions.items()
                  if fs.mean_duration is not None and (name is None or n in (name, ""))]
     workers = sum(fs.running for n, fs in st.functions.items() if name is None or n == name)
