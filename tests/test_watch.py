@@ -21,6 +21,7 @@ import stet
 from stet._run import TRACEBACK_LIMIT
 from stet._schema import TRACEBACK_FIELD
 from stet.backends import get_backend
+from test_readonly import as_user, shared_dir  # noqa: F401 - a fixture
 
 PY = sys.executable
 
@@ -103,6 +104,7 @@ SWEEP = """
 import sys, time
 from pathlib import Path
 import stet
+from test_readonly import as_user, shared_dir  # noqa: F401 - a fixture
 
 gate = Path(sys.argv[2])
 
@@ -271,3 +273,25 @@ def test_watch_refreshes_in_place_in_a_terminal(tmp_path: Path) -> None:
     n = text.split("\x1b[J")[1].split("\x1b[")[0].count("\n")  # the first frame's lines
     # each refresh goes back up over the lines drawn before, clears, and draws anew
     assert f"\x1b[{n}F\x1b[J" in text, text
+
+
+def test_a_done_sweep_reruns_where_the_user_cannot_write_its_plan(
+        shared_dir: Path) -> None:  # noqa: F811 - test_readonly's fixture
+
+    store = shared_dir / "runs.csv"
+
+    @stet.once(store=str(store), verbose=False, name="train")
+    def train(x: int) -> None:
+        pass
+
+    stet.sweep(train, stet.grid(x=[1, 2]), progress=False)
+    Path(f"{store}.plan.jsonl").unlink()  # as in a store made before plans were kept
+    r = as_user(f"""
+        import stet
+        @stet.once(store={str(store)!r}, verbose=False, name="train")
+        def train(x):
+            pass
+        s = stet.sweep(train, stet.grid(x=[1, 2]), progress=False)
+        print("SKIPPED", s.skipped_done)
+    """, shared_dir)
+    assert "SKIPPED 2" in r.stdout, r.stderr[-3000:]  # nothing to run: no plan needed, no error

@@ -36,6 +36,7 @@ from ._sidecar import os_error
 from .backends import backend_class, shared_backend
 from .backends._base import Store, utc_now
 from .backends._finish import declare
+from .errors import StoreError
 
 __all__ = ["Attempt", "Plan", "Run", "Setting", "Skip", "Ticket", "pending_settings",
            "plan_sweep", "record_plan", "resolve_store", "run_of", "traceback_text"]
@@ -408,7 +409,12 @@ def plan_sweep(run: Run, settings: Iterable[Mapping[str, Any]], *,
         else:
             out.pending.append(setting)
     if record:
-        backend.add_plan(out.runs)
+        try:
+            backend.add_plan(out.runs)
+        except StoreError:
+            if out.pending:
+                raise  # (the runs' records could not be written either)
+            # Nothing left to run (a done sweep on a read-only store): nothing to watch.
     return out
 
 
