@@ -295,3 +295,45 @@ def test_a_done_sweep_reruns_where_the_user_cannot_write_its_plan(
         print("SKIPPED", s.skipped_done)
     """, shared_dir)
     assert "SKIPPED 2" in r.stdout, r.stderr[-3000:]  # nothing to run: no plan needed, no error
+
+
+def test_a_failure_line_goes_above_the_bar_which_is_drawn_again_whole(tmp_path: Path) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    script = tmp_path / "bar.py"
+    script.write_text(textwrap.dedent(f"""
+        import stet, time
+        @stet.once(store={str(tmp_path / 'runs.csv')!r}, verbose=False)
+        def train(x):
+            time.sleep(0.2)
+            if x == 1:
+                raise KeyError("missing_key")
+        stet.sweep(train, stet.grid(x=[0, 1, 2]))
+    """))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen([PY, str(script)], stdout=slave, stderr=slave,
+                            stdin=subprocess.DEVNULL)
+    os.close(slave)
+    out = b""
+    try:
+        while select.select([master], [], [], 30)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+    text = out.decode()
+    line = "[stet] failed: train(x=1): KeyError: 'missing_key'\r\n"
+    before, after = text.split(line, 1)
+    assert before.rstrip(" ").endswith("\r") and "train:  33%|" in before  # bar cleared
+    assert after.startswith("\rtrain:  33%|")  # and drawn again under the line
+    assert "3/3" in after
