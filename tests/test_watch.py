@@ -337,3 +337,22 @@ def test_a_failure_line_goes_above_the_bar_which_is_drawn_again_whole(tmp_path: 
     assert before.rstrip(" ").endswith("\r") and "train:  33%|" in before  # bar cleared
     assert after.startswith("\rtrain:  33%|")  # and drawn again under the line
     assert "3/3" in after
+
+
+def test_stet_status_of_a_function_counts_its_own_plan(tmp_path: Path) -> None:
+    store = str(tmp_path / "runs.csv")
+
+    @stet.once(store=store, verbose=False, name="f")
+    def f(x: int) -> None:
+        pass
+
+    @stet.once(store=store, verbose=False, name="g")
+    def g(x: int) -> None:
+        pass
+
+    stet.sweep(f, stet.grid(x=[1, 2]), progress=False)
+    from stet._run import record_plan, run_of
+
+    record_plan(run_of(g), [{"x": 1}, {"x": 2}, {"x": 3}])
+    assert str(stet.status(f).progress_line()).startswith("Planned: 2 of 2 done (100%)")
+    assert str(stet.status(store).progress_line()).startswith("Planned: 2 of 5 done (40%)")

@@ -234,6 +234,8 @@ def store_status(
         st.sweep = _progress(st, backend, settings, run)
     else:
         st.plans = backend.plans()
+        if run is not None:  # stet.status(f): f's plan
+            st.plans = [p for p in st.plans if p.get(FUNC_FIELD) == run.name]
         if st.plans:
             st.sweep, st.sweep_from_plan = _plan_progress(st), True
     return st
