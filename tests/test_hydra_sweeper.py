@@ -371,3 +371,12 @@ def test_a_config_file_sets_the_sweeper_its_params_batches_and_name(app: Path) -
     assert ran(app, "start") == Counter({job(0.1, s): 1 for s in range(4)})
     st = stet.status(str(app / "runs.sqlite"))
     assert set(st.functions) == {"sgd_runs"} and st.functions["sgd_runs"].completed == 4
+
+
+def test_the_sweepers_jobs_are_a_plan_stet_status_counts(app: Path) -> None:
+    multirun(app, "hydra.sweeper.store=runs.csv", "lr=0.1", "seed=0,1,2", ok=False,
+             FAIL_SEED="1")
+    st = stet.status(str(app / "runs.csv"))
+    assert st.progress_line() is not None
+    assert "Planned: 2 of 3 done (66%), 1 failed, 0 running, 0 pending" in str(
+        st.progress_line())

@@ -886,13 +886,13 @@ def test_everything_from_the_environment(pg_server: Any,
 
 def test_the_postgres_modules_are_layered_and_claims_do_not_know_the_store() -> None:
     """Each module of ``stet.backends.postgres`` imports only modules below it in
-    url < session < tables < feed < claims < source < store (no cycle); the claims see their store
-    through ``claims.ClaimsHost`` only, never the backend's module."""
+    url < session < tables < feed < claims < plans < source < store (no cycle); the claims
+    see their store through ``claims.ClaimsHost`` only, never the backend's module."""
     import ast
 
     import stet.backends.postgres as package
 
-    order = ["url", "session", "tables", "feed", "claims", "source", "store"]
+    order = ["url", "session", "tables", "feed", "claims", "plans", "source", "store"]
     here = Path(package.__file__).parent
     assert sorted(p.stem for p in here.glob("*.py") if p.stem != "__init__") == sorted(order)
     for i, name in enumerate(order):

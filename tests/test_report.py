@@ -100,7 +100,7 @@ def test_the_page_draws_each_value_s_state_the_failures_and_each_result(
     with Page(out.as_uri()) as page:
         got = drawn(page)
         assert page.requests == [out.as_uri()] and page.failed == []
-    assert got["summary"] == "12 settings: 9 done, 3 failed, 0 running."
+    assert got["summary"] == "12 settings: 9 done, 3 failed, 0 running, 0 pending."
     cells = {(c["field"], c["value"]): c for c in got["cells"]}
     assert set(cells) == {("lr", str(v)) for v in LRS} | {("seed", str(s)) for s in SEEDS}
     for lr in LRS:  # each learning rate: 3 seeds done, seed 3 failed
@@ -165,7 +165,7 @@ def test_a_run_in_progress_is_drawn_as_running(tmp_path: Path) -> None:
         assert worker.wait(timeout=60) == 0
     with Page(out.as_uri()) as page:
         got = drawn(page)
-    assert got["summary"] == "13 settings: 9 done, 3 failed, 1 running."
+    assert got["summary"] == "13 settings: 9 done, 3 failed, 1 running, 0 pending."
     cells = {(c["field"], c["value"]): c for c in got["cells"]}
     assert (cells["lr", "0.5"]["state"], cells["lr", "0.5"]["title"]) == (
         "state-running", "lr = 0.5: 1 running (of 1)")
@@ -270,7 +270,7 @@ def test_a_store_with_only_failures_has_a_report(tmp_path: Path) -> None:
     with Page(out.as_uri()) as page:
         got = drawn(page)
         text = page.evaluate("document.body.innerText")
-    assert got["summary"] == "2 settings: 0 done, 2 failed, 0 running."
+    assert got["summary"] == "2 settings: 0 done, 2 failed, 0 running, 0 pending."
     assert [f["message"] for f in got["failures"]] == ["'missing_key'"] * 2
     assert got["plots"] == [] and got["bars"] == []
     assert "No completed run records a duration." in text

@@ -250,7 +250,9 @@ def test_submit_returns_at_once_and_status_shows_the_runs_as_they_are_recorded(
     assert seen_running  # one run of each task, claimed
     outcomes = [o for job in jobs for o in job.result()]
     assert [o.kind.value for o in outcomes] == ["ran"] * 4
-    assert "Completed runs: 4" in status()
+    done = status()
+    assert "Completed runs: 4" in done
+    assert "Planned: 4 of 4 done (100%)" in done  # submit recorded its plan in the store
     assert stet.submit(work, settings, executor=_local(lab)) == []  # all done: nothing
 
 

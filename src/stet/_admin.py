@@ -103,4 +103,5 @@ def reset(
             return
     backend.clear()
     backend.remove_failures(None, {})
+    backend.clear_plans()  # a full reset forgets the sweeps' plans too
     print(f"[stet] Store cleared: {shown_store} (kept, empty)")

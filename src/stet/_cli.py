@@ -1,7 +1,8 @@
 """The ``stet`` command: look at, reset, copy and export stores from the shell.
 
-    stet status STORE [--grid X,Y] [--func NAME]
+    stet status STORE [--grid X,Y] [--func NAME] [--watch] [--interval SECONDS]
     stet ls STORE [--where FIELD=VALUE ...] [--failed] [--func NAME] [--limit N] [--all]
+    stet show STORE [--where FIELD=VALUE ...] [--func NAME] [--failed]
     stet reset STORE [--where FIELD=VALUE ...] [--func NAME] [--failed] [--yes]
     stet copy SRC DST
     stet export STORE OUT.{csv,json,parquet} [--where ...] [--failed] [--func NAME] [--force]
@@ -45,6 +46,7 @@ from ._schema import (
 )
 from ._sidecar import export_temp_file, is_sidecar, same_file, sidecars
 from .backends import get_backend
+from .backends._base import Store
 from .errors import StoreError
 
 __all__ = ["main"]
@@ -158,20 +160,30 @@ def _color() -> bool:
 
 # ------------------------------------------------------------------------ commands
 def cmd_status(args: argparse.Namespace) -> int:
-    from ._status import render_grid, store_status
+    from ._cli_watch import watch
+    from ._status import StoreStatus, render_grid, store_status
 
-    st = store_status(args.store)
-    print(st)
+    axes: list[str] = []
     if args.grid:
         axes = [a.strip() for a in args.grid.split(",")]
         if len(axes) != 2 or not all(axes):
             raise UsageError(f"--grid takes two key fields, e.g. --grid alpha,seed, "
                              f"not {args.grid!r}")
-        print()
+    if args.interval <= 0:
+        raise UsageError(f"--interval takes a number of seconds above 0, not {args.interval}")
+
+    def render(st: StoreStatus) -> str:
+        if not axes:
+            return str(st)
         try:
-            print(render_grid(st, axes[0], axes[1], func=args.func, color=_color()))
+            grid = render_grid(st, axes[0], axes[1], func=args.func, color=_color())
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        return f"{st}\n\n{grid}"
+
+    if args.watch:
+        return watch(lambda: store_status(args.store), render, args.interval, sys.stdout)
+    print(render(store_status(args.store)))
     return 0
 
 
@@ -223,22 +235,56 @@ def cmd_ls(args: argparse.Namespace) -> int:
         table.columns[DURATION_FIELD] = [
             None if d is None else format_seconds(d) for d in table.columns[DURATION_FIELD]]
     print(_render_table(table, columns, headers, max_width=40 if not args.all else 60))
+    if args.failed:  # each failure's last traceback lines (stet show prints it whole)
+        from ._cli_watch import traceback_tails
+
+        tails = traceback_tails(rows)
+        if tails:
+            print()
+            print("\n".join(tails))
     shown = len(rows)
     print(f"({shown} {kind}{'s' if shown != 1 else ''}"
           + (f" of {total} matching" if shown != total else "") + ")")
     return 0
 
 
-def cmd_reset(args: argparse.Namespace) -> int:
+def _runs_and_failures(args: argparse.Namespace) -> tuple[
+        Store, list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+    """The store, its records (none with ``--failed``) and failures, and the parsed
+    ``--where`` (its fields checked); shared by ``show`` and ``reset``."""
     backend = open_store(args.store)
     where = _where(args.where)
     records = [] if args.failed else backend.load()
     failures = backend.failures()
     if where:
         _check_fields(where, records + failures, args.store)
+    return backend, records, failures, where
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ._cli_watch import show
+
+    _, records, failures, where = _runs_and_failures(args)
+    shown = _matching(records, where, args.func)
+    shown_failures = _matching(failures, where, args.func)
+    if not shown and not shown_failures:
+        print(f"(no run matches{_hint(where, records + failures)})")
+        return 0
+    show(shown, shown_failures, sys.stdout)
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    backend, records, failures, where = _runs_and_failures(args)
     n_records = len(_matching(records, where, args.func))
     n_failures = len(_matching(failures, where, args.func))
+    full = not where and not args.func and not args.failed
     if not n_records and not n_failures:
+        if full and backend.plans():
+            backend.clear_plans()
+            print(f"Nothing to remove from {display(args.store)}; its sweeps' plan is "
+                  f"forgotten.")
+            return 0
         print(f"Nothing to remove from {display(args.store)}{_hint(where, records + failures)}.")
         return 0
     what = []
@@ -264,6 +310,8 @@ def cmd_reset(args: argparse.Namespace) -> int:
                              f"remove selected records")
         removed = backend.remove_where(args.func, where)
     dropped = backend.remove_failures(args.func, where) if n_failures else 0
+    if full:
+        backend.clear_plans()  # a full reset forgets the sweeps' plans too
     parts = []
     if n_records:
         parts.append(f"{removed} completed run{'s' if removed != 1 else ''}")
@@ -506,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  stet status runs.csv --grid alpha,seed\n"
                "  stet ls runs.csv --where seed=3\n"
                "  stet ls runs.csv --failed\n"
+               "  stet show runs.csv --where seed=3\n"
+               "  stet status runs.csv --watch\n"
                "  stet reset runs.csv --where alpha=0.1 --yes\n"
                "  stet copy runs.csv runs.sqlite\n"
                "  stet export runs.sqlite results.parquet\n"
@@ -535,6 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw the runs over two key fields as a grid of done / failed / "
                         "running / pending cells (values seen in the store)")
     s.add_argument("--func", metavar="NAME", help="only runs of this function in the grid")
+    s.add_argument("--watch", action="store_true",
+                   help="refresh until the planned runs are done or failed (Ctrl-C stops): "
+                        "in place in a terminal, one line per refresh otherwise")
+    s.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                   help="seconds between refreshes with --watch (default 2)")
     s.set_defaults(handler=cmd_status)
 
     s = sub.add_parser("ls", help="list runs (or failures) as a table",
@@ -546,6 +601,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, metavar="N", help="show only the last N")
     s.add_argument("--all", action="store_true", help="show every bookkeeping column")
     s.set_defaults(handler=cmd_ls)
+
+    s = sub.add_parser("show", help="every field of matching runs, a failure's traceback whole",
+                       description="Print every field of the completed runs and failures "
+                                   "matching --where/--func, in full: a failure's whole "
+                                   "traceback (stet ls --failed shows its last lines).")
+    s.add_argument("store", metavar="STORE")
+    where_arg(s, "runs")
+    s.add_argument("--failed", action="store_true", help="show only failures")
+    s.set_defaults(handler=cmd_show)
 
     s = sub.add_parser("reset", help="forget runs so they run again",
                        description="Remove completed runs (and their failure records) from "

@@ -28,6 +28,8 @@ from typing import Any
 
 import stet
 
+from ._run import record_plan, run_of
+
 __all__ = ["JobPlan", "StetTask", "SweepKeyError", "check_key", "job_fields", "override_field",
            "resolve_store", "summary"]
 
@@ -148,6 +150,7 @@ class JobPlan:
         for i, f in enumerate(fields):
             firsts.setdefault(_identity(f), i)
         unique = [fields[i] for i in firsts.values()]
+        record_plan(run_of(self._not_done), unique)  # (``stet status`` counts what is left)
         not_done: list[dict[str, Any]] = self._not_done.pending(unique)  # type: ignore[attr-defined]
         todo: list[dict[str, Any]] = (self._to_run.pending(not_done)  # type: ignore[attr-defined]
                                       if self.skip_failed and not_done else not_done)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ._schema import format_duration
 
 if TYPE_CHECKING:
-    from ._summary import SweepSummary
+    from ._summary import Failure, SweepSummary
 
 __all__ = ["Reporter", "make_reporter"]
 
@@ -38,6 +38,9 @@ class Reporter:
 
     def tasks(self, summary: SweepSummary, running: int, waiting: int, ended: int) -> None:
         """A job array's tasks changed state (see :mod:`stet._submitit`)."""
+
+    def failed(self, summary: SweepSummary, failure: Failure) -> None:
+        """A run failed just now (a line at that moment; nothing without a display)."""
 
     def note(self, text: str) -> None:
         """A message the user must see whatever the display (e.g. what Ctrl-C does)."""
@@ -74,6 +77,9 @@ class LineReporter(Reporter):
             return
         self.last_tasks = now
         self._write(f"[stet] {summary.func}: tasks: {_tasks(running, waiting, ended)}")
+
+    def failed(self, summary: SweepSummary, failure: Failure) -> None:
+        self._write(failure_line(summary.func, failure, "[stet] "))
 
     def _write(self, line: str) -> None:
         with contextlib.suppress(OSError, ValueError):  # a broken stderr must not stop it
@@ -158,6 +164,9 @@ class BarReporter(Reporter):
             postfix += f", elsewhere={s.skipped_running}"
         return postfix + self.task_text
 
+    def failed(self, summary: SweepSummary, failure: Failure) -> None:
+        self.note(failure_line(summary.func, failure, "[stet] "))
+
     def note(self, text: str) -> None:
         if self.bar is None:
             super().note(text)
@@ -183,14 +192,18 @@ class BarReporter(Reporter):
 def final_lines(summary: SweepSummary, show: int = 5) -> list[str]:
     """The summary, and the first few failures (setting and error)."""
     lines = [f"[stet] {summary}"]
-    for f in summary.failures[:show]:
-        setting = ", ".join(f"{k}={v!r}" for k, v in f.setting.items())
-        lines.append(f"[stet]   failed: {summary.func}({setting}): {f.error_type}: "
-                     f"{f.message[:300]}")
+    lines.extend(failure_line(summary.func, f, "[stet]   ")
+                 for f in summary.failures[:show])
     if len(summary.failures) > show:
         lines.append(f"[stet]   ... and {len(summary.failures) - show} more "
                      f"(summary.failures holds each error and traceback)")
     return lines
+
+
+def failure_line(func: str, f: Failure, prefix: str) -> str:
+    """``failed: train(lr=0.1, seed=1): KeyError: 'missing_key'``."""
+    setting = ", ".join(f"{k}={v!r}" for k, v in f.setting.items())
+    return f"{prefix}failed: {func}({setting}): {f.error_type}: {f.message[:300]}"
 
 
 def _in_notebook(stream: Any) -> bool:

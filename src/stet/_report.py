@@ -8,10 +8,10 @@ many settings are in each state; the durations of completed runs; the failures o
 not completed since; and each numeric saved result against each key field, at most
 :data:`MAX_POINTS` points per plot (an even sample, and the page says so).
 
-*Pending* is what the sweep planned and nothing has done yet. A store does not record its
-sweep's plan yet: :func:`collect` takes one (``plan``), and without it no setting is
-pending and the progress is drawn over the values seen in the store. The page is drawn
-by :mod:`stet._report_html`, and :mod:`stet._report_cli` is the command.
+*Pending* is what the sweep planned and nothing has done yet: the plans sweeps recorded
+in the store (``Store.plans``), or the one :func:`collect` is given (``plan``); without
+either no setting is pending and the progress is drawn over the values seen in the store.
+The page is drawn by :mod:`stet._report_html`, and :mod:`stet._report_cli` is the command.
 """
 
 from __future__ import annotations
@@ -162,7 +162,8 @@ def collect(store: str | os.PathLike[str],
         store: A store path or URL.
         plan: The sweep's settings (key field -> canonical text, and ``_stet_func`` for
             the function if the store holds several), if known: those not done, failed
-            or running are pending. Without a plan nothing is pending.
+            or running are pending. Default: the plans recorded in the store; without
+            any, nothing is pending.
         grid: Two key fields to draw as a grid (default: the first two).
 
     Raises:
@@ -170,6 +171,8 @@ def collect(store: str | os.PathLike[str],
         GridError: A field of ``grid`` is no key field of the store's runs.
     """
     st = store_status(store)
+    if plan is None and st.plans:
+        plan = st.plans
     data = ReportData(store=st.path, backend=st.backend, planned=plan is not None,
                       generated=datetime.datetime.now(datetime.UTC).strftime(
                           "%Y-%m-%d %H:%M:%S UTC"))

@@ -29,15 +29,17 @@ from ._schema import (
     RESULT_FIELD,
     STARTED_FIELD,
     TIMESTAMP_FIELD,
+    TRACEBACK_FIELD,
     Record,
 )
 from ._sidecar import os_error
 from .backends import backend_class, shared_backend
 from .backends._base import Store, utc_now
 from .backends._finish import declare
+from .errors import StoreError
 
 __all__ = ["Attempt", "Plan", "Run", "Setting", "Skip", "Ticket", "pending_settings",
-           "plan_sweep", "resolve_store", "run_of"]
+           "plan_sweep", "record_plan", "resolve_store", "run_of", "traceback_text"]
 
 #: A setting of a sweep: the keyword arguments of one call.
 Setting = dict[str, Any]
@@ -304,6 +306,7 @@ class Ticket:
                 rec[PID_FIELD] = str(os.getpid())
                 rec[ERROR_TYPE_FIELD] = type(exc).__qualname__
                 rec[ERROR_FIELD] = _error_text(exc)
+                rec[TRACEBACK_FIELD] = traceback_text(exc)
                 self.backend.append_failure(rec)
         finally:
             self._release()
@@ -312,6 +315,22 @@ class Ticket:
 def _error_text(exc: BaseException) -> str:
     text = str(exc)
     return text if len(text) <= 2000 else text[:1997] + "..."
+
+
+#: A failure keeps the end of its traceback (where the error is) up to this many characters.
+TRACEBACK_LIMIT = 20_000
+
+
+def traceback_text(exc: BaseException, limit: int = TRACEBACK_LIMIT) -> str:
+    """``exc``'s traceback as Python prints it, cut to its last ``limit`` characters
+    (saying so on its first line) so that a deep recursion cannot bloat the store."""
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    if len(text) <= limit:
+        return text
+    return f"[traceback cut: its first {len(text) - limit} characters are not kept]\n" + \
+        text[-limit:]
 
 
 def _iso(epoch: float) -> str:
@@ -343,15 +362,20 @@ class Plan:
     """A sweep's settings sorted: how many are done, failed before (``skip_failed``),
     given twice, and the pending ones to run."""
 
-    __slots__ = ("done", "duplicates", "failed_before", "pending", "total")
+    __slots__ = ("done", "duplicates", "failed_before", "pending", "runs", "total")
 
     def __init__(self) -> None:
         self.pending: list[Setting] = []
+        #: every distinct run of the sweep, as a plan entry (see :meth:`Store.add_plan`)
+        self.runs: list[Record] = []
         self.done = self.failed_before = self.duplicates = self.total = 0
 
 
-def plan_sweep(run: Run, settings: Iterable[Mapping[str, Any]]) -> Plan:
-    """Sort settings into done, failed before (skip_failed) and pending, in bulk."""
+def plan_sweep(run: Run, settings: Iterable[Mapping[str, Any]], *,
+               record: bool = False) -> Plan:
+    """Sort settings into done, failed before (skip_failed) and pending, in bulk; with
+    ``record``, keep the sweep's runs as a plan in the store (``stet status`` counts
+    what is left of it from any shell)."""
     if isinstance(settings, Mapping) or not isinstance(settings, Iterable):
         raise TypeError(
             f"settings must be an iterable of dicts of keyword arguments (e.g. "
@@ -380,13 +404,35 @@ def plan_sweep(run: Run, settings: Iterable[Mapping[str, Any]]) -> Plan:
             continue
         seen.add(ident)
         out.total += 1
+        out.runs.append(_plan_entry(run.name, *ident))
         if backend.contains_run(run.name, *ident):
             out.done += 1
         elif run.skip_failed and backend.contains_failure(run.name, *ident):
             out.failed_before += 1
         else:
             out.pending.append(setting)
+    if record:
+        try:
+            backend.add_plan(out.runs)
+        except StoreError:
+            if out.pending:
+                raise  # (the runs' records could not be written either)
+            # Nothing left to run (a done sweep on a read-only store): nothing to watch.
     return out
+
+
+def _plan_entry(name: str, fields: Sequence[str], texts: Sequence[str]) -> Record:
+    entry = {FUNC_FIELD: name}
+    entry.update(zip(fields, texts, strict=True))
+    return entry
+
+
+def record_plan(run: Run, settings: Iterable[Mapping[str, Any]]) -> None:
+    """Keep these settings of ``run`` as a plan in its store (the Hydra sweeper's jobs)."""
+    binder = run.binder
+    entries = [_plan_entry(run.name, *binder.sorted_view(*binder.bind((), dict(s))))
+               for s in settings]
+    run.get_backend().add_plan(entries)
 
 
 def pending_settings(run: Run, settings: Iterable[Mapping[str, Any]]) -> list[Setting]:

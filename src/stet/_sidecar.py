@@ -27,6 +27,7 @@ __all__ = [
     "FAILURES",
     "LOCK",
     "PARQUET_LOG",
+    "PLAN",
     "SIDECAR_SUFFIXES",
     "SQLITE_JOURNALS",
     "SQLITE_SHM",
@@ -39,6 +40,7 @@ __all__ = [
     "lock_file",
     "open_file",
     "parquet_log_file",
+    "plan_file",
     "refuse_links",
     "reraise_as_store_error",
     "same_file",
@@ -53,11 +55,12 @@ LOCK = ".lock"  #: the store's lock (never deleted: see :mod:`stet._locking`)
 CLAIMS = ".claims"  #: claims of runs being executed (see :mod:`stet._claims`)
 FAILURES = ".failures.jsonl"  #: failed runs, JSON Lines
 PARQUET_LOG = ".stet-log"  #: records appended to a Parquet store, waiting to be folded
+PLAN = ".plan.jsonl"  #: the runs sweeps asked for (see :mod:`stet.backends._plan`)
 SQLITE_WAL = "-wal"  #: SQLite's write-ahead log (commits not yet in the database file)
 SQLITE_SHM = "-shm"  #: SQLite's WAL index (memory shared by its connections)
 SQLITE_JOURNALS = (SQLITE_WAL, SQLITE_SHM, "-journal")  #: SQLite's own, beside its database
 #: What stet (or SQLite) appends to a store's name for the files it keeps beside it.
-SIDECAR_SUFFIXES = (LOCK, CLAIMS, FAILURES, PARQUET_LOG, *SQLITE_JOURNALS)
+SIDECAR_SUFFIXES = (LOCK, CLAIMS, FAILURES, PARQUET_LOG, *SQLITE_JOURNALS, PLAN)
 #: Sidecars a run writes to (``.lock`` is only locked, which a read-only descriptor can;
 #: ``.claims`` is opened for writing when claiming, before the function runs).
 _WRITTEN = (FAILURES, PARQUET_LOG, *SQLITE_JOURNALS)
@@ -78,6 +81,11 @@ def claims_file(store: Path) -> Path:
 def failures_file(store: Path) -> Path:
     """The failure log kept beside ``store``."""
     return sidecar(store, FAILURES)
+
+
+def plan_file(store: Path) -> Path:
+    """The sweeps' plan kept beside a store."""
+    return sidecar(store, PLAN)
 
 
 def parquet_log_file(store: Path) -> Path:

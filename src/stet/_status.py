@@ -10,6 +10,7 @@ a grid of done / failed / running / pending cells.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import os
 import statistics
 from collections.abc import Iterable, Mapping
@@ -56,12 +57,25 @@ class FunctionStatus:
 class SweepProgress:
     """How far the sweep given to ``status(..., settings=...)`` has got."""
 
-    __slots__ = ("done", "eta", "failed", "pending", "running", "total", "workers")
+    __slots__ = ("done", "eta", "failed", "pending", "rate", "running", "total", "workers")
 
     def __init__(self) -> None:
         self.total = self.done = self.failed = self.running = self.pending = 0
         self.workers = 0
         self.eta: float | None = None  #: seconds left, from the mean duration and workers
+        #: planned runs completed per second, between the first and last done (a plan)
+        self.rate: float | None = None
+
+    def count(self, done: bool, running: bool, failed: bool) -> None:
+        """Count one more setting: done, else running, else failed, else pending."""
+        if done:
+            self.done += 1
+        elif running:
+            self.running += 1
+        elif failed:
+            self.failed += 1
+        else:
+            self.pending += 1
 
     def __repr__(self) -> str:
         return (f"SweepProgress(done={self.done}, total={self.total}, failed={self.failed}, "
@@ -80,9 +94,12 @@ class StoreStatus:
         self.last: str | None = None
         self.functions: dict[str, FunctionStatus] = {}
         self.sweep: SweepProgress | None = None
+        self.sweep_from_plan = False  #: ``sweep`` counts the store's plans
         self.records: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []  #: failures of runs not completed since
         self.running: list[dict[str, Any]] = []  #: claims held now (func, fields, pid, ...)
+        #: the runs sweeps planned in the store (see ``Store.add_plan``), each once
+        self.plans: list[dict[str, str]] = []
 
     @property
     def failed(self) -> int:
@@ -109,18 +126,33 @@ class StoreStatus:
                 if fs.mean_duration is not None:
                     detail += f", mean duration {_seconds(fs.mean_duration)}"
                 out.append(detail)
-        sw = self.sweep
-        if sw is not None:
-            pct = 100 * sw.done // sw.total if sw.total else 100
-            line = (f"Sweep: {sw.done} of {sw.total} done ({pct}%), {sw.failed} failed, "
-                    f"{sw.running} running, {sw.pending} pending")
-            if sw.eta is not None and sw.done < sw.total:
-                line += f"; ETA {format_duration(sw.eta)}"
-                line += f" ({sw.workers} worker{'s' if sw.workers != 1 else ''})"
-            elif sw.done < sw.total:
-                line += "; ETA unknown (no completed run yet)"
-            out.append(line)
+        progress = self.progress_line()
+        if progress is not None:
+            out.append(progress)
         return out
+
+    def progress_line(self) -> str | None:
+        """Done / failed / running / pending of the planned (or given) settings, the
+        rate and the ETA; ``None`` without a plan or settings."""
+        sw = self.sweep
+        if sw is None:
+            return None
+        pct = 100 * sw.done // sw.total if sw.total else 100
+        what = "Planned" if self.plans and self.sweep_from_plan else "Sweep"
+        line = (f"{what}: {sw.done} of {sw.total} done ({pct}%), {sw.failed} failed, "
+                f"{sw.running} running, {sw.pending} pending")
+        if sw.rate is not None:
+            line += f"; {_rate(sw.rate)}"
+        # (a plan's failed runs are not tried again by the sweep that is on)
+        left = sw.pending + sw.running if self.sweep_from_plan else sw.total - sw.done
+        if sw.rate is not None and left:
+            line += f"; ETA {format_duration(left / sw.rate)}"
+        elif sw.eta is not None and left:
+            line += f"; ETA {format_duration(sw.eta)}"
+            line += f" ({sw.workers} worker{'s' if sw.workers != 1 else ''})"
+        elif left:
+            line += "; ETA unknown (no completed run yet)"
+        return line
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -128,6 +160,13 @@ class StoreStatus:
     def __repr__(self) -> str:
         return (f"<StoreStatus {self.path}: {self.completed} completed, {self.failed} failed, "
                 f"{len(self.running)} running>")
+
+
+def _rate(per_second: float) -> str:
+    for unit, scale in (("s", 1), ("min", 60), ("h", 3600)):
+        if per_second * scale >= 1:
+            return f"{per_second * scale:.3g} runs/{unit}"
+    return f"{per_second * 86400:.3g} runs/day"
 
 
 def _seconds(x: float) -> str:
@@ -193,7 +232,45 @@ def store_status(
 
     if settings is not None:
         st.sweep = _progress(st, backend, settings, run)
+    else:
+        st.plans = backend.plans()
+        if run is not None:  # stet.status(f): f's plan
+            st.plans = [p for p in st.plans if p.get(FUNC_FIELD) == run.name]
+        if st.plans:
+            st.sweep, st.sweep_from_plan = _plan_progress(st), True
     return st
+
+
+def _claimed(c: Mapping[str, Any]) -> RunKey:
+    fields = c.get("fields")
+    pairs = fields.items() if isinstance(fields, Mapping) else ()
+    return str(c.get("func") or ""), tuple(sorted((str(k), str(v)) for k, v in pairs))
+
+
+def _plan_progress(st: StoreStatus) -> SweepProgress:
+    """Done / failed / running / pending of the planned runs, the rate at which planned
+    runs were completed, and an ETA from it."""
+    sp = SweepProgress()
+    done = {run_key(r): r for r in st.records}
+    failed = {run_key(f) for f in st.failures}
+    running = {_claimed(c) for c in st.running}
+    stamps: list[float] = []
+    for entry in st.plans:
+        k = run_key(entry)
+        sp.total += 1
+        r = done.get(k) or done.get(("", k[1]))  # (a record of no function: any)
+        if r is not None:
+            with contextlib.suppress(KeyError, ValueError, TypeError):
+                stamps.append(_dt.datetime.fromisoformat(r[TIMESTAMP_FIELD]).timestamp())
+        sp.count(r is not None, k in running, k in failed)
+    sp.workers = max(1, len(st.running))
+    if len(stamps) >= 2 and max(stamps) > min(stamps):
+        sp.rate = (len(stamps) - 1) / (max(stamps) - min(stamps))
+    durations = [fs.mean_duration for fs in st.functions.values()
+                 if fs.mean_duration is not None]
+    if durations:
+        sp.eta = (sp.pending + sp.running) * statistics.fmean(durations) / sp.workers
+    return sp
 
 
 def _progress(st: StoreStatus, backend: Store, settings: Iterable[Mapping[str, Any]],
@@ -241,20 +318,13 @@ def _progress(st: StoreStatus, backend: Store, settings: Iterable[Mapping[str, A
             sp.pending += 1
             continue
         done, failed, running = project(names)
-        if row in done:
-            sp.done += 1
-        elif row in running:
-            sp.running += 1
-        elif row in failed:
-            sp.failed += 1
-        else:
-            sp.pending += 1
+        sp.count(row in done, row in running, row in failed)
     durations = [fs.mean_duration for n, fs in st.functions.items()
                  if fs.mean_duration is not None and (name is None or n in (name, ""))]
     workers = sum(fs.running for n, fs in st.functions.items() if name is None or n == name)
     sp.workers = max(1, workers)
     if durations:
-        sp.eta = (sp.total - sp.done) * statistics.fmean(durations) / sp.workers
+        sp.eta = (sp.pending + sp.running) * statistics.fmean(durations) / sp.workers
     return sp
 
 
@@ -266,8 +336,10 @@ def _sort_key(text: str) -> tuple[int, Any]:
     return (2, text)
 
 
-_SYMBOL = {"done": "●", "partly": "◐", "failed": "✗", "running": "▶", "pending": "·"}
-_COLOR = {"done": "32", "partly": "36", "failed": "31", "running": "33", "pending": "2"}
+_SYMBOL = {"done": "●", "partly": "◐", "failed": "✗", "running": "▶", "pending": "·",
+           "unplanned": " "}
+_COLOR = {"done": "32", "partly": "36", "failed": "31", "running": "33", "pending": "2",
+          "unplanned": "0"}
 
 
 def render_grid(st: StoreStatus, x: str, y: str, *, func: str | None = None,
@@ -279,9 +351,10 @@ def render_grid(st: StoreStatus, x: str, y: str, *, func: str | None = None,
         ValueError: ``x`` or ``y`` is not a key field of any run in the store.
     """
     runs: dict[str, list[tuple[str, str, tuple[Any, ...]]]] = {
-        "done": [], "failed": [], "running": []}
+        "done": [], "failed": [], "running": [], "planned": []}
     fields_seen: set[str] = set()
-    sources = (("done", st.records), ("failed", st.failures), ("running", st.running))
+    sources = (("done", st.records), ("failed", st.failures), ("running", st.running),
+               ("planned", st.plans))
     for state, items in sources:
         for r in items:
             claim = state == "running"
@@ -310,6 +383,8 @@ def render_grid(st: StoreStatus, x: str, y: str, *, func: str | None = None,
         for xv, yv, rest in rs:
             cells.setdefault((xv, yv), {}).setdefault(state, set()).add(rest)
 
+    planned = bool(st.plans)
+
     def state_of(xv: str, yv: str) -> str:
         c = cells.get((xv, yv), {})
         done = c.get("done", set())
@@ -317,6 +392,11 @@ def render_grid(st: StoreStatus, x: str, y: str, *, func: str | None = None,
             return "running"
         if c.get("failed", set()) - done:
             return "failed"
+        if planned:  # pending: planned and not done; a cell no plan has is left blank
+            left = c.get("planned", set()) - done
+            if not left:
+                return "done" if done else "unplanned"
+            return "partly" if done else "pending"
         if done and done >= rests:
             return "done"
         return "partly" if done else "pending"
@@ -337,13 +417,16 @@ def render_grid(st: StoreStatus, x: str, y: str, *, func: str | None = None,
             row.append(" " * (cw - 1) + sym)
         lines.append("".join(row))
     legend = "  ".join(f"{_SYMBOL[s]} {s.replace('partly', 'partly done')} {counts[s]}"
-                       for s in _SYMBOL if s != "partly" or counts[s])
+                       for s in _SYMBOL if s not in ("partly", "unplanned") or counts[s])
     lines.append("")
     lines.append(legend)
     if len(rests) > 1:
         others = sorted({k for rest in rests for k, _ in rest})
         lines.append(f"(each cell covers {len(rests)} combinations of "
                      f"{', '.join(others)}; pending: none of them done)")
-    lines.append("(pending cells are combinations of values seen in the store with no run "
-                 "recorded)")
+    if planned:
+        lines.append("(pending cells hold runs a sweep planned that are not done yet)")
+    else:
+        lines.append("(pending cells are combinations of values seen in the store with no "
+                     "run recorded)")
     return "\n".join(lines)

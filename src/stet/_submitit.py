@@ -223,7 +223,7 @@ def submit(func: Any, settings: Iterable[Mapping[str, Any]], *, executor: Any,
                         f"{cls.__qualname__}; for other executors use stet.sweep")
     check_chunk(chunk)
     run = run_of(func)
-    pending = plan_sweep(run, settings).pending
+    pending = plan_sweep(run, settings, record=True).pending
     jobs, _ = _submit_array(executor, func, pending, chunk, False, None, None)
     return jobs
 

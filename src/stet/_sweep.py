@@ -68,6 +68,7 @@ class _Runner:
             assert e is not None
             s.failures.append(Failure(setting, e.exception, e.error_type, e.message,
                                       e.traceback))
+            self.reporter.failed(s, s.failures[-1])
             if self.first_error is None:
                 self.first_error = e.exception if e.exception is not None else RuntimeError(
                     f"{e.error_type}: {e.message}")
@@ -395,7 +396,7 @@ def sweep(
     reporter = make_reporter(progress)
     t0 = time.perf_counter()
     summary = SweepSummary(run.name)
-    plan = plan_sweep(run, settings)
+    plan = plan_sweep(run, settings, record=True)
     summary.total, summary.duplicates = plan.total, plan.duplicates
     summary.skipped_done, summary.skipped_failed = plan.done, plan.failed_before
     summary.not_run = len(plan.pending)

@@ -23,9 +23,11 @@ from .._sidecar import (
     failures_file,
     lock_file,
     os_error,
+    plan_file,
     reraise_as_store_error,
 )
 from ._cache import IndexCache
+from ._plan import MemoryPlan, PlanFile, PlanLog
 
 __all__ = [
     "BaseBackend",
@@ -89,6 +91,9 @@ class Capabilities:
     claim_catches_up: bool = False
     #: :meth:`Store.append_records` writes many records per write (not one by one).
     bulk_append: bool = False
+    #: Plans (:meth:`Store.add_plan`) are kept with the store, so ``stet status`` sees
+    #: them from another process or machine; otherwise the store object keeps them.
+    durable_plans: bool = False
 
 
 class _LocalClaims:
@@ -286,6 +291,30 @@ class Store(ABC):
         """Forget recorded failures of matching runs."""
         return self._failure_log().remove(func, fields)
 
+    # -- plans: which runs sweeps asked for -----------------------------------------
+    def _plan(self) -> PlanLog:
+        plan: PlanLog | None = self.__dict__.get("_plan_cached")
+        if plan is None:
+            plan = self.__dict__.setdefault("_plan_cached", self._new_plan())
+        return plan
+
+    def _new_plan(self) -> PlanLog:
+        return MemoryPlan()
+
+    def add_plan(self, entries: Sequence[Record]) -> None:
+        """Keep runs a sweep asks for, each as ``_stet_func`` and its key fields' texts;
+        plans combine as a union (an entry kept already is not kept again). Kept with
+        the store when it declares :attr:`~Capabilities.durable_plans`."""
+        self._plan().add(entries)
+
+    def plans(self) -> list[Record]:
+        """Every planned run (see :meth:`add_plan`), each once, oldest first."""
+        return self._plan().entries()
+
+    def clear_plans(self) -> None:
+        """Forget every plan (a full reset does)."""
+        self._plan().clear()
+
     # -- lifetime -----------------------------------------------------------------
     def finish(self) -> None:  # noqa: B027 - optional for custom stores
         """Make the store whole on its own (fold what waits beside it); done at exit."""
@@ -315,7 +344,8 @@ class BaseBackend(Store):
         path: Path to the store file.
     """
 
-    capabilities = Capabilities(shared_claims=True, durable_failures=True)
+    capabilities = Capabilities(shared_claims=True, durable_failures=True,
+                                durable_plans=True)
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -332,7 +362,8 @@ class BaseBackend(Store):
         return self.path.exists()
 
     def has_companions(self) -> bool:
-        return any(p.exists() for p in (failures_file(self.path), claims_file(self.path)))
+        return any(p.exists() for p in (failures_file(self.path), claims_file(self.path),
+                                        plan_file(self.path)))
 
     # -- claims and failures: beside the store file unless a backend does better ----
     def claims(self) -> Claims:
@@ -344,6 +375,9 @@ class BaseBackend(Store):
 
     def _new_failure_log(self) -> FailureLog | _MemoryFailures:
         return FailureLog(failures_file(self.path), lock_file(self.path))
+
+    def _new_plan(self) -> PlanLog:
+        return PlanFile(plan_file(self.path))
 
 
 class FailureLog:
@@ -463,7 +497,7 @@ class CachedBackend(CachedStore, BaseBackend):
     """A :class:`CachedStore` kept in a file (its claims and failures beside it)."""
 
     capabilities = Capabilities(shared_claims=True, durable_failures=True,
-                                remove_by_match=True)
+                                remove_by_match=True, durable_plans=True)
 
     def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
         super().__init__(path)

@@ -668,7 +668,7 @@ class SqliteBackend(CachedBackend):
     """
 
     capabilities = Capabilities(shared_claims=True, durable_failures=True,
-                                remove_by_match=True, bulk_append=True)
+                                remove_by_match=True, bulk_append=True, durable_plans=True)
 
     def __init__(self, path: Path | str, *, fsync: bool | None = None) -> None:
         super().__init__(store_file(path), fsync=fsync)  # (a symlink: its target's sidecars)

@@ -127,6 +127,19 @@ class StoreContract(MatchingContract, SharingContract):
             assert removed in (-1, 2)
             assert left == []
 
+    def test_plans_combine_as_a_union_and_a_full_reset_forgets_them(
+            self, open_store: OpenStore) -> None:
+        with open_store() as store:
+            store.add_plan([{FUNC_FIELD: "f", "seed": "1"}, {FUNC_FIELD: "f", "seed": "2"}])
+            store.add_plan([{FUNC_FIELD: "f", "seed": "2"}, {FUNC_FIELD: "g", "seed": "2"}])
+            wanted = [("f", "1"), ("f", "2"), ("g", "2")]
+            assert [(p[FUNC_FIELD], p["seed"]) for p in store.plans()] == wanted
+            with open_store() as other:
+                seen = [(p[FUNC_FIELD], p["seed"]) for p in other.plans()]
+                assert seen == (wanted if store.capabilities.durable_plans else [])
+            store.clear_plans()
+            assert store.plans() == []
+
     def test_claims_are_taken_and_released(self, store: Store) -> None:
         claims = store.claims()
         info = {"func": "f", "fields": {"seed": "1"}}

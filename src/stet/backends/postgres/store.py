@@ -65,7 +65,9 @@ from ..._claims import Claims
 from ..._schema import Record
 from .._base import CachedStore, Capabilities
 from .._cache import IndexCache
-from .source import PgSource
+from .._plan import PlanLog
+from .plans import PgPlan
+from .source import PgSource, _int4
 from .url import DEFAULT_TABLE, SCHEMES, is_postgres_url, mask_url, url_scheme
 
 __all__ = ["DEFAULT_TABLE", "SCHEMES", "PostgresBackend", "is_postgres_url", "mask_url",
@@ -94,7 +96,7 @@ class PostgresBackend(CachedStore):
     # of records per statement.
     capabilities = Capabilities(shared_claims=True, durable_failures=True,
                                 remove_by_match=True, claim_catches_up=True,
-                                bulk_append=True)
+                                bulk_append=True, durable_plans=True)
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool | None = None,
                  reconnect_timeout: float = 120.0, connect_timeout: float = 30.0) -> None:
@@ -175,6 +177,10 @@ class PostgresBackend(CachedStore):
     def remove_failures(self, func: str | None, fields: Record) -> int:
         """Forget recorded failures of matching runs."""
         return self._source.remove_failures(func, fields)
+
+    # -- plans -----------------------------------------------------------------------
+    def _new_plan(self) -> PlanLog:
+        return PgPlan(self._source, _int4(self._source._salt))  # (in T_plan: see .plans)
 
     # -- claims ----------------------------------------------------------------------
     def claims(self) -> Claims:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from ...errors import CorruptStoreError, StoreError
 from .session import Stmt, _QueryError, _Session, _value
 
-__all__ = ["check_tables"]
+__all__ = ["check_tables", "plan_table"]
 
 
 def check_tables(s: _Session, q: dict[str, str], lock_key: int, create: bool, table: str,
@@ -86,3 +86,14 @@ def _create_tables(s: _Session, q: dict[str, str], lock_key: int, path: str,
                 f"user needs CREATE on the schema the first time (or have someone "
                 f"who has it use the store once)") from None
         raise error(exc, "cannot create the tables of") from None
+
+
+def plan_table(t: str, lock_key: int) -> list[Stmt]:
+    """The statements that make ``T_plan`` (quoted as ``t``) if it is missing: made by
+    the first sweep that records a plan, so stores made before plans gain it then."""
+    return [
+        # (as the other tables: workers starting together must not race on CREATE)
+        ("SELECT pg_advisory_xact_lock($1::int4, 0)", (lock_key,)),
+        (f"CREATE TABLE IF NOT EXISTS {t} (id bigserial PRIMARY KEY, "
+         "k text UNIQUE NOT NULL, entry json NOT NULL)", ()),
+    ]
