@@ -288,7 +288,7 @@ def test_a_key_that_cannot_identify_a_job_is_refused_before_any_job_runs(app: Pa
         assert said in out, out
         assert "Traceback" not in out  # said as Hydra says a config error
     out = multirun(app, "hydra.sweeper.store=runs.txt", "seed=0,1", ok=False)
-    assert "hydra.sweeper.store: store" in out and "'.txt'" in out, out
+    assert "hydra.sweeper.store: " in out and "'.txt'" in out, out
     assert not (app / "ran.log").exists()
     # One key may be given alone.
     out = multirun(app, "hydra.sweeper.store=runs.csv", "hydra.sweeper.key=seed", "lr=0.1,0.2",

@@ -6,13 +6,14 @@ combination that already finished, and nothing else.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._admin import reset, status
 from ._config import configure, settings
 from ._decorator import once
 from ._grid import Grid, grid
 from ._identity import UnstableValueError, canonical
 from ._load import load
-from ._ray import RayExecutor
 from ._saved import ResultNotSavedWarning
 from ._submitit import submit
 from ._summary import SweepInterrupted, SweepSummary
@@ -41,3 +42,16 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from ._ray import RayExecutor
+
+
+def __getattr__(name: str) -> Any:
+    # stet.RayExecutor is a concurrent.futures.Executor: that module is imported when one
+    # is asked for, not by ``import stet`` (which stays on what a sweep needs).
+    if name == "RayExecutor":
+        from ._ray import RayExecutor
+
+        return RayExecutor
+    raise AttributeError(f"module 'stet' has no attribute {name!r}")

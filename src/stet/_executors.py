@@ -9,7 +9,7 @@ executor that fails halfway would leave jobs submitted behind it.
 
 from __future__ import annotations
 
-import concurrent.futures
+import sys
 from typing import Any, Literal
 
 __all__ = ["executor_kind", "is_submitit"]
@@ -34,7 +34,10 @@ def executor_kind(executor: Any) -> Kind:
         return "here"
     if is_submitit(executor):
         return "submitit"
-    if isinstance(executor, concurrent.futures.Executor):
+    # (concurrent.futures is not imported by ``import stet``: if nothing imported it, no
+    # object can be one of its executors)
+    futures = sys.modules.get("concurrent.futures")
+    if futures is not None and isinstance(executor, futures.Executor):
         return "futures"
     cls = type(executor)
     name = f"{cls.__module__}.{cls.__qualname__}"

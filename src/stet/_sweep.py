@@ -24,7 +24,6 @@ from ._executors import executor_kind
 from ._identity import format_call
 from ._interrupt import ABANDON, STOP, SigintWatch, StopFlag, kill_workers
 from ._progress import make_reporter
-from ._ray import RayExecutor
 from ._run import Run, Setting, Skip, plan_sweep, run_of
 from ._submitit import check_chunk, run_array
 from ._summary import Failure, Kind, Outcome, SweepInterrupted, SweepSummary
@@ -288,12 +287,19 @@ def _cancel(executor: Any, in_flight: dict[Any, Setting], stop: StopFlag) -> Non
     """
     from concurrent.futures import ProcessPoolExecutor
 
-    if _is_dask(executor) or isinstance(executor, RayExecutor):
+    if _is_dask(executor) or _is_ray(executor):
         return
     if isinstance(executor, ProcessPoolExecutor) and stop.written:
         return
     for fut in in_flight:
         fut.cancel()
+
+
+def _is_ray(executor: Any) -> bool:
+    """A :class:`stet.RayExecutor` (``stet._ray`` imports concurrent.futures: it is
+    imported only when one was made)."""
+    ray = sys.modules.get("stet._ray")
+    return ray is not None and isinstance(executor, ray.RayExecutor)
 
 
 def _is_dask(executor: Any) -> bool:
