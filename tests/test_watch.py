@@ -104,7 +104,6 @@ SWEEP = """
 import sys, time
 from pathlib import Path
 import stet
-from test_readonly import as_user, shared_dir  # noqa: F401 - a fixture
 
 gate = Path(sys.argv[2])
 
