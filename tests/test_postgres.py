@@ -468,10 +468,13 @@ def test_ids_committed_out_of_order_are_not_missed(url: PgStore) -> None:
     raw.execute(f'CREATE TRIGGER stet_test_slow BEFORE INSERT ON "{url.table}" '
                 f"FOR EACH ROW EXECUTE FUNCTION stet_test_slow()")
 
-    def in_flight() -> None:  # until the slow insert, its id taken, sleeps uncommitted
+    def asleep() -> bool:  # the slow insert, its id taken, sleeps uncommitted
+        return bool(raw.execute("SELECT count(*) FROM pg_stat_activity "
+                                "WHERE wait_event = 'PgSleep'").fetchone()[0])
+
+    def in_flight() -> None:
         deadline = time.monotonic() + 10
-        while not raw.execute("SELECT count(*) FROM pg_stat_activity "
-                              "WHERE wait_event = 'PgSleep'").fetchone()[0]:
+        while not asleep():
             assert time.monotonic() < deadline
             time.sleep(0.01)
 
@@ -488,8 +491,14 @@ def test_ids_committed_out_of_order_are_not_missed(url: PgStore) -> None:
     in_flight()
     fast.record({"x": "fast"})  # a later id, committed first
     assert reader.has({"x": "fast"})
-    while first.is_alive():  # longer than a reader waits before it gives up on an id
-        assert not reader.has({"x": "slow"})
+    # Longer than a reader waits before it gives up on an id. A lookup made while the
+    # insert still sleeps in the server (seen asleep after the lookup returned) must miss
+    # it; the thread itself outlives its commit for a moment, so it is no guide.
+    while True:
+        seen = reader.has({"x": "slow"})
+        if not asleep():
+            break
+        assert not seen
         time.sleep(0.05)
     first.join()
     assert not errors
