@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from . import _fork
+from . import _snapshot as saved_index
 from ._codec import Codec, Damage, Parsed, Record
 from ._fork import close_if_ours, pid
 from ._index import Index
 from ._locking import StoreLock
-from ._sidecar import open_file, temp_file, temp_files_glob
+from ._sidecar import index_file, open_file, temp_file, temp_files_glob
 from ._warn import warn
 from .errors import CorruptStoreError, StoreError
 
@@ -177,11 +178,16 @@ def _snapshot(st: os.stat_result) -> Snapshot:
 class LogFile:
     """A store file in one format, kept in step with an :class:`Index`.
 
-    Not thread-safe by itself: the owning backend serialises calls.
+    Not thread-safe by itself: the owning backend serialises calls. ``snapshots``: a
+    store's own file, whose index is saved beside it (:mod:`stet._snapshot`) and loaded
+    from there when the file still starts with what it covers.
     """
 
-    def __init__(self, path: Path, codec: Codec, lock: StoreLock, *, fsync: bool) -> None:
+    def __init__(self, path: Path, codec: Codec, lock: StoreLock, *, fsync: bool,
+                 snapshots: bool = False) -> None:
         self.path = path
+        self.snapshots = snapshots
+        self._saved: saved_index.Saved | None = None  # the snapshot the index came from
         self.codec = codec
         self.lock = lock
         self.fsync = fsync
@@ -247,6 +253,7 @@ class LogFile:
         self._head = None
         self._pos = self._count = 0
         self._tail = "clean"
+        self._saved = None
         index.clear()
 
     def _catch_up(self, index: Index) -> bool:
@@ -277,6 +284,8 @@ class LogFile:
                 raise self._unreadable(exc) from exc
             st = os.fstat(self._fd)
             self._ino = st.st_ino
+            if self.snapshots and self._snap is None and not index.count:
+                self._restore(index, st)
         fst = st  # the path's stat describes our descriptor's file (same inode)
         if self._snap is not None and fst.st_size < self._pos:
             self._reset(index)  # truncated by someone else: read it again
@@ -291,6 +300,50 @@ class LogFile:
                 self._tail = parsed.tail
             self._snap = _snapshot(fst)
         return True
+
+    def _restore(self, index: Index, st: os.stat_result) -> None:
+        """Start from the snapshot beside the file, if the file still begins with what it
+        covers (same file, at least as long, same bytes); otherwise read it all."""
+        saved = saved_index.load(self.path, digests=False)
+        if saved is None or self.ignored_head is not None:
+            return
+        end = saved.store.get("end")
+        if (saved.store.get("kind") != "log" or saved.store.get("ino") != st.st_ino
+                or saved.store.get("dev") != st.st_dev or type(end) is not int
+                or not 0 < end <= st.st_size
+                or saved.store.get("adler32") != (
+                    checked := saved_index.checksum(self._fd, end))):
+            return
+        data = os.pread(self._fd, min(end, 1 << 20), 0)
+        head, _start = self.codec.parse_head(data, self.path)
+        if head is None:
+            head, _start = self.codec.parse_head(read_from(self._fd, 0)[:end], self.path)
+        if head is None:
+            return
+        saved = saved_index.load(self.path)  # (the same file, unless replaced meanwhile)
+        if saved is None or saved.store.get("adler32") != checked:
+            return
+        index.load_state(saved.state)
+        self._head, self._pos, self._count = head, end, saved.state.count
+        self._tail = "clean"
+        self._saved = saved
+
+    def save_snapshot(self, index: Index) -> None:
+        """Save ``index`` beside the file if it is worth it (at normal exit): only what
+        was read up to the last whole record, and only while the file is the one read."""
+        if (not self.snapshots or self._fd < 0 or self._snap is None or self._forked
+                or self._tail != "clean" or self.ignored_head is not None
+                or index.count != self._count
+                or not saved_index.stale_enough(index, self._saved)):
+            return
+        with self.lock.shared():  # (a rewrite, under the exclusive lock, deletes it)
+            st = os.stat(self.path)
+            if st.st_ino != self._ino or st.st_size < self._pos:
+                return
+            description = {"kind": "log", "dev": st.st_dev, "ino": st.st_ino,
+                           "end": self._pos,
+                           "adler32": saved_index.checksum(self._fd, self._pos)}
+            saved_index.save(self.path, index, description, self._saved)
 
     def _read(self, offset: int) -> Parsed | None:
         data = read_from(self._fd, offset)
@@ -474,6 +527,9 @@ class LogFile:
 
     def _rewrite(self, records: Sequence[Record], index: Index) -> None:
         data, _head = self.codec.render(records, self._head)
+        if self.snapshots:  # (the new file starts as no snapshot says: remove it first)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(index_file(self.path))
         atomic_write(self.path, data, fsync=True)
         self._reset(index)
         self._catch_up(index)

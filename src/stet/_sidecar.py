@@ -36,6 +36,7 @@ __all__ = [
     "claims_file",
     "export_temp_file",
     "failures_file",
+    "index_file",
     "is_sidecar",
     "lock_file",
     "open_file",
@@ -56,11 +57,12 @@ CLAIMS = ".claims"  #: claims of runs being executed (see :mod:`stet._claims`)
 FAILURES = ".failures.jsonl"  #: failed runs, JSON Lines
 PARQUET_LOG = ".stet-log"  #: records appended to a Parquet store, waiting to be folded
 PLAN = ".plan.jsonl"  #: the runs sweeps asked for (see :mod:`stet.backends._plan`)
+INDEX = ".stet-index"  #: the index saved at exit, a cache (see :mod:`stet._snapshot`)
 SQLITE_WAL = "-wal"  #: SQLite's write-ahead log (commits not yet in the database file)
 SQLITE_SHM = "-shm"  #: SQLite's WAL index (memory shared by its connections)
 SQLITE_JOURNALS = (SQLITE_WAL, SQLITE_SHM, "-journal")  #: SQLite's own, beside its database
 #: What stet (or SQLite) appends to a store's name for the files it keeps beside it.
-SIDECAR_SUFFIXES = (LOCK, CLAIMS, FAILURES, PARQUET_LOG, *SQLITE_JOURNALS, PLAN)
+SIDECAR_SUFFIXES = (LOCK, CLAIMS, FAILURES, PARQUET_LOG, *SQLITE_JOURNALS, PLAN, INDEX)
 #: Sidecars a run writes to (``.lock`` is only locked, which a read-only descriptor can;
 #: ``.claims`` is opened for writing when claiming, before the function runs).
 _WRITTEN = (FAILURES, PARQUET_LOG, *SQLITE_JOURNALS)
@@ -86,6 +88,11 @@ def failures_file(store: Path) -> Path:
 def plan_file(store: Path) -> Path:
     """The sweeps' plan kept beside a store."""
     return sidecar(store, PLAN)
+
+
+def index_file(store: Path) -> Path:
+    """The snapshot of the index kept beside ``store``."""
+    return sidecar(store, INDEX)
 
 
 def parquet_log_file(store: Path) -> Path:

@@ -11,14 +11,39 @@ naming the store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import weakref
+from collections.abc import Callable, Sequence
 
 from .._codec import Record
+from .._exit import ensure_registered
 from .._fork import RLock
 from .._index import Index
 from .._sidecar import os_error, reraise_as_store_error
 
-__all__ = ["IndexCache", "RecordSource"]
+__all__ = ["IndexCache", "RecordSource", "save_snapshots"]
+
+# Every cache of this process, so that their indexes can be saved at exit (held weakly:
+# a cache no one uses any more has nothing worth saving).
+_caches: weakref.WeakSet[IndexCache] = weakref.WeakSet()
+
+
+def _weakly(method: Callable[[], list[Record]]) -> Callable[[], list[Record]]:
+    """``method``, held weakly: a source's index refers back to the source without
+    making a cycle (which would keep a dropped backend's files open until a collection)."""
+    ref = weakref.WeakMethod(method)
+
+    def call() -> list[Record]:
+        bound = ref()
+        return [] if bound is None else bound()
+
+    return call
+
+
+def save_snapshots() -> None:
+    """Save the index of every store this process read, where worth it (at exit)."""
+    for cache in list(_caches):
+        cache.save_snapshot()
 
 
 class RecordSource:
@@ -58,6 +83,10 @@ class RecordSource:
     def close(self, index: Index) -> None:
         """Release files and connections (the next use reopens them)."""
 
+    def save_snapshot(self, index: Index) -> None:
+        """Save ``index`` beside the store if the source keeps snapshots and it is worth
+        it (see :mod:`stet._snapshot`); raises ``OSError`` if it could not."""
+
 
 class IndexCache:
     """A :class:`RecordSource` with lookups answered from its :class:`Index`, thread-safe.
@@ -66,12 +95,16 @@ class IndexCache:
     with, if it keeps one (a new one otherwise).
     """
 
-    __slots__ = ("index", "mutex", "name", "source")
+    __slots__ = ("__weakref__", "index", "mutex", "name", "source")
 
     def __init__(self, source: RecordSource, name: object, index: Index | None = None) -> None:
         self.source = source
         self.name = name
         self.index = Index() if index is None else index
+        # (a probe for a partial match reads the store again rather than keep every row)
+        self.index.reread = _weakly(source.records)
+        _caches.add(self)
+        ensure_registered()
         self.mutex = RLock()  # (stet._fork's: unheld in a forked child)
 
     # try/except costs nothing when nothing is raised (these are the hot paths)
@@ -129,6 +162,13 @@ class IndexCache:
             pending = self.source.pending
             return self.index.count + (0 if pending is None else pending.count)
 
+    def save_snapshot(self) -> None:
+        """Save the index beside the store where worth it; a snapshot is a cache, so one
+        that cannot be written (a read-only directory, a full disk) is silently not."""
+        with self.mutex, contextlib.suppress(OSError):
+            self.source.save_snapshot(self.index)
+
     def close(self) -> None:
         with self.mutex:
+            self.save_snapshot()  # (what was read is about to be dropped)
             self.source.close(self.index)

@@ -73,6 +73,9 @@ class LogSource(RecordSource):
         self.log.close()
         index.clear()
 
+    def save_snapshot(self, index: Index) -> None:
+        self.log.save_snapshot(index)
+
 
 class FileBackend(CachedBackend):
     """A store that is one append-only file framed by :attr:`codec_type`, its lookups
@@ -88,6 +91,6 @@ class FileBackend(CachedBackend):
         super().__init__(store_file(path), fsync=fsync)  # (a symlink: its target's sidecars)
         self._log = LogFile(
             self.path, self.codec_type(), StoreLock.for_path(lock_path(self.path)),
-            fsync=self.fsync,
+            fsync=self.fsync, snapshots=True,
         )
         self._cache = IndexCache(self.source_type(self._log, self.utf8_names), self.path)

@@ -5,6 +5,8 @@ docs/explanation/promises.md): Parquet's log beside the file is folded into it, 
 SQLite's WAL into the database (SQLite does so when its last connection closes). One
 hook, run by :mod:`stet._exit`, finishes, in this order:
 
+0. the indexes of the stores this process read: saved beside them where worth it
+   (:mod:`stet._snapshot`), so that the next process opens them fast;
 1. the SQLite connections this process has open (:func:`close_at_exit`): closed;
 2. the Parquet stores this process appended to and has not folded (:func:`fold_at_exit`);
 3. the file stores decorated functions declared (:func:`declare`), which workers of a
@@ -26,6 +28,7 @@ from .._fork import on_fork_child
 from .._sidecar import PARQUET_LOG, SQLITE_WAL, sidecar
 from ..errors import StoreError
 from ._base import Store
+from ._cache import save_snapshots
 
 __all__ = ["close_at_exit", "declare", "fold_at_exit", "folded"]
 
@@ -78,6 +81,7 @@ def declare(store: object, options: dict[str, Any]) -> None:
 
 
 def _finish_all() -> None:
+    save_snapshots()  # (first: closing a store empties its index)
     for store in list(_open):
         store.close()
     for path, fold in list(_unfolded.items()):

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .. import _snapshot as saved_index
 from .._codec import refuse_surrogate_pairs
 from .._fork import on_fork_child
 from .._identity import canonical
@@ -15,7 +16,7 @@ from .._json_codec import JsonLinesCodec
 from .._locking import StoreLock
 from .._logfile import LogFile, _snapshot, atomic_write, store_file
 from .._schema import RESERVED_PREFIX
-from .._sidecar import os_error, parquet_log_file
+from .._sidecar import index_file, os_error, parquet_log_file
 from ..errors import CorruptStoreError, StoreError
 from ._base import CachedBackend, Record, record_matches
 from ._cache import IndexCache, RecordSource
@@ -69,11 +70,14 @@ class ParquetSource(RecordSource):
         self.path = path
         self.fsync = fsync
         self._index = index  # (the cache's: the Parquet file's records)
-        _pyarrow()  # import now: folding at interpreter exit must not need new imports
+        # pyarrow (0.1-0.2 s to import) is imported when the Parquet file must be read or
+        # written, or a log waits to be folded (folding at interpreter exit must not need
+        # new imports); a folded store with a snapshot beside it is read without it.
         self._lock = StoreLock.for_path(lock_path(self.path))
         self._log = LogFile(sidecar_path(self.path), JsonLinesCodec(), self._lock,
                             fsync=self.fsync)
-        self._side = self.pending = Index()  # records in the sidecar
+        self._side = self.pending = Index(reread=self._log.records)  # records in the log
+        self._saved: saved_index.Saved | None = None  # the snapshot the index came from
         self._base_snap: tuple[int, int, int, int] | None = None
         self._checked_snap: tuple[int, int, int, int] | None = None  # recognised as ours
         self._base_rows = 0
@@ -151,13 +155,17 @@ class ParquetSource(RecordSource):
 
     def _check_base(self) -> None:
         """Refuse a foreign Parquet file before taking any lock (a lock file would be
-        created beside it): its footer alone is read, once per version of the file."""
+        created beside it): its footer alone is read, once per version of the file (none
+        when the snapshot beside it, which stet wrote, describes this very file)."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             return
         snap = _snapshot(st)
         if snap == self._checked_snap or st.st_size == 0:
+            return
+        if self._restorable(st, digests=False) is not None:
+            self._checked_snap = snap
             return
         pa = _pyarrow()
         try:
@@ -175,6 +183,8 @@ class ParquetSource(RecordSource):
         if self._base_unchanged() and self._log.unchanged():
             return
         self._check_base()
+        if self._log.path.exists():
+            _pyarrow()  # a log to fold, at exit maybe: import now (see __init__)
         # Both files under one shared lock: a fold (exclusive) cannot slip in between
         # reading the Parquet file and reading the sidecar.
         with self._lock.shared():
@@ -197,23 +207,83 @@ class ParquetSource(RecordSource):
     def _load_base(self, index: Index) -> None:
         """Reread the Parquet file (lock held)."""
         try:
-            snap: tuple[int, int, int, int] | None = _snapshot(os.stat(self.path))
+            st: os.stat_result | None = os.stat(self.path)
         except FileNotFoundError:
-            snap = None
+            st = None
+        snap = None if st is None else _snapshot(st)
         index.clear()
-        with bulk():
-            header, columns, folded = self._read_base() if snap else ([], [], None)
-            if columns and not any(None in c for c in columns):
-                index.add_columns(header, columns)  # type: ignore[arg-type]
-            elif columns:
-                index.add_rows(header, list(zip(*columns, strict=True)))
-        self._base_rows = len(columns[0]) if columns else 0
+        self._saved = saved = None if st is None else self._restorable(st)
+        if saved is not None:
+            index.load_state(saved.state)
+            self._base_rows = saved.state.count
+            folded = saved.store["folded"]
+        else:
+            with bulk():
+                header, columns, folded = self._read_base() if snap else ([], [], None)
+                if columns and not any(None in c for c in columns):
+                    index.add_columns(header, columns)  # type: ignore[arg-type]
+                elif columns:
+                    index.add_rows(header, list(zip(*columns, strict=True)))
+            self._base_rows = len(columns[0]) if columns else 0
         self._base_snap = snap
         self._forked = False
         if folded != self._log.ignored_head:
             self._log.ignored_head = folded
             self._log.close()
             self._side.clear()
+
+    def _restorable(self, st: os.stat_result, digests: bool = True,
+                    ) -> saved_index.Saved | None:
+        """The snapshot beside the store if it describes this very file (the same file,
+        size, modification time and bytes: a Parquet file is only ever replaced whole);
+        ``digests=False``: only whether it does (its digests are not read)."""
+        saved = saved_index.load(self.path, digests=False)
+        if saved is None:
+            return None
+        d = saved.store
+        folded = d.get("folded")
+        if (d.get("kind") != "parquet" or d.get("dev") != st.st_dev
+                or d.get("ino") != st.st_ino or d.get("size") != st.st_size
+                or d.get("mtime_ns") != st.st_mtime_ns
+                or not (folded is None or isinstance(folded, str))):
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            if saved_index.checksum(fd, st.st_size) != d.get("adler32"):
+                return None
+        finally:
+            os.close(fd)
+        if not digests:
+            return saved
+        full = saved_index.load(self.path)
+        return full if full is not None and full.store == d else None
+
+    def save_snapshot(self, index: Index) -> None:
+        """Save the Parquet file's index beside it (after a fold, or at exit when it was
+        read in full); the log's records are not in it (they are folded in next)."""
+        if self._forked or self._base_snap is None or index.count != self._base_rows:
+            return
+        if not saved_index.stale_enough(index, self._saved):
+            return
+        with self._lock.shared():
+            st = os.stat(self.path)
+            if _snapshot(st) != self._base_snap:
+                return  # replaced since it was read: its reader saves it
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                if os.fstat(fd).st_ino != st.st_ino:
+                    return
+                description = {"kind": "parquet", "dev": st.st_dev, "ino": st.st_ino,
+                               "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                               "adler32": saved_index.checksum(fd, st.st_size),
+                               "folded": self._log.ignored_head}
+            finally:
+                os.close(fd)
+            saved_index.save(self.path, index, description, self._saved)
+            self._saved = saved_index.load(self.path)
 
     def check_new_run(self, fields: tuple[str, ...], texts: tuple[str, ...]) -> None:
         # Not done: the run is about to be made. Refuse now what could never be stored.
@@ -249,6 +319,7 @@ class ParquetSource(RecordSource):
 
     # ---------------------------------------------------------------- writing
     def append(self, record: Record, index: Index) -> None:
+        _pyarrow()  # (the log will be folded, at exit maybe: see __init__)
         self._check_names(record)
         refuse_surrogate_pairs(self.path, "Parquet", (
             (k, v) for k, v in record.items() if not k.startswith(RESERVED_PREFIX)))
@@ -302,12 +373,16 @@ class ParquetSource(RecordSource):
             pa.parquet.write_table(table, sink)
         except pa.ArrowException as exc:  # pragma: no cover - all columns are strings
             raise StoreError(f"cannot write Parquet store {self.path}: {exc}") from None
+        with contextlib.suppress(FileNotFoundError):  # (it describes the old file)
+            os.unlink(index_file(self.path))
         atomic_write(self.path, sink.getvalue().to_pybytes(), fsync=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._log.path)
         self._log.close()
         self._side.clear()
         self._load_base(self._index)
+        with contextlib.suppress(OSError):  # (a cache: one that cannot be written is not)
+            self.save_snapshot(self._index)
         return len(records) - len(kept)
 
     def close(self, index: Index) -> None:

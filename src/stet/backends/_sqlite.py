@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -23,16 +22,18 @@ from .._sidecar import (
     SQLITE_JOURNALS,
     SQLITE_SHM,
     SQLITE_WAL,
-    open_file,
     os_error,
     refuse_links,
     sidecar,
 )
+from .._snapshot import Saved
 from .._sql import column_list, quote_ident
 from ..errors import CorruptStoreError, StoreError
+from . import _sqlite_snapshot
 from ._base import CachedBackend, Capabilities, Record
 from ._cache import IndexCache, RecordSource
 from ._finish import close_at_exit
+from ._sqlite_files import raw_files as _raw_files
 
 __all__ = ["SqliteBackend"]
 
@@ -41,68 +42,6 @@ META = "stet_meta"
 _BULK = 10_000  # records per transaction of append_records
 
 
-class _RawFiles:
-    """Read-only descriptors of a store's files (the database, its ``-shm``), for reading
-    its change counter without SQL; shared by the backends of this process.
-
-    Closing any descriptor of a file drops every POSIX lock this process holds on it,
-    SQLite's included: another connection of this process to the store would lose its
-    locks, and another process could then rebuild the ``-shm`` that connection has mapped
-    (a crash, or worse). So a descriptor is closed only once no backend of this process
-    has the store open; a forked child forgets its parent's without closing them.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users: dict[tuple[int, int], int] = {}  # (st_dev, st_ino) -> open backends
-        self._fds: dict[tuple[int, int], dict[str, int]] = {}
-        self._pending: list[tuple[int, int]] = []  # leaves from __del__
-        on_fork_child(self._after_fork)
-
-    def _after_fork(self) -> None:
-        self._lock = threading.Lock()
-        self._users, self._fds, self._pending = {}, {}, []
-
-    def _settle(self) -> None:
-        while self._pending:
-            self._leave(self._pending.pop())
-
-    def enter(self, key: tuple[int, int]) -> None:
-        with self._lock:
-            self._settle()
-            self._users[key] = self._users.get(key, 0) + 1
-
-    def fd(self, key: tuple[int, int], path: str) -> int:
-        """A descriptor of ``path`` (a file of the store ``key``); raises ``OSError``."""
-        with self._lock:
-            self._settle()
-            fds = self._fds.setdefault(key, {})
-            fd = fds.get(path)
-            if fd is None:
-                fd = fds[path] = open_file(Path(path), os.O_RDONLY)  # -shm: not via a link
-            return fd
-
-    def leave(self, key: tuple[int, int]) -> None:
-        with self._lock:
-            self._settle()
-            self._leave(key)
-
-    def leave_later(self, key: tuple[int, int]) -> None:
-        """:meth:`leave` for ``__del__``, which must not take the lock."""
-        self._pending.append(key)
-
-    def _leave(self, key: tuple[int, int]) -> None:
-        users = self._users.get(key, 0) - 1
-        if users > 0:
-            self._users[key] = users
-            return
-        self._users.pop(key, None)
-        for fd in self._fds.pop(key, {}).values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-_raw_files = _RawFiles()
 
 
 class SqliteSource(RecordSource):
@@ -115,6 +54,7 @@ class SqliteSource(RecordSource):
         self._index = index  # (the cache's: reset when the connection is dropped)
         self._conn: sqlite3.Connection | None = None
         self._last_rowid = 0
+        self._saved: Saved | None = None  # the snapshot the index came from
         self._data_version = -1
         self._generation: str | None = None
         self._columns: list[str] | None = None  # field names, in table column order
@@ -375,6 +315,7 @@ class SqliteSource(RecordSource):
         self._counter = None
         index.clear()
         self._last_rowid = 0
+        self._saved = None
         self._generation = None
         self._columns = None
 
@@ -396,6 +337,12 @@ class SqliteSource(RecordSource):
             wanted = self._columns[:1]
         select = column_list(self._column(c) for c in wanted)
         rowid = self._rowid
+        if rowid is not None and not self._last_rowid and not index.count:
+            restored = _sqlite_snapshot.restore(
+                self.path, conn, index, generation=gen, rowid=rowid, table=TABLE,
+                select=select, header=wanted, text=_text)
+            if restored is not None:
+                self._last_rowid, self._saved = restored
         if rowid is None:
             index.clear()  # no way to ask for new rows only: read them all again
             cur = conn.execute(f"SELECT 0, {select} FROM {TABLE}")
@@ -632,6 +579,11 @@ class SqliteSource(RecordSource):
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for others
             self.close()
+
+    def save_snapshot(self, index: Index) -> None:
+        if self._conn is not None and self._rowid is not None:
+            _sqlite_snapshot.save(self.path, index, self._saved,
+                                  generation=self._generation, last_rowid=self._last_rowid)
 
     def __del__(self) -> None:
         key = getattr(self, "_file_key", None)
