@@ -169,6 +169,7 @@ def read_from(fd: int, offset: int) -> bytes:
 
 
 Snapshot = tuple[int, int, int, int]
+_IGNORED: Any = object()  # (default of ``stale``: the file's :attr:`LogFile.ignored_head`)
 
 
 def _snapshot(st: os.stat_result) -> Snapshot:
@@ -385,23 +386,27 @@ class LogFile:
             f"the file aside) and run again."
         )
 
-    def records(self) -> list[Record]:
-        """Every record in the file, read afresh (shared lock held while reading)."""
+    def records(self, stale: Any = _IGNORED) -> list[Record]:
+        """Every record in the file, read afresh (shared lock held while reading); none if
+        the file's head is ``stale`` (default: :attr:`ignored_head`)."""
         with self.lock.shared():
-            return list(self._iter_all())
+            return list(self._iter_all(stale))
 
     @property
     def count(self) -> int:
         """Records in the file as last read (stale ones included)."""
         return self._count
 
-    def _iter_all(self) -> Iterator[Record]:
-        parsed = self._parse_all()
+    def _iter_all(self, stale: Any = _IGNORED) -> Iterator[Record]:
+        parsed = self._parse_all(stale)
         if parsed is not None:
             yield from parsed.chunk.records()
 
-    def _parse_all(self) -> Parsed | None:
-        """The whole file parsed afresh (``None``: no file, no header, or stale)."""
+    def _parse_all(self, stale: Any = _IGNORED) -> Parsed | None:
+        """The whole file parsed afresh (``None``: no file, no header, or its head is
+        ``stale``, default :attr:`ignored_head`)."""
+        if stale is _IGNORED:
+            stale = self.ignored_head
         try:
             fd = open_file(self.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -413,7 +418,7 @@ class LogFile:
         finally:
             os.close(fd)
         head, start = self.codec.parse_head(data, self.path)
-        if head is None or (self.ignored_head is not None and head == self.ignored_head):
+        if head is None or (stale is not None and head == stale):
             return None
         try:
             parsed = self.codec.parse(data[start:], head, True, self.path, at=start)

@@ -309,13 +309,19 @@ class ParquetSource(RecordSource):
                 ) from None
 
     def records(self) -> list[Record]:
+        """Every record, read afresh: the Parquet file's and the log's (unless the file
+        has folded the log in already). Changes nothing this source knows: a probe of
+        the index calls it at any time."""
+        return self._read_all()[0]
+
+    def _read_all(self) -> tuple[list[Record], str | None]:
+        """Every record, read afresh, and the generation of the log the file folded."""
         self._check_base()
         with self._lock.shared():
             header, columns, folded = self._read_base()
-            self._log.ignored_head = folded
             base = [{k: v for k, v in zip(header, r, strict=True) if v is not None}
                     for r in zip(*columns, strict=True)]
-            return base + self._log.records()
+            return base + self._log.records(stale=folded), folded
 
     # ---------------------------------------------------------------- writing
     def append(self, record: Record, index: Index) -> None:
@@ -351,7 +357,7 @@ class ParquetSource(RecordSource):
     def _rewrite(self, keep: Any) -> int:
         """Write base + sidecar records that ``keep`` accepts as the new Parquet file."""
         self._log.poll(self._side)
-        records = self.records()
+        records, self._log.ignored_head = self._read_all()
         # Stamp the new file with the generation of the sidecar it replaces (stale or not),
         # so that a copy of that sidecar left by a kill below is ignored from now on.
         gen = self._log.head if self._log.head is not None else self._log.ignored_head
