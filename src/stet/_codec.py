@@ -143,6 +143,10 @@ class Codec(ABC):
     #: Bytes that must follow the last record for the file to be well formed.
     terminator: bytes = b""
     label: str = ""
+    #: Whether a file may be read a piece at a time: a piece ending on a
+    #: :data:`TEAR_ALIGN` boundary parses as its whole records and a torn tail (what a
+    #: write cut there leaves), and the next piece starts where those records end.
+    chunked: bool = False
 
     @abstractmethod
     def parse_head(self, data: bytes, path: Path) -> tuple[Any, int]:

@@ -158,6 +158,7 @@ class CsvCodec(Codec):
     """
 
     label = "CSV"
+    chunked = True
 
     def __init__(self) -> None:
         self._buf = io.StringIO()

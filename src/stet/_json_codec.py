@@ -265,6 +265,7 @@ class JsonLinesCodec(Codec):
     """JSON Lines with a first line naming the file's generation (used for sidecars)."""
 
     label = "JSON Lines"
+    chunked = True
 
     def parse_head(self, data: bytes, path: Path) -> tuple[Any, int]:
         nl = data.find(b"\n")

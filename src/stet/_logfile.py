@@ -27,7 +27,7 @@ from typing import Any
 
 from . import _fork
 from . import _snapshot as saved_index
-from ._codec import Codec, Damage, Parsed, Record
+from ._codec import TEAR_ALIGN, Codec, Damage, Parsed, Record
 from ._fork import close_if_ours, pid
 from ._index import Index
 from ._locking import StoreLock
@@ -168,6 +168,21 @@ def read_from(fd: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
+def read_piece(fd: int, offset: int, size: int) -> tuple[bytes, bool]:
+    """About ``size`` bytes from ``offset``, ending on a :data:`TEAR_ALIGN` boundary of
+    the file, or all to its end (``size`` < 0, or the end is near); and whether the file
+    goes on after them."""
+    end = (offset + size) // TEAR_ALIGN * TEAR_ALIGN
+    if size < 0 or end <= offset or end >= os.fstat(fd).st_size:
+        return read_from(fd, offset), False
+    parts, at = [], offset
+    while at < end and (part := os.pread(fd, end - at, at)):
+        parts.append(part)
+        at += len(part)
+    return b"".join(parts), at == end
+
+
+_PIECE = 2 << 20
 Snapshot = tuple[int, int, int, int]
 _IGNORED: Any = object()  # (default of ``stale``: the file's :attr:`LogFile.ignored_head`)
 
@@ -292,13 +307,15 @@ class LogFile:
             self._reset(index)  # truncated by someone else: read it again
             return self._catch_up(index)
         if self._snap is None or _snapshot(fst) != self._snap:
-            parsed = self._read(self._pos)
-            if parsed is not None:
-                if self._head != self.ignored_head or self._head is None:
-                    parsed.chunk.feed(index)
-                self._count += len(parsed.chunk)
-                self._pos += parsed.end
-                self._tail = parsed.tail
+            more = True
+            while more:
+                parsed, more = self._read(self._pos)
+                if parsed is not None:
+                    if self._head != self.ignored_head or self._head is None:
+                        parsed.chunk.feed(index)
+                    self._count += len(parsed.chunk)
+                    self._pos += parsed.end
+                    self._tail = parsed.tail
             self._snap = _snapshot(fst)
         return True
 
@@ -346,8 +363,21 @@ class LogFile:
                            "adler32": saved_index.checksum(self._fd, self._pos)}
             saved_index.save(self.path, index, description, self._saved)
 
-    def _read(self, offset: int) -> Parsed | None:
-        data = read_from(self._fd, offset)
+    def _read(self, offset: int) -> tuple[Parsed | None, bool]:
+        """Parse from ``offset`` on: to the end of the file, or (a codec that allows it)
+        a piece of it, so that a big file is never all in memory at once (2 MiB pieces:
+        a first read of a 1,000,000-run CSV store peaked 115 MB above ``import stet``
+        here, against 913 MB read whole, in the same time; 16 MiB pieces: 363 MB). Also
+        whether the file goes on after what was parsed."""
+        size = _PIECE
+        while True:
+            data, more = read_piece(self._fd, offset, size if self.codec.chunked else -1)
+            parsed = self._parse_piece(data, offset)
+            if not more or (parsed is not None and parsed.end > 0):
+                return parsed, more
+            size *= 2  # no whole record (or header) in the piece: a longer one
+
+    def _parse_piece(self, data: bytes, offset: int) -> Parsed | None:
         if self._head is None:
             head, start = self.codec.parse_head(data, self.path)
             if head is None:
