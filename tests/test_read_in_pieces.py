@@ -1,5 +1,6 @@
-"""A big CSV store (and a JSON Lines log) is read a piece at a time, and reads the same as
-read whole: every run, however awkward its values, with damage reported at its line."""
+"""A big CSV or JSON store (and a JSON Lines log) is read a piece at a time, and reads the
+same as read whole: every run, however awkward its values, with damage reported at its
+line, and a torn last record still discarded."""
 
 from __future__ import annotations
 
@@ -30,11 +31,27 @@ def _write(path: Path, records: list[dict[str, Any]]) -> None:
             b.record(r)
 
 
+def _tear_csv(path: Path) -> None:
+    with path.open("ab") as f:
+        f.write(b'999,"cut in the midd')
+
+
+def _tear_json(path: Path) -> None:
+    data = path.read_bytes()
+    assert data.endswith(b"\n]\n")
+    path.write_bytes(data[:-3] + b',\n{"i": "999", "note": "cut in the midd')
+
+
+#: What an append cut short leaves at the end of a store, by format.
+TEAR = {"csv": _tear_csv, "json": _tear_json}
+
+
+@pytest.mark.parametrize("fmt", sorted(TEAR))
 @pytest.mark.parametrize("seed", range(3))
-def test_a_csv_store_read_in_pieces_holds_every_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+def test_a_store_read_in_pieces_holds_every_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, fmt: str
 ) -> None:
-    path = tmp_path / "runs.csv"
+    path = tmp_path / f"runs.{fmt}"
     records = _records(400, seed)
     _write(path, records)
     assert path.stat().st_size > 20 * 4096  # many pieces
@@ -84,14 +101,14 @@ def test_damage_in_the_middle_is_named_at_its_line_when_read_in_pieces(
     assert str(pieces.value) == str(whole.value)
 
 
+@pytest.mark.parametrize("fmt", sorted(TEAR))
 def test_a_torn_last_record_is_still_discarded_when_read_in_pieces(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
 ) -> None:
-    path = tmp_path / "runs.csv"
+    path = tmp_path / f"runs.{fmt}"
     records = _records(300, 2)
     _write(path, records)
-    with path.open("ab") as f:
-        f.write(b'999,"cut in the midd')
+    TEAR[fmt](path)
     monkeypatch.setattr(stet._logfile, "_PIECE", 4096)
     with get_backend(path) as b:
         assert len(b) == len(records)

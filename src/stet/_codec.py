@@ -166,6 +166,15 @@ class Codec(ABC):
         raises :class:`Damage`.
         """
 
+    def parse_piece(
+        self, data: bytes, head: Any, first: bool, path: Path, keys_only: bool = False,
+        at: int = 0,
+    ) -> Parsed:
+        """:meth:`parse` for a piece of a file that goes on after it (see
+        :attr:`chunked`): may stop earlier than the last whole record, if that is faster;
+        the rest is parsed with the next piece."""
+        return self.parse(data, head, first, path, keys_only, at)
+
     @abstractmethod
     def frame(self, record: Mapping[str, str], head: Any, first: bool) -> bytes | None:
         """Bytes appending ``record``; ``None`` when the file must be rewritten first."""

@@ -108,6 +108,7 @@ class JsonCodec(Codec):
 
     label = "JSON"
     terminator = b"\n]\n"
+    chunked = True
 
     def parse_head(self, data: bytes, path: Path) -> tuple[Any, int]:
         start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
@@ -223,34 +224,39 @@ class JsonCodec(Codec):
         if items:
             _require_marker(items[0], path)
         end = _skip_ws_back(data, close - 1) if items else 0
-        if items and set(map(type, items)) == {dict}:
-            # Usual case: every object has the same fields, all text. Checked and turned
-            # into columns without a Python-level loop per record.
-            keys = items[0].keys()
-            header = tuple(keys)
-            if all(map(keys.__eq__, map(dict.keys, items))):  # same fields everywhere
-                if keys_only and FUNC_FIELD in header:
-                    # Straight into the index's own row layout: (function, sorted keys...)
-                    names = tuple(sorted(h for h in header
-                                         if not h.startswith(RESERVED_PREFIX)))
-                    getter = operator.itemgetter(FUNC_FIELD, *names)
-                    rows = list(map(getter, items)) if names else []
-                    if rows and all(map(_all_text, zip(*rows, strict=True))):
-                        chunk = Chunk()
-                        chunk.index_rows = (names, rows)
-                        return Parsed(chunk, end, "clean")
-                if keys_only:
-                    header = tuple(h for h in header
-                                   if h == FUNC_FIELD or not h.startswith(RESERVED_PREFIX))
-                rows = list(map(operator.itemgetter(*header), items)) if header else []
-                if rows and len(header) == 1:
-                    columns: list[Sequence[str]] = [rows]
-                else:
-                    columns = list(zip(*rows, strict=True))
-                if rows and all(map(_all_text, columns)):
-                    return Parsed(Chunk(header=header, columns=columns), end, "clean")
-        dicts = [_check_object(o, path, "JSON") for o in items]
-        return Parsed(Chunk(dicts=dicts), end, "clean")
+        return _chunk_of(items, end, keys_only, path)
+
+    def parse_piece(
+        self, data: bytes, head: Any, first: bool, path: Path, keys_only: bool = False,
+        at: int = 0,
+    ) -> Parsed:
+        """A piece of a big file: the records before the last ``,\n`` in it (where
+        stet's writes put one between two records, and a JSON string cannot hold one) in
+        one ``json.loads``; the rest is read with the next piece. Any other layout (a
+        file written by another tool) goes record by record, as :meth:`parse`."""
+        cut = data.rfind(b",\n")
+        body = b""
+        if cut > 0 and not first:
+            skip = _WS.match(data).end()  # type: ignore[union-attr]
+            if data[skip:skip + 1] == b",":
+                body = data[skip + 1:cut]
+        elif cut > 0:
+            body = data[:cut]
+        if body:
+            text = bytearray(b"[")
+            text += body
+            text += b"]"
+            try:
+                with bulk():
+                    items = json.loads(text)
+            except (ValueError, RecursionError):
+                items = None
+            if items:
+                if first:
+                    _require_marker(items[0], path)
+                with bulk():
+                    return _chunk_of(items, cut, keys_only, path)
+        return self.parse(data, head, first, path, keys_only, at)
 
     def frame(self, record: Mapping[str, str], head: Any, first: bool) -> bytes | None:
         line = json.dumps(record, ensure_ascii=True)
@@ -259,6 +265,39 @@ class JsonCodec(Codec):
     def render(self, records: Sequence[Mapping[str, str]], head: Any) -> tuple[bytes, Any]:
         body = ",\n".join(json.dumps(r, ensure_ascii=True) for r in records)
         return (b"[\n" + body.encode("ascii") + b"\n]\n") if records else b"[\n]\n", True
+
+
+def _chunk_of(items: list[Any], end: int, keys_only: bool, path: Path) -> Parsed:
+    """The records of a parsed array (which ends at ``end``), in the fastest layout they
+    fit."""
+    if items and set(map(type, items)) == {dict}:
+        # Usual case: every object has the same fields, all text. Checked and turned
+        # into columns without a Python-level loop per record.
+        keys = items[0].keys()
+        header = tuple(keys)
+        if all(map(keys.__eq__, map(dict.keys, items))):  # same fields everywhere
+            if keys_only and FUNC_FIELD in header:
+                # Straight into the index's own row layout: (function, sorted keys...)
+                names = tuple(sorted(h for h in header
+                                     if not h.startswith(RESERVED_PREFIX)))
+                getter = operator.itemgetter(FUNC_FIELD, *names)
+                rows = list(map(getter, items)) if names else []
+                if rows and all(map(_all_text, zip(*rows, strict=True))):
+                    chunk = Chunk()
+                    chunk.index_rows = (names, rows)
+                    return Parsed(chunk, end, "clean")
+            if keys_only:
+                header = tuple(h for h in header
+                               if h == FUNC_FIELD or not h.startswith(RESERVED_PREFIX))
+            rows = list(map(operator.itemgetter(*header), items)) if header else []
+            if rows and len(header) == 1:
+                columns: list[Sequence[str]] = [rows]
+            else:
+                columns = list(zip(*rows, strict=True))
+            if rows and all(map(_all_text, columns)):
+                return Parsed(Chunk(header=header, columns=columns), end, "clean")
+    dicts = [_check_object(o, path, "JSON") for o in items]
+    return Parsed(Chunk(dicts=dicts), end, "clean")
 
 
 class JsonLinesCodec(Codec):

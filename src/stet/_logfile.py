@@ -372,12 +372,12 @@ class LogFile:
         size = _PIECE
         while True:
             data, more = read_piece(self._fd, offset, size if self.codec.chunked else -1)
-            parsed = self._parse_piece(data, offset)
+            parsed = self._parse_piece(data, offset, more)
             if not more or (parsed is not None and parsed.end > 0):
                 return parsed, more
             size *= 2  # no whole record (or header) in the piece: a longer one
 
-    def _parse_piece(self, data: bytes, offset: int) -> Parsed | None:
+    def _parse_piece(self, data: bytes, offset: int, more: bool) -> Parsed | None:
         if self._head is None:
             head, start = self.codec.parse_head(data, self.path)
             if head is None:
@@ -387,9 +387,10 @@ class LogFile:
             offset += start
             data = data[start:]
             self._pos = offset
+        parse = self.codec.parse_piece if more else self.codec.parse
         try:
-            return self.codec.parse(data, self._head, self._count == 0, self.path,
-                                    keys_only=True, at=offset)
+            return parse(data, self._head, self._count == 0, self.path, keys_only=True,
+                         at=offset)
         except Damage as exc:
             raise self._damaged(exc, offset) from None
 
