@@ -20,9 +20,11 @@ trailer is JSON, checked field by field.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import sys
+import time
 import zlib
 from array import array
 from collections.abc import Iterable
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ._index import Index, IndexState
-from ._sidecar import index_file, temp_file
+from ._sidecar import index_file, temp_file, temp_files_glob
 
 __all__ = ["MIN_RECORDS", "Saved", "checksum", "load", "save", "stale_enough"]
 
@@ -153,6 +155,7 @@ def save(store: Path, index: Index, description: dict[str, Any],
     was loaded from, whose digests are copied as they are when it is still there."""
     target = index_file(store)
     tmp = temp_file(target, os.getpid())
+    _remove_abandoned(target)
     state = index.state()
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
@@ -172,6 +175,16 @@ def save(store: Path, index: Index, description: dict[str, Any],
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Remove temporary files of snapshots whose writer was killed: untouched for ten
+    minutes (a save takes seconds; a process id would not tell, from another machine)."""
+    now = time.time()
+    for leftover in glob.glob(temp_files_glob(target)):
+        with contextlib.suppress(OSError):
+            if now - os.stat(leftover).st_mtime > 600:
+                os.unlink(leftover)
 
 
 def _write_digests(fd: int, target: Path, index: Index, previous: Saved | None) -> int:

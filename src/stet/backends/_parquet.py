@@ -32,6 +32,9 @@ STORE_KEY = b"stet.store"
 #: Fold the sidecar into the Parquet file once it holds this many records, or as many
 #: as the file itself (whichever is more), so folding costs O(1) per record on average.
 FOLD_MIN = 10_000
+#: ... and at most this many: the log's records are kept in memory as they are (see
+#: ParquetSource.__init__), so a writer of a ten-million-run store folds every million.
+FOLD_MAX = 1_000_000
 _BATCH = 65_536  # rows read from the Parquet file at a time
 Columns = list[list[str | None]]
 
@@ -79,7 +82,10 @@ class ParquetSource(RecordSource):
         self._lock = StoreLock.for_path(lock_path(self.path))
         self._log = LogFile(sidecar_path(self.path), JsonLinesCodec(), self._lock,
                             fsync=self.fsync)
-        self._side = self.pending = Index(reread=self._log.records)  # records in the log
+        # Records in the log. This index keeps its rows, to build a probe set from: one
+        # built by reading the log again could miss runs this reader took from a log
+        # folded (and deleted) since, which its view of the Parquet file does not hold yet.
+        self._side = self.pending = Index()
         self._saved: saved_index.Saved | None = None  # the snapshot the index came from
         self._base_snap: tuple[int, int, int, int] | None = None
         self._checked_snap: tuple[int, int, int, int] | None = None  # recognised as ours
@@ -357,7 +363,7 @@ class ParquetSource(RecordSource):
             self._poll_base(index)
             self._log.append(record, self._side)
         fold_at_exit(self.path, _fold)
-        if self._log.count > max(FOLD_MIN, self._base_rows):
+        if self._log.count > max(FOLD_MIN, min(self._base_rows, FOLD_MAX)):
             self.fold()
 
     def fold(self) -> None:
