@@ -24,7 +24,7 @@ SRC = str(Path(stet.__file__).resolve().parents[1])
 KEPT_OUT = [
     "sqlite3", "_sqlite3", "csv", "concurrent.futures", "dataclasses", "inspect",
     "tempfile", "subprocess", "hashlib", "platform", "pathlib", "datetime", "asyncio",
-    "threading", "uuid", "stet.backends", "stet._admin", "stet._claims", "stet._codec",
+    "json", "threading", "uuid", "stet.backends", "stet._admin", "stet._claims", "stet._codec",
     "stet._csv_codec", "stet._execute", "stet._grid", "stet._index", "stet._interrupt",
     "stet._json_codec", "stet._load", "stet._locking", "stet._logfile", "stet._platform",
     "stet._progress", "stet._ray", "stet._run", "stet._saved", "stet._sidecar",
@@ -33,27 +33,34 @@ KEPT_OUT = [
 ]
 
 
-def _fresh(code: str) -> str:
+def _fresh(code: str, cwd: Path | None = None) -> str:
     env = {**os.environ, "PYTHONPATH": SRC}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=120, check=False)
+                          env=env, cwd=cwd, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
-def _loaded_by(code: str) -> list[str]:
-    return json.loads(_fresh(code + "\nimport json, sys; print(json.dumps(sorted(sys.modules)))"))
+def _loaded_by(code: str, cwd: Path | None = None) -> list[str]:
+    """The modules ``code`` loads in a fresh interpreter, beyond those it starts with (a
+    site's .pth files may load some of the standard library first)."""
+    names: list[str] = json.loads(_fresh(
+        "import sys\nbefore = set(sys.modules)\n" + code + "\nnew = set(sys.modules) - before"
+        "\nimport json\nprint(json.dumps(sorted(new)))", cwd))
+    return names
 
 
 def test_import_stet_loads_none_of_the_modules_kept_out() -> None:
     loaded = _loaded_by("import stet")
+    assert "stet._decorator" in loaded
     found = [m for m in loaded
              if any(m == out or m.startswith(out + ".") for out in KEPT_OUT)]
     assert found == [], f"import stet loaded {found}: import them where they are used"
 
 
-def test_decorating_a_function_brings_the_store_machinery_it_runs_on() -> None:
-    loaded = _loaded_by("import stet\n@stet.once(store='runs.csv')\ndef f(x):\n    pass\n")
+def test_decorating_a_function_brings_the_store_machinery_it_runs_on(tmp_path: Path) -> None:
+    loaded = _loaded_by("import stet\n@stet.once(store='runs.csv')\ndef f(x):\n    pass\n",
+                        tmp_path)
     assert "stet._run" in loaded
     assert "stet.backends" in loaded
 
@@ -80,6 +87,12 @@ def test_names_resolved_on_demand_are_the_same_objects_as_in_their_modules() -> 
     assert stet.ResultNotSavedWarning is _saved.ResultNotSavedWarning
 
 
+def test_the_backends_package_is_an_attribute_of_stet_without_importing_it() -> None:
+    out = _fresh("import stet\nprint(stet.backends.get_backend.__name__, "
+                 "stet.backends.BaseBackend.__name__)")
+    assert out.split() == ["get_backend", "BaseBackend"]
+
+
 def test_an_unknown_attribute_of_stet_is_an_attribute_error_that_names_it() -> None:
     with pytest.raises(AttributeError, match="no attribute 'sweeep'"):
-        stet.sweeep  # type: ignore[attr-defined]  # noqa: B018
+        stet.sweeep  # noqa: B018  (module __getattr__: any name type-checks)

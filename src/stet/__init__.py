@@ -37,6 +37,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from . import backends as backends
     from ._admin import reset, status
     from ._grid import Grid, grid
     from ._load import load
@@ -46,10 +47,11 @@ if TYPE_CHECKING:
     from ._summary import SweepInterrupted, SweepSummary
     from ._sweep import sweep
 
-# ``import stet`` loads what decorating a function needs, and nothing else: the store
-# backends (sqlite3, csv, claims, locks), the sweep machinery and concurrent.futures come
-# with the first store opened or the first of these names used. Loading them all up front
-# took ``import stet`` from about 40 ms to 110 ms. tests/test_imports.py keeps them out.
+# ``import stet`` loads the decorator and what identifies a run, nothing else: the store
+# backends (sqlite3, csv, claims, locks) come with the first decorated function, and the
+# sweep machinery (concurrent.futures) and the names below when first asked for. Loaded
+# up front, they made ``import stet`` 105-125 ms on the project's machine; without them
+# it is about 35 ms (medians of fresh processes). tests/test_imports.py keeps them out.
 _LAZY = {
     "Grid": "._grid",
     "RayExecutor": "._ray",
@@ -66,15 +68,17 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name == "backends":  # ``import stet; stet.backends.get_backend(...)`` (documented)
+        return importlib.import_module(".backends", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'stet' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value  # (asked once: later uses are plain attribute reads)
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | {"backends"})

@@ -7,7 +7,6 @@ of its key fields; two calls are the same run exactly when those texts are equal
 from __future__ import annotations
 
 import enum
-import json
 import math
 import re
 import sys
@@ -256,6 +255,8 @@ def json_text(mappings: Mapping[str, Any]) -> str | None:
     """The JSON text of the mapping arguments ``mappings`` (field -> value): an object
     with sorted keys, no spaces, numbers as Python writes them (``0.1``, ``1.0``);
     ``None`` if one cannot be written (it is only a copy: the key text is the identity)."""
+    import json  # (loaded with the stores by then; not by ``import stet``: 1-2 ms)
+
     try:
         data = {f: json_form(v) for f, v in mappings.items()}
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
