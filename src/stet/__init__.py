@@ -50,8 +50,9 @@ if TYPE_CHECKING:
 # ``import stet`` loads the decorator and what identifies a run, nothing else: the store
 # backends (sqlite3, csv, claims, locks) come with the first decorated function, and the
 # sweep machinery (concurrent.futures) and the names below when first asked for. Loaded
-# up front, they made ``import stet`` 105-125 ms on the project's machine; without them
-# it is about 35 ms (medians of fresh processes). tests/test_imports.py keeps them out.
+# up front, they made ``import stet`` 105-125 ms on the project's machine; without them it
+# takes about 22 ms of CPU, 35-43 ms of wall time on a busy machine (medians of fresh
+# processes). tests/test_imports.py keeps them out.
 _LAZY = {
     "Grid": "._grid",
     "RayExecutor": "._ray",
