@@ -7,14 +7,16 @@ function around one and attaches its helpers (``is_done``, ``pending``, ``forget
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ._run import Run, Skip, pending_settings
 from ._schema import DEFAULT_STORE
-from .backends._base import Store
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ._run import Run
+    from .backends._base import Store
 
 __all__ = ["once"]
 
@@ -104,6 +106,12 @@ def once(
     """
 
     def decorate(f: Callable[..., Any]) -> Any:
+        # Imported at the first decoration, not by ``import stet``: a run brings the
+        # store backends, claims and locks (see stet/__init__.py); inspect is 7-9 ms.
+        import inspect
+
+        from ._run import Run, Skip
+
         run = Run(f, store, key, name, verbose, fsync, wait, skip_failed, save_result)
         if inspect.iscoroutinefunction(f):
 
@@ -174,6 +182,8 @@ def _attach(wrapper: Any, run: Run) -> None:
         Asks the store's index once per setting, prints nothing and runs nothing. With
         ``skip_failed=True``, runs recorded as failed are not pending either.
         """
+        from ._run import pending_settings
+
         return pending_settings(run, settings)
 
     wrapper.is_done = is_done

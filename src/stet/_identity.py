@@ -6,14 +6,11 @@ of its key fields; two calls are the same run exactly when those texts are equal
 
 from __future__ import annotations
 
-import datetime as _dt
 import enum
-import hashlib
-import inspect
-import json
 import math
-import pathlib
 import re
+import sys
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -117,13 +114,19 @@ def _canonical_slow(value: Any, *, nested: bool) -> str:
         return body if items else "set()"
     if isinstance(value, (bytes, bytearray)):
         return repr(bytes(value))
-    if isinstance(value, pathlib.PurePath):
+    # A path or a date exists only once its module is imported: looked up, not imported
+    # here, so that ``import stet`` does not load pathlib and datetime (5-6 ms).
+    pathlib = sys.modules.get("pathlib")
+    if pathlib is not None and isinstance(value, pathlib.PurePath):
         text = value.as_posix()
         return repr(text) if nested else text
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+    _dt = sys.modules.get("datetime")
+    if _dt is not None and isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
         text = value.isoformat()
         return repr(text) if nested else text
-    if isinstance(value, (_dt.timedelta, complex)) or type(value).__module__ in (
+    if _dt is not None and isinstance(value, _dt.timedelta):
+        return str(value)
+    if isinstance(value, complex) or type(value).__module__ in (
         "decimal", "_decimal", "fractions", "uuid",
     ):
         return str(value)
@@ -143,15 +146,17 @@ def _canonical_slow(value: Any, *, nested: bool) -> str:
 
 def _is_named_callable(value: Any) -> bool:
     """Functions, classes, builtins and NumPy's function objects (ufuncs, dispatchers)."""
-    if inspect.isbuiltin(value):
+    # (inspect's isbuiltin, ismodule, isclass, isfunction, ismethod, spelt out: inspect
+    # is not imported by ``import stet``, see Binder)
+    if isinstance(value, types.BuiltinFunctionType):
         owner = getattr(value, "__self__", None)
-        if owner is not None and not inspect.ismodule(owner) and not inspect.isclass(owner):
+        if owner is not None and not isinstance(owner, (types.ModuleType, type)):
             # a method bound to an object (e.g. arr.sum): its identity is the object's
             raise UnstableValueError("it is a method bound to an object")
         return True
-    if inspect.isfunction(value) or inspect.isclass(value):
+    if isinstance(value, (types.FunctionType, type)):
         return True
-    if inspect.ismethod(value):
+    if isinstance(value, types.MethodType):
         return False  # bound to an instance: its identity is the instance's
     kind = type(value)
     return callable(value) and kind.__module__.startswith("numpy") and kind.__name__ in (
@@ -160,6 +165,8 @@ def _is_named_callable(value: Any) -> bool:
 
 
 def _canonical_numpy(value: Any, *, nested: bool) -> str:
+    import hashlib  # (with numpy; hashlib loads OpenSSL, 3-4 ms at import)
+
     import numpy as np
 
     if isinstance(value, np.generic):
@@ -190,6 +197,8 @@ def _canonical_numpy(value: Any, *, nested: bool) -> str:
 
 
 def _canonical_pandas(value: Any) -> str:
+    import hashlib
+
     import pandas as pd
 
     if isinstance(value, (pd.DataFrame, pd.Series, pd.Index)):
@@ -246,6 +255,8 @@ def json_text(mappings: Mapping[str, Any]) -> str | None:
     """The JSON text of the mapping arguments ``mappings`` (field -> value): an object
     with sorted keys, no spaces, numbers as Python writes them (``0.1``, ``1.0``);
     ``None`` if one cannot be written (it is only a copy: the key text is the identity)."""
+    import json  # (loaded with the stores by then; not by ``import stet``: 1-2 ms)
+
     try:
         data = {f: json_form(v) for f, v in mappings.items()}
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
@@ -259,9 +270,6 @@ def format_call(name: str, fields: Sequence[str], texts: Sequence[str]) -> str:
     return f"{name}(" + ", ".join(f"{f}={t}" for f, t in zip(fields, texts, strict=True)) + ")"
 
 
-_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-
-
 class Binder:
     """Turns a call's arguments into its key fields and their canonical texts.
 
@@ -269,6 +277,9 @@ class Binder:
     """
 
     def __init__(self, func: Callable[..., Any], key: Sequence[str] | None) -> None:
+        # inspect is imported at decoration, not by ``import stet`` (7-9 ms).
+        import inspect
+
         self.signature = sig = inspect.signature(func)
         params = list(sig.parameters.values())
         self._var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
@@ -327,8 +338,9 @@ class Binder:
         }
         self._required = frozenset(
             p.name for p in params
-            if p.default is inspect.Parameter.empty and p.kind in (*_POSITIONAL,
-                                                                    inspect.Parameter.KEYWORD_ONLY)
+            if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY,
+                                                                    p.POSITIONAL_OR_KEYWORD,
+                                                                    p.KEYWORD_ONLY)
         )
         self._func_name = func.__qualname__
         # Cache of sorted-field orderings keyed by the call's field tuple.
@@ -354,7 +366,7 @@ class Binder:
         out: dict[str, Any] = {}
         for name, value in bound.arguments.items():
             param = self.signature.parameters[name]
-            if param.kind is inspect.Parameter.VAR_KEYWORD:
+            if param.kind is param.VAR_KEYWORD:
                 for k in sorted(value):
                     if k.startswith(RESERVED_PREFIX):
                         raise TypeError(f"keyword argument {k!r}: names starting with "

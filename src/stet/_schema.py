@@ -7,7 +7,6 @@ holds it); every module that reads or writes a record imports from here.
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,8 +60,9 @@ BOOKKEEPING_ORDER = (FUNC_FIELD, TIMESTAMP_FIELD, STARTED_FIELD, DURATION_FIELD,
 #: The store ``@stet.once`` and the helpers use when none is given.
 DEFAULT_STORE = "_stet_store.csv"
 
-#: This machine's name, as recorded in ``_stet_host`` and in claims.
-HOST = platform.node()
+#: This machine's name, as recorded in ``_stet_host`` and in claims (set on first use,
+#: by ``__getattr__`` below).
+HOST: str
 
 #: A run's identity: (function name, sorted (key field, text) pairs).
 RunKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -103,3 +103,14 @@ def format_seconds(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.3g} s"
     return format_duration(seconds)
+
+
+def __getattr__(name: str) -> Any:
+    # HOST is asked of the platform module when first used (recording a run, a claim),
+    # not by ``import stet``, which loads this module: platform is 2-3 ms to import.
+    if name == "HOST":
+        import platform
+
+        host = globals()["HOST"] = platform.node()
+        return host
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

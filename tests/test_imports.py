@@ -1,0 +1,98 @@
+"""What ``import stet`` loads: the decorator and what it needs, not the store backends.
+
+Checked by module name in a fresh interpreter, not by timing (speed is the benchmarks'
+business): a module on the list below coming back into ``import stet`` is what made it
+slow before (see stet/__init__.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import stet
+
+SRC = str(Path(stet.__file__).resolve().parents[1])
+
+#: Loaded when a store is opened, a function decorated or a sweep run; never by
+#: ``import stet``. (``stet.backends`` stands for the package and all its modules.)
+KEPT_OUT = [
+    "sqlite3", "_sqlite3", "csv", "concurrent.futures", "dataclasses", "inspect",
+    "tempfile", "subprocess", "hashlib", "platform", "pathlib", "datetime", "asyncio",
+    "json", "threading", "uuid", "stet.backends", "stet._admin", "stet._claims", "stet._codec",
+    "stet._csv_codec", "stet._execute", "stet._grid", "stet._index", "stet._interrupt",
+    "stet._json_codec", "stet._load", "stet._locking", "stet._logfile", "stet._platform",
+    "stet._progress", "stet._ray", "stet._run", "stet._saved", "stet._sidecar",
+    "stet._status", "stet._submitit", "stet._summary", "stet._sweep",
+    "numpy", "pandas", "pyarrow", "psycopg", "tqdm", "ray", "submitit", "omegaconf",
+]
+
+
+def _fresh(code: str, cwd: Path | None = None) -> str:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _loaded_by(code: str, cwd: Path | None = None) -> list[str]:
+    """The modules ``code`` loads in a fresh interpreter, beyond those it starts with (a
+    site's .pth files may load some of the standard library first)."""
+    names: list[str] = json.loads(_fresh(
+        "import sys\nbefore = set(sys.modules)\n" + code + "\nnew = set(sys.modules) - before"
+        "\nimport json\nprint(json.dumps(sorted(new)))", cwd))
+    return names
+
+
+def test_import_stet_loads_none_of_the_modules_kept_out() -> None:
+    loaded = _loaded_by("import stet")
+    assert "stet._decorator" in loaded
+    found = [m for m in loaded
+             if any(m == out or m.startswith(out + ".") for out in KEPT_OUT)]
+    assert found == [], f"import stet loaded {found}: import them where they are used"
+
+
+def test_decorating_a_function_brings_the_store_machinery_it_runs_on(tmp_path: Path) -> None:
+    loaded = _loaded_by("import stet\n@stet.once(store='runs.csv')\ndef f(x):\n    pass\n",
+                        tmp_path)
+    assert "stet._run" in loaded
+    assert "stet.backends" in loaded
+
+
+def test_every_public_name_is_importable_from_stet_and_listed_by_dir() -> None:
+    lines = [f"from stet import {name}" for name in stet.__all__]
+    out = _fresh("\n".join(lines) + "\nimport stet\n"
+                 "print(sorted(set(stet.__all__) - set(dir(stet))))")
+    assert out.strip() == "[]"
+    for name in stet.__all__:
+        assert getattr(stet, name) is not None
+
+
+def test_names_resolved_on_demand_are_the_same_objects_as_in_their_modules() -> None:
+    from stet import _admin, _grid, _load, _saved, _submitit, _summary, _sweep
+
+    assert stet.sweep is _sweep.sweep
+    assert stet.submit is _submitit.submit
+    assert stet.load is _load.load
+    assert (stet.status, stet.reset) == (_admin.status, _admin.reset)
+    assert (stet.grid, stet.Grid) == (_grid.grid, _grid.Grid)
+    assert stet.SweepSummary is _summary.SweepSummary
+    assert stet.SweepInterrupted is _summary.SweepInterrupted
+    assert stet.ResultNotSavedWarning is _saved.ResultNotSavedWarning
+
+
+def test_the_backends_package_is_an_attribute_of_stet_without_importing_it() -> None:
+    out = _fresh("import stet\nprint(stet.backends.get_backend.__name__, "
+                 "stet.backends.BaseBackend.__name__)")
+    assert out.split() == ["get_backend", "BaseBackend"]
+
+
+def test_an_unknown_attribute_of_stet_is_an_attribute_error_that_names_it() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'sweeep'"):
+        stet.sweeep  # noqa: B018  (module __getattr__: any name type-checks)
