@@ -18,7 +18,7 @@ memory at once), then:
 * open:   a fresh process imports stet, decorates ``experiment`` and makes its first call,
   a skip; wall seconds from before ``import stet`` to the skip's return, and the same
   minus that process's own import time of stet (what the store costs);
-* RSS:    that process's peak resident memory (``ru_maxrss``, from ``wait4``), minus the
+* RSS:    that process's peak resident memory (its VmHWM, until it exited), minus the
   median peak of a fresh process that only imports stet (printed at the top);
 * floor:  a bare in-memory decorator that binds arguments and looks up a dict;
 * record: per-call cost of ``@stet.once`` on new no-op runs (check, run, record);
@@ -188,10 +188,26 @@ def per_call(fn: Callable[..., Any], seeds: range) -> float:
 
 
 # ------------------------------------------------------------------ fresh processes
-# Each prints one JSON line; ``t_end`` is its time.perf_counter() (CLOCK_MONOTONIC, the
-# same clock in every process) when it was done, so the parent can tell how long it took
-# to exit (what stet does at normal exit).
-_IMPORT_ONLY = """\
+# Each prints a JSON line; ``t_end`` is its time.perf_counter() (CLOCK_MONOTONIC, the same
+# clock in every process) when it was done, so the parent can tell how long it took to
+# exit (what stet does at normal exit). Its peak memory is the kernel's high-water mark
+# of its own address space (VmHWM), printed by the last exit handler (registered first,
+# it runs after stet's). Not ru_maxrss: Linux carries the parent's peak over fork and
+# exec into the child's, so a child of this benchmark (which holds a whole index) would
+# report at least this process's peak.
+_PEAK = """\
+import atexit, json, resource
+def _peak():
+    try:
+        with open("/proc/self/status") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):  # (no /proc: ru_maxrss, an upper bound)
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"rss": kib * 1024}), flush=True)
+atexit.register(_peak)
+"""
+
+_IMPORT_ONLY = _PEAK + """\
 import json, time
 t0 = time.perf_counter(); c0 = time.process_time()
 import stet
@@ -199,7 +215,7 @@ t1 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "cpu": time.process_time() - c0, "t_end": t1}))
 """
 
-_FIRST_OPEN = """\
+_FIRST_OPEN = _PEAK + """\
 import json, sys, time
 t0 = time.perf_counter(); c0 = time.process_time()
 import stet
@@ -213,7 +229,7 @@ print(json.dumps({"open": t2 - t0, "import": t1 - t0, "cpu": time.process_time()
                   "found": found, "t_end": time.perf_counter()}))
 """
 
-_OPEN = """\
+_OPEN = _PEAK + """\
 import json, sys, time
 t0 = time.perf_counter(); c0 = time.process_time()
 import stet
@@ -231,22 +247,20 @@ print(json.dumps({"open": t2 - t0, "import": t1 - t0, "cpu": time.process_time()
 
 
 def fresh(code: str, *args: str) -> dict[str, Any]:
-    """Run ``code`` in a fresh interpreter; its JSON line, with ``rss`` (its peak resident
-    bytes, from ``wait4``: until it exited) and ``exit`` (seconds from its ``t_end`` until
-    it was reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    proc.stdout.close()
-    _, status, usage = os.wait4(proc.pid, 0)  # (not proc.wait(): wait4 gives its rusage)
-    reaped = time.perf_counter()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0 or not out.strip():
-        raise RuntimeError(f"the fresh process failed (exit {proc.returncode}):\n{out[-2000:]}")
-    r: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    r["rss"] = usage.ru_maxrss * 1024  # (KiB on Linux)
-    r["exit"] = reaped - r.pop("t_end")
+    """Run ``code`` in a fresh interpreter; what its JSON lines say, with ``rss`` (its
+    peak resident bytes, exit handlers included) and ``exit`` (seconds from its ``t_end``
+    until it was gone)."""
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                          text=True)
+    gone = time.perf_counter()
+    r: dict[str, Any] = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            r.update(json.loads(line))
+    if proc.returncode != 0 or "t_end" not in r or "rss" not in r:
+        raise RuntimeError(f"the fresh process failed (exit {proc.returncode}):\n"
+                           f"{(proc.stdout + proc.stderr)[-2000:]}")
+    r["exit"] = gone - r.pop("t_end")
     return r
 
 
