@@ -373,7 +373,7 @@ def size_text(b: float | None) -> str:
     return f"{b:.0f} B"
 
 
-#: The peers of the tables, in their order: key, name in column headers.
+#: The peers of the tables, in their order: key, name in column headers, name in ratios.
 PEERS = [("002", "stet 0.0.2", "0.0.2"), ("joblib", "joblib", "joblib"),
          ("diskcache", "diskcache", "diskcache")]
 
