@@ -2,22 +2,26 @@
 
 Not meant to be run by hand; ``run.py`` starts it as::
 
-    <stet 0.0.2's venv>/bin/python benchmarks/peers.py stet002 SPEC
-    <our venv>/bin/python          benchmarks/peers.py joblib  SPEC
+    <stet 0.0.2's venv>/bin/python benchmarks/peers.py stet002   SPEC
+    <our venv>/bin/python          benchmarks/peers.py joblib    SPEC
+    <our venv>/bin/python          benchmarks/peers.py diskcache SPEC
 
 ``stet002`` is stet 0.0.2 from PyPI, which has the same import name as stet, hence its own
 virtual environment and process; ``joblib`` is ``joblib.Memory`` (it caches return
-values: a hit loads the pickled result). SPEC is a JSON object: ``sizes``, ``formats``
-(stet002 only), ``workdir``, ``budget`` (seconds of calls per measurement), ``max_call``
-(seconds: a size whose record call is predicted slower, from the sizes before it, is
-left out), ``max_prepare``
-(seconds) and ``max_disk`` (bytes) for joblib's store.
+values: a hit loads the pickled result from a directory of pickles); ``diskcache`` is
+``diskcache.Cache.memoize`` (keys and return values pickled into one SQLite database, with
+the cache's default settings). SPEC is a JSON object: ``sizes``, ``formats`` (stet002
+only), ``workdir``, ``budget`` (seconds of calls per measurement), ``max_call`` (seconds:
+a size whose record call is predicted slower, from the sizes before it, is left out),
+``max_prepare`` (seconds) and ``max_disk`` (bytes) for joblib's and diskcache's store.
 
 The workload is ``bench_core``'s: the same ``experiment(alpha, seed, n_iter=100)``, a store
 holding seeds 0..size-1, new runs recorded from seed ``size`` on, then the same runs
 skipped. The peers are far slower than stet, so each measurement times as many calls as
 fit in ``budget`` (at most ``bench_core.CALLS``, at least ``MIN_CALLS``). ``open`` is the
-time this fresh process took to import the library plus the first lookup on the store.
+time this fresh process took to import the library plus the first lookup on the store
+(joblib and diskcache: a fresh ``Memory`` or ``Cache`` on their directory, decorating, one
+lookup).
 
 One JSON object is printed per (format, size): ``record``/``skip`` in µs per call,
 ``calls``, ``open`` and ``open_cpu`` in s, ``disk`` in bytes; or ``skipped`` with the reason.
@@ -143,9 +147,11 @@ def run_002(spec: dict[str, Any], import_s: tuple[float, float]) -> None:
             shutil.rmtree(store)
 
 
-# ------------------------------------------------------------------ joblib.Memory
+# ------------------------------------------------------------------ caches: joblib, diskcache
 class JoblibStore:
     """One joblib cache directory, grown from size to size in joblib's own layout."""
+
+    name = "joblib"
 
     def __init__(self, root: Path) -> None:
         from joblib import Memory
@@ -173,37 +179,101 @@ class JoblibStore:
             (d / "metadata.json").write_text(json.dumps(meta))
         self.size = max(self.size, n)
 
+    def open(self) -> Callable[..., Any]:
+        """A fresh ``Memory`` on the directory, the decorated function, one lookup."""
+        from joblib import Memory
 
-def run_joblib(spec: dict[str, Any], import_s: tuple[float, float]) -> None:
-    from joblib import Memory
+        import bench_core
 
+        f = Memory(self.root, verbose=0).cache(bench_core.experiment)
+        if not f.check_call_in_cache(0.5, 0):
+            raise RuntimeError("joblib does not see the prepared store: its layout changed")
+        func: Callable[..., Any] = f
+        return func
+
+    def close(self) -> None:
+        pass
+
+
+class DiskcacheStore:
+    """One ``diskcache.Cache`` directory (a SQLite database of pickled keys and values),
+    grown from size to size through the cache's own ``set``, under the keys its
+    ``memoize`` makes."""
+
+    name = "diskcache"
+    BATCH = 10_000  # entries set per transaction while growing
+
+    def __init__(self, root: Path) -> None:
+        from diskcache import Cache
+
+        import bench_core
+
+        self.root = root
+        self.cache = Cache(root)  # default settings, as a user gets them (1 GB size limit)
+        self.func = self.cache.memoize()(bench_core.experiment)
+        self.opened: list[Any] = []  # the caches open() made, closed at the end
+        self.size = 0
+
+    def grow(self, n: int) -> None:
+        """Entries for seeds ``self.size``..``n-1``: what ``memoize`` stores for a call
+        that returned ``None``."""
+        key = self.func.__cache_key__
+        for start in range(self.size, n, self.BATCH):
+            with self.cache.transact():
+                for seed in range(start, min(n, start + self.BATCH)):
+                    self.cache.set(key(0.5, seed), None)
+        self.size = max(self.size, n)
+        if len(self.cache) < n:
+            raise RuntimeError(f"diskcache holds {len(self.cache):,} entries, not {n:,}: "
+                               "it evicted some (its size limit)")
+
+    def open(self) -> Callable[..., Any]:
+        """A fresh ``Cache`` on the directory, the memoized function, one lookup."""
+        from diskcache import Cache
+
+        import bench_core
+
+        cache = Cache(self.root)
+        f = cache.memoize()(bench_core.experiment)
+        if f.__cache_key__(0.5, 0) not in cache:
+            raise RuntimeError("diskcache does not see the prepared entries: memoize's "
+                               "keys changed")
+        self.opened.append(cache)
+        func: Callable[..., Any] = f
+        return func
+
+    def close(self) -> None:
+        for cache in [self.cache, *self.opened]:
+            cache.close()
+
+
+def run_cache(store: JoblibStore | DiskcacheStore, spec: dict[str, Any],
+              import_s: tuple[float, float]) -> None:
+    """joblib.Memory or diskcache: one store of its own, grown from size to size (the same
+    on every row of a size), whatever the store format."""
     import bench_core
 
-    root = Path(spec["workdir"]) / "joblib"
-    store = JoblibStore(root)
+    name = store.name
     rate: float | None = None  # seconds to write one entry
     per_entry: float | None = None  # bytes on disk per entry
     for size in spec["sizes"]:
         if rate is not None and per_entry is not None:
             if rate * (size - store.size) > spec["max_prepare"]:
-                emit(fmt="joblib", size=size, skipped="too slow",
+                emit(fmt=name, size=size, skipped="too slow",
                      predicted_prepare=rate * (size - store.size))
                 continue
             if per_entry * size > spec["max_disk"]:
-                emit(fmt="joblib", size=size, skipped="too big",
-                     predicted_disk=per_entry * size)
+                emit(fmt=name, size=size, skipped="too big", predicted_disk=per_entry * size)
                 continue
         t0 = time.perf_counter()
         grown = size - store.size
         store.grow(size)
         if grown > 0:
             rate = (time.perf_counter() - t0) / grown
-        disk = bench_core.disk_usage(root)
+        disk = bench_core.disk_usage(store.root)
         per_entry = disk / store.size
         t0, c0 = time.perf_counter(), time.process_time()
-        f = Memory(root, verbose=0).cache(bench_core.experiment)  # a fresh Memory
-        if not f.check_call_in_cache(0.5, 0):
-            raise RuntimeError("joblib does not see the prepared store: its layout changed")
+        f = store.open()
         opened = import_s[0] + time.perf_counter() - t0
         opened_cpu = import_s[1] + time.process_time() - c0
         first = max(size, store.size)  # never a seed cached by an earlier size
@@ -211,20 +281,25 @@ def run_joblib(spec: dict[str, Any], import_s: tuple[float, float]) -> None:
         record, calls = timed(f, new, spec["budget"])
         skip, _ = timed(f, new[:calls], spec["budget"])
         store.size = first + calls
-        emit(fmt="joblib", size=size, record=record, skip=skip, calls=calls, open=opened,
+        emit(fmt=name, size=size, record=record, skip=skip, calls=calls, open=opened,
              open_cpu=opened_cpu, disk=disk)
-    shutil.rmtree(root)
+    store.close()
+    shutil.rmtree(store.root)
 
 
 def main() -> None:
     peer, spec = sys.argv[1], json.loads(sys.argv[2])
     t0, c0 = time.perf_counter(), time.process_time()
-    importlib.import_module({"stet002": "stet", "joblib": "joblib"}[peer])
+    importlib.import_module({"stet002": "stet", "joblib": "joblib",
+                             "diskcache": "diskcache"}[peer])
     import_s = (time.perf_counter() - t0, time.process_time() - c0)
+    root = Path(spec["workdir"]) / peer
     if peer == "stet002":
         run_002(spec, import_s)
+    elif peer == "joblib":
+        run_cache(JoblibStore(root), spec, import_s)
     else:
-        run_joblib(spec, import_s)
+        run_cache(DiskcacheStore(root), spec, import_s)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Usage::
     python benchmarks/run.py --postgres postgresql://user:pw@host/db   # add PostgreSQL
     python benchmarks/run.py --quick --plot   # also write docs/bench-*.png (matplotlib)
 
-Extras: ``pip install -e '.[bench]'`` (joblib, matplotlib; pyarrow comes with ``[parquet]``).
+Extras: ``pip install -e '.[bench]'`` (joblib, diskcache, matplotlib; pyarrow comes with
+``[parquet]``).
 
 Measured on a sweep of no-op runs, ``experiment(alpha, seed, n_iter=100)`` keyed by
 ``alpha`` and ``seed`` (the workload of ``bench_core.py``, whose pieces this reuses), for
@@ -17,7 +18,8 @@ each store size and each of stet's backends (CSV, JSON, SQLite, Parquet; Postgre
 * floor:  a bare in-memory decorator that binds arguments and looks up a dict;
 * record: µs per call on a new run (check, claim, run, record);
 * skip:   µs per call on a run that is done;
-* open:   seconds for a fresh process to import the library and answer one lookup;
+* open:   seconds for a fresh process to import the library and answer one lookup (stet:
+          decorate and make a first call, a skip, on a store a process opened before);
 * disk:   bytes the store of that many runs takes on disk (allocated blocks; for
           PostgreSQL, its tables with their indexes), before the timed calls add theirs.
 
@@ -30,6 +32,8 @@ The peers go through the same workload in the same run, each in its own process
   sizes where one call would take too long are left out ("—, too slow").
 * joblib.Memory, which caches return values in a directory of pickles (one directory and
   two files per call), whatever the store format in the row.
+* diskcache's ``Cache.memoize``, which caches return values in one SQLite database
+  (pickled keys and values; default settings), whatever the store format in the row.
 
 Then a parallel sweep: N worker processes (1, 2, 4, 8) share one store (SQLite, CSV,
 PostgreSQL) and each runs the same sweep of no-op runs; claims make every run execute
@@ -71,12 +75,12 @@ DOCS = HERE.parent / "docs"
 FORMATS = bench_core.FORMATS
 PEER_002 = "0.0.2"
 
-QUICK = {"sizes": [100, 2_000, 20_000], "budget": 0.3, "max_call": 0.3,
-         "max_prepare": 20.0, "runs": 5_000}
-FULL = {"sizes": [100, 10_000, 100_000, 1_000_000], "budget": 2.0, "max_call": 3.0,
-        "max_prepare": 120.0, "runs": 50_000}
+QUICK: dict[str, Any] = {"sizes": [100, 2_000, 20_000], "budget": 0.3, "max_call": 0.3,
+                         "max_prepare": 20.0, "runs": 5_000}
+FULL: dict[str, Any] = {"sizes": [100, 10_000, 100_000, 1_000_000], "budget": 2.0,
+                        "max_call": 3.0, "max_prepare": 120.0, "runs": 50_000}
 REPEAT = 5  # stet's costs: best of this many rounds of bench_core.CALLS calls
-MAX_JOBLIB_DISK = 2e9  # bytes: joblib takes ~10 KB and 3 inodes per cached call
+MAX_JOBLIB_DISK = 2e9  # bytes, for joblib and diskcache (joblib: ~10 KB, 3 inodes per call)
 WORKERS = [1, 2, 4, 8]
 # SPEC §7: per-call cost as a ratio to the floor, and open time at 1,000,000 runs.
 SKIP_BUDGET = 3.0
@@ -190,7 +194,7 @@ def bench_pg(url: str, size: int) -> dict[str, float]:
     try:
         store = pg_prepare(url, table, size)
         disk = pg_disk(url, table)
-        opened, opened_cpu = bench_core.open_times(store)  # type: ignore[arg-type]
+        opened, opened_cpu = bench_core.open_times(store)
         f = stet.once(store=store, key=["alpha", "seed"])(bench_core.experiment)
         r = bench_core.measure(f, size, REPEAT)
         f.backend().close()  # type: ignore[attr-defined]
@@ -369,12 +373,21 @@ def size_text(b: float | None) -> str:
     return f"{b:.0f} B"
 
 
+#: The peers of the tables, in their order: key, name in column headers, name in ratios.
+PEERS = [("002", "stet 0.0.2", "0.0.2"), ("joblib", "joblib", "joblib"),
+         ("diskcache", "diskcache", "diskcache")]
+
+
 class Report:
     def __init__(self, ours: dict[tuple[str, int], Any], s002: dict[tuple[str, int], Any],
                  joblib: dict[tuple[str, int], Any], why_no_002: str | None,
-                 why_no_joblib: str | None, stores: list[str], sizes: list[int]) -> None:
+                 why_no_joblib: str | None, stores: list[str], sizes: list[int],
+                 diskcache: dict[tuple[str, int], Any] | None = None,
+                 why_no_diskcache: str | None = "not measured") -> None:
         self.ours, self.s002, self.joblib = ours, s002, joblib
+        self.diskcache = diskcache or {}
         self.why_no_002, self.why_no_joblib = why_no_002, why_no_joblib
+        self.why_no_diskcache = why_no_diskcache
         self.stores, self.sizes = stores, sizes
 
     def peer(self, which: str, store: str, size: int) -> tuple[dict[str, Any] | None, str]:
@@ -385,10 +398,15 @@ class Report:
             if store == "postgresql":
                 return None, "n/a"
             row = self.s002.get((store, size))
-        else:
+        elif which == "joblib":
             if self.why_no_joblib:
                 return None, "not installed"
             row = self.joblib.get(("joblib", size))
+        else:
+            if self.why_no_diskcache:
+                return None, ("not installed" if "not installed" in self.why_no_diskcache
+                              else "not measured")
+            row = self.diskcache.get(("diskcache", size))
         if row is None:
             return None, "failed"
         if "skipped" in row:
@@ -397,21 +415,19 @@ class Report:
 
     def per_call_table(self, metric: str) -> list[str]:
         floor_key = f"floor_{metric}"
-        lines = [
-            "| store | runs in store | floor µs | stet µs | × floor | stet 0.0.2 µs | × floor "
-            "| 0.0.2 / stet | joblib µs | × floor | joblib / stet |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
+        head = "".join(f" | {name} µs | × floor | {short} / stet" for _, name, short in PEERS)
+        lines = [f"| store | runs in store | floor µs | stet µs | × floor{head} |",
+                 "|---|---:|---:|---:|---:" + "|---:|---:|---:" * len(PEERS) + "|"]
         for store in self.stores:
             for size in self.sizes:
                 ours = self.ours.get((store, size), {})
                 if "error" in ours:
                     lines.append(f"| {store} | {size:,} | failed: {ours['error'][:60]} "
-                                 "| | | | | | | | |")
+                                 "| |" + " | | |" * len(PEERS) + " |")
                     continue
                 floor, cost = ours[floor_key], ours[metric]
                 cells = [store, f"{size:,}", num(floor), num(cost), num(cost / floor)]
-                for which in ("002", "joblib"):
+                for which, _, _ in PEERS:
                     row, text = self.peer(which, store, size)
                     if row is None:
                         cells += [text, "", ""]
@@ -422,28 +438,28 @@ class Report:
         return lines
 
     def open_table(self) -> list[str]:
-        lines = [
-            "| store | runs in store | stet open s (CPU s) | stet 0.0.2 open s (CPU s) "
-            "| 0.0.2 / stet | joblib open s (CPU s) | joblib / stet | stet disk "
-            "| stet 0.0.2 disk | joblib disk |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
+        opens = "".join(f" | {name} open s (CPU s) | {short} / stet"
+                        for _, name, short in PEERS)
+        disks = "".join(f" | {name} disk" for _, name, _ in PEERS)
+        lines = [f"| store | runs in store | stet open s (CPU s){opens} | stet disk{disks} |",
+                 "|---|---:|---:" + "|---:|---:" * len(PEERS) + "|---:" * (1 + len(PEERS))
+                 + "|"]
         for store in self.stores:
             for size in self.sizes:
                 ours = self.ours.get((store, size), {})
                 if "error" in ours:
                     continue
                 cells = [store, f"{size:,}", open_text(ours)]
-                disks = [size_text(ours["disk"])]
-                for which in ("002", "joblib"):
+                sizes = [size_text(ours["disk"])]
+                for which, _, _ in PEERS:
                     row, text = self.peer(which, store, size)
                     if row is None:
                         cells += [text, ""]
-                        disks.append(text)
+                        sizes.append(text)
                     else:
                         cells += [open_text(row), num(row["open"] / ours["open"])]
-                        disks.append(size_text(row["disk"]))
-                lines.append("| " + " | ".join(cells + disks) + " |")
+                        sizes.append(size_text(row["disk"]))
+                lines.append("| " + " | ".join(cells + sizes) + " |")
         return lines
 
     def budgets(self) -> list[str]:
@@ -472,22 +488,22 @@ class Report:
         """stet at the largest size, and each peer against stet at the largest size it
         reached."""
         top = self.sizes[-1]
+        ratios = "".join(f" | {name} / stet: record, skip" for _, name, _ in PEERS)
         lines = [
             "| store | runs in store | record µs | × floor | skip µs | × floor "
-            "| open s (CPU s) | disk | stet 0.0.2 / stet: record, skip "
-            "| joblib / stet: record, skip |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+            f"| open s (CPU s) | disk{ratios} |",
+            "|---|---:|---:|---:|---:|---:|---:|---:" + "|---" * len(PEERS) + "|",
         ]
         for store in self.stores:
             r = self.ours.get((store, top), {"error": "not measured"})
             if "error" in r:
                 lines.append(f"| {store} | {top:,} | failed: {r['error'][:80]} "
-                             "| | | | | | | |")
+                             "| | | | | |" + " |" * len(PEERS))
                 continue
             cells = [store, f"{top:,}", num(r["record"]), num(r["record"] / r["floor_record"]),
                      num(r["skip"]), num(r["skip"] / r["floor_skip"]), open_text(r),
                      size_text(r["disk"])]
-            for which in ("002", "joblib"):
+            for which, _, _ in PEERS:
                 text = ""
                 for size in reversed(self.sizes):
                     row, text = self.peer(which, store, size)
@@ -556,6 +572,11 @@ def plot(rep: Report, par: dict[tuple[str, int], dict[str, Any]], m: dict[str, A
                  if (row := rep.peer("joblib", "csv", s)[0]) is not None]
         if pts_j:
             ax.plot(*zip(*pts_j, strict=True), ":^", color="black", label="joblib.Memory")
+        pts_d = [(s, row[metric]) for s in rep.sizes
+                 if (row := rep.peer("diskcache", "csv", s)[0]) is not None]
+        if pts_d:
+            ax.plot(*zip(*pts_d, strict=True), ":v", color="dimgrey",
+                    label="diskcache Cache.memoize")
         if metric != "open":
             floors = [(s, min(rep.ours[st, s][f"floor_{metric}"] for st in rep.stores
                               if "error" not in rep.ours.get((st, s), {"error": 1})))
@@ -604,13 +625,14 @@ def plot(rep: Report, par: dict[tuple[str, int], dict[str, Any]], m: dict[str, A
 def measure_all(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement; the raw figures, as ``--json`` saves them."""
     cfg = QUICK if args.quick else FULL
-    sizes: list[int] = cfg["sizes"]  # type: ignore[assignment]
+    sizes: list[int] = cfg["sizes"]
     res: dict[str, Any] = {
         "mode": "quick" if args.quick else "full", "machine": machine(), "sizes": sizes,
-        "stet_version": stet.__version__, "joblib_version": "?", "pg_note": "",
+        "stet_version": stet.__version__, "joblib_version": "?", "diskcache_version": "?",
+        "pg_note": "",
         "runs": int(cfg["runs"]), "max_call": cfg["max_call"],
         "max_prepare": cfg["max_prepare"], "why_no_002": "--no-peers",
-        "why_no_joblib": "--no-peers"}
+        "why_no_joblib": "--no-peers", "why_no_diskcache": "--no-peers"}
     t_start = time.perf_counter()
     stores = list(FORMATS)
     pg_url: str | None = None
@@ -632,6 +654,7 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="stet-bench-"))
     s002: dict[tuple[str, int], Any] = {}
     jl: dict[tuple[str, int], Any] = {}
+    dc: dict[tuple[str, int], Any] = {}
     par: dict[tuple[str, int], dict[str, Any]] = {}
     try:
         (workdir / "ours").mkdir()
@@ -658,6 +681,17 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
                 res["why_no_joblib"] = None
                 log("joblib.Memory ...")
                 jl = run_peer(Path(sys.executable), "joblib", spec)
+            if importlib.util.find_spec("diskcache") is None:
+                res["why_no_diskcache"] = ("diskcache is not installed "
+                                           "(pip install -e '.[bench]')")
+                log(f"diskcache: NOT MEASURED, {res['why_no_diskcache']}")
+            else:
+                import diskcache
+
+                res["diskcache_version"] = diskcache.__version__
+                res["why_no_diskcache"] = None
+                log("diskcache.Cache.memoize ...")
+                dc = run_peer(Path(sys.executable), "diskcache", spec)
         if not args.no_parallel:
             kinds = ["sqlite", "csv"] + (["postgresql"] if pg_url else [])
             par = bench_parallel(kinds, res["runs"], pg_url, workdir)
@@ -667,7 +701,8 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
     def rows(d: dict[tuple[str, int], Any]) -> list[Any]:
         return [[k[0], k[1], v] for k, v in d.items()]
 
-    res.update(stet=rows(ours), stet002=rows(s002), joblib=rows(jl), parallel=rows(par),
+    res.update(stet=rows(ours), stet002=rows(s002), joblib=rows(jl), diskcache=rows(dc),
+               parallel=rows(par),
                load_end=os.getloadavg()[0], minutes=(time.perf_counter() - t_start) / 60)
     return res
 
@@ -678,13 +713,19 @@ def render(res: dict[str, Any]) -> tuple[list[str], Report, dict[tuple[str, int]
         return {(k, n): v for k, n, v in rows}
 
     ours, s002, jl = keyed(res["stet"]), keyed(res["stet002"]), keyed(res["joblib"])
+    # (runs saved before diskcache was a peer have no diskcache keys)
+    dc = keyed(res.get("diskcache", []))
+    why_no_diskcache = res.get("why_no_diskcache", "not measured in this run (saved before "
+                                                   "diskcache was a peer)")
     par = keyed(res["parallel"])
     sizes, m = res["sizes"], res["machine"]
     why_no_002, why_no_joblib = res["why_no_002"], res["why_no_joblib"]
-    rep = Report(ours, s002, jl, why_no_002, why_no_joblib, res["stores"], sizes)
+    rep = Report(ours, s002, jl, why_no_002, why_no_joblib, res["stores"], sizes,
+                 dc, why_no_diskcache)
     out = [
-        f"## stet {res['stet_version']} against stet {PEER_002} and joblib.Memory "
-        f"({res['joblib_version']}): {res['mode']} run",
+        f"## stet {res['stet_version']} against stet {PEER_002}, joblib.Memory "
+        f"({res['joblib_version']}) and diskcache ({res.get('diskcache_version', '?')}): "
+        f"{res['mode']} run",
         "",
         f"Machine: {describe(m)}. Load average {m['load']:.1f} at the start, "
         f"{res['load_end']:.1f} at the end; the run took {res['minutes']:.1f} min. Absolute "
@@ -694,14 +735,17 @@ def render(res: dict[str, Any]) -> tuple[list[str], Report, dict[tuple[str, int]
         "Workload: `experiment(alpha, seed, n_iter=100)`, a no-op keyed by alpha and seed, on "
         "a store already holding `runs in store` completed runs. *floor*: a bare in-memory "
         "decorator (bind arguments, look up a dict). *× floor*: cost ÷ the floor of the same "
-        "row. *0.0.2 / stet*, *joblib / stet*: how many times slower the peer is than stet "
-        "on that row. joblib.Memory has one store of its own (a directory of pickles), the "
-        "same on every row of a size.",
+        "row. *0.0.2 / stet*, *joblib / stet*, *diskcache / stet*: how many times slower the "
+        "peer is than stet on that row. joblib.Memory and diskcache's Cache.memoize each have "
+        "one store of their own (a directory of pickles; one SQLite database), the same on "
+        "every row of a size.",
     ]
     if why_no_002:
         out += ["", f"**stet {PEER_002}: not measured: {why_no_002}.**"]
     if why_no_joblib:
         out += ["", f"**joblib.Memory: not measured: {why_no_joblib}.**"]
+    if why_no_diskcache:
+        out += ["", f"**diskcache: not measured: {why_no_diskcache}.**"]
     if res["pg_note"]:
         out += ["", f"**{res['pg_note']}**"]
     out += ["", f"### Summary: stet at {sizes[-1]:,} runs; each peer ÷ stet at the largest "
@@ -718,7 +762,8 @@ def render(res: dict[str, Any]) -> tuple[list[str], Report, dict[tuple[str, int]
             "its format, with bookkeeping fields (function, timestamps, duration, host); "
             "PostgreSQL: its tables with their indexes; a store in use also has "
             "`<store>.claims` (announcements of running runs, compacted at 1 MiB). stet 0.0.2: "
-            "its own layout (key fields and a timestamp). joblib: its cache directory."]
+            "its own layout (key fields and a timestamp). joblib, diskcache: their cache "
+            "directory."]
     if any(r.get("skipped") for r in s002.values()):
         out += ["", f"*—, too slow*: stet {PEER_002} re-reads the whole store on every call "
                 f"(and rewrites it to record); a size is left out when one call there is "
@@ -728,6 +773,10 @@ def render(res: dict[str, Any]) -> tuple[list[str], Report, dict[tuple[str, int]
                 "directory and two files per cached call) would take over "
                 f"{res['max_prepare']:g} s to write or {MAX_JOBLIB_DISK / 1e9:g} GB at that "
                 "size; its per-call cost does not depend on the number of entries."]
+    if any(r.get("skipped") for r in dc.values()):
+        out += ["", "diskcache *—, too slow / too big*: its store would take over "
+                f"{res['max_prepare']:g} s to write or {MAX_JOBLIB_DISK / 1e9:g} GB at that "
+                "size."]
     out += ["", budgets_line(rep.budgets(), sizes)]
     if par:
         runs = res["runs"]
