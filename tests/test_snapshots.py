@@ -236,7 +236,7 @@ def assert_answers_as_a_full_read(path: Path, records: list[Record]) -> None:
 def python(code: str, *args: str, cwd: Path | None = None,
            ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=300,
+                          cwd=cwd, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(SRC)})
 
 
@@ -314,9 +314,15 @@ def test_a_process_killed_while_saving_a_snapshot_leaves_none_and_harms_no_reade
     r = read_in_a_process(path, KILLED_WHILE_SAVING)
     assert r.returncode == -signal.SIGKILL
     assert not index_file(path).exists()  # (what it left half-written is not the snapshot)
+    (left,) = leftovers(path)  # its temporary file: no reader reads it
     assert_answers_as_a_full_read(path, records)
     assert ok(read_in_a_process(path)).split() == [str(BIG), "False"]
     assert _snapshot.load(path) is not None
+    assert leftovers(path) == [left]  # (young: it might be another saver's, being written)
+    os.utime(path.parent / left, (1, 1))
+    index_file(path).unlink()
+    assert ok(read_in_a_process(path)).split() == [str(BIG), "False"]
+    assert index_file(path).is_file() and leftovers(path) == []  # old: cleaned
 
 
 # ================================================ 2. a used snapshot answers right
@@ -744,6 +750,23 @@ def test_a_snapshot_that_is_a_directory_is_ignored_and_stays(store: Any) -> None
     r = read_in_a_process(path)
     assert ok(r).split() == [str(BIG), "False"] and r.stderr == ""
     assert index_file(path).is_dir() and leftovers(path) == []
+
+
+@pytest.mark.parametrize("what", ["a FIFO", "a link to a directory", "a link to /dev/zero",
+                                  "a dangling link"])
+def test_a_snapshot_that_is_no_regular_file_is_ignored_and_never_hangs(
+        store: Any, what: str, tmp_path: Path) -> None:
+    path, records = store
+    gone(index_file(path))
+    if what == "a FIFO":
+        os.mkfifo(index_file(path))
+    else:
+        target = {"a link to a directory": tmp_path, "a link to /dev/zero": "/dev/zero",
+                  "a dangling link": tmp_path / "nowhere"}[what]
+        index_file(path).symlink_to(target)
+    r = read_in_a_process(path)  # (in a process: a hang ends in its timeout)
+    assert ok(r).split() == [str(BIG), "False"] and r.stderr == ""
+    assert_ignored(path, records)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file (see the directory test)")

@@ -22,9 +22,12 @@ that run, in a field name every run of the field set) fails the checksum.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import stat
 import sys
+import time
 import zlib
 from array import array
 from collections.abc import Iterable
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ._index import Index, IndexState
-from ._sidecar import index_file, temp_file
+from ._sidecar import index_file, temp_file, temp_files_glob
 
 __all__ = ["MIN_RECORDS", "Saved", "checksum", "load", "save", "stale_enough"]
 
@@ -96,10 +99,18 @@ def load(store: Path, digests: bool = True) -> Saved | None:
     ``digests=False``: its trailer alone (what it says of the store), its digests left
     unread, to check it against the store first."""
     try:
-        with open(index_file(store), "rb") as f:
-            return _load(f.fileno(), digests)
+        # O_NONBLOCK: a FIFO in its place must not hang the open (a device: not read)
+        fd = os.open(index_file(store), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return _load(fd, digests)
     except (OSError, ValueError, TypeError, KeyError, OverflowError, MemoryError):
         return None
+    finally:
+        os.close(fd)
 
 
 def _load(fd: int, read_digests: bool) -> Saved | None:
@@ -194,6 +205,22 @@ def save(store: Path, index: Index, description: dict[str, Any],
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    _remove_leftovers(target)
+
+
+#: A temporary snapshot older than this (seconds) was left by a process killed while
+#: saving; a younger one may be another process's, being written.
+_LEFTOVER_AGE = 600.0
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Remove the temporary files of ``target`` that killed savers left (no reader reads
+    them, but each is as big as a snapshot)."""
+    now = time.time()
+    for name in glob.glob(temp_files_glob(target)):
+        with contextlib.suppress(OSError):
+            if now - os.lstat(name).st_mtime > _LEFTOVER_AGE:
+                os.unlink(name)
 
 
 def _write_digests(fd: int, target: Path, index: Index, previous: Saved | None) -> int:
