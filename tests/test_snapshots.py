@@ -364,6 +364,33 @@ def test_runs_appended_after_the_snapshot_by_another_process_are_read_after_it(
         assert len(b) == BIG + len(added)
 
 
+def test_a_snapshot_saved_again_after_many_appends_holds_the_old_runs_and_the_new(
+        kind: Kind, store: Any) -> None:
+    """A process that loaded a snapshot and then recorded many runs saves it again at
+    exit (copying the old digests as they are, then adding the new ones)."""
+    path, records = store
+    plant_extra_run(path)
+    before = index_file(path).stat().st_mtime_ns
+    code = """
+        import json, sys
+        from stet.backends import get_backend
+        b = get_backend(sys.argv[1])
+        print(b.contains_run("f", ("alpha", "seed"), ("0", "424242")))
+        b.append_records(json.loads(sys.argv[2]))
+    """
+    added = [run_record(s) for s in range(200000, 200000 + _snapshot.MIN_RECORDS)]
+    assert ok(python(code, str(path), json.dumps(added))).split() == ["True"]
+    saved = _snapshot.load(path)
+    assert saved is not None and saved.state.count == len(records) + len(added)
+    assert index_file(path).stat().st_mtime_ns != before
+    with opened(path) as b:
+        # (a Parquet store's runs were folded in: a new file, its snapshot made afresh)
+        assert b.contains_run(*EXTRA) == (not kind.folded)
+        assert all(b.contains_run("f", KEY, (r["alpha"], r["seed"]))
+                   for r in [*records, *added])
+        assert len(b) == len(records) + len(added)
+
+
 def test_runs_appended_by_this_process_after_loading_a_snapshot_are_answered_too(
         store: Any) -> None:
     path, records = store
@@ -655,8 +682,9 @@ def test_random_bytes_for_a_snapshot_are_ignored(store: Any) -> None:
 
 @pytest.mark.parametrize("trailer", [
     b"not json at all", b"{\"version\": 1, ", b"\xff\xfe\x00", b"[1, 2, 3]", b"null",
-    b"{}", b"\"a string\"",
-])
+    b"{}", b"\"a string\"", b"[" * 100_000 + b"]" * 100_000,
+    b'{"version": 2, "records": 1' + b"0" * 5000 + b'}',
+], ids=lambda t: repr(t[:20]))
 def test_a_foreign_file_with_the_right_magic_but_no_trailer_is_ignored(
         store: Any, trailer: bytes) -> None:
     path, records = store

@@ -107,7 +107,8 @@ def load(store: Path, digests: bool = True) -> Saved | None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         return _load(fd, digests)
-    except (OSError, ValueError, TypeError, KeyError, OverflowError, MemoryError):
+    except (OSError, ValueError, TypeError, KeyError, OverflowError, MemoryError,
+            RecursionError):  # (JSON nested deeper than Python recurses)
         return None
     finally:
         os.close(fd)
