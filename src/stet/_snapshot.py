@@ -53,13 +53,15 @@ _CHUNK = 1 << 16  # digests converted at a time (1 MiB of file: small next to th
 
 class Saved:
     """A snapshot as loaded: the index's state, what it says of the store, and where its
-    digests lie (so that the next save can copy them instead of converting them)."""
+    digests lie and their CRC-32 (so that the next save can copy them instead of
+    converting them, once sure they are still those)."""
 
-    __slots__ = ("digests", "ino", "state", "store")
+    __slots__ = ("crc", "digests", "ino", "state", "store")
 
     def __init__(self, state: IndexState, store: dict[str, Any], ino: int,
-                 digests: int) -> None:
+                 digests: int, crc: int = -1) -> None:
         self.state, self.store, self.ino, self.digests = state, store, ino, digests
+        self.crc = crc
 
 
 def checksum(fd: int, end: int) -> int:
@@ -166,7 +168,8 @@ def _load(fd: int, read_digests: bool) -> Saved | None:
     # them, and so checks the whole, before using the snapshot)
     if read_digests and zlib.crc32(text, check) != int.from_bytes(tail[:4], "little"):
         return None
-    return Saved(IndexState(groups, nofunc, values, count), store, st.st_ino, digests)
+    return Saved(IndexState(groups, nofunc, values, count), store, st.st_ino, digests,
+                 check if read_digests else -1)
 
 
 def _is_count(value: Any) -> bool:
@@ -231,7 +234,10 @@ def _write_digests(fd: int, target: Path, index: Index, previous: Saved | None) 
             with open(target, "rb") as old:
                 if os.fstat(old.fileno()).st_ino == previous.ino:
                     copied = _copy(old.fileno(), fd, previous.digests * 16)
-                    if copied == previous.digests * 16:
+                    # (the same inode may be another snapshot's since: one saved and
+                    # replaced meanwhile freed it; its digests are not these)
+                    if (copied == previous.digests * 16
+                            and checksum(fd, copied) == previous.crc):
                         return previous.digests + _write_ints(fd, index.added)
         except OSError:
             pass
