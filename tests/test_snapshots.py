@@ -38,7 +38,7 @@ from conftest import IN_CI
 from stet import _snapshot
 from stet._digest import digest
 from stet._index import Index, IndexState
-from stet._sidecar import index_file
+from stet._sidecar import index_file, temp_file
 from stet.backends import get_backend
 from stet.backends._base import CachedStore
 
@@ -827,6 +827,21 @@ def test_a_snapshot_that_is_no_regular_file_is_ignored_and_never_hangs(
     r = read_in_a_process(path)  # (in a process: a hang ends in its timeout)
     assert ok(r).split() == [str(BIG), "False"] and r.stderr == ""
     assert_ignored(path, records)
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_saving_a_snapshot_never_writes_through_a_link_at_its_temporary_name(
+        store: Any, tmp_path: Path, link: str) -> None:
+    path, records = store
+    index_file(path).unlink()
+    victim = tmp_path / "someone-elses-file"
+    victim.write_bytes(b"precious")
+    planted = temp_file(index_file(path), os.getpid())  # (where this process saves)
+    (planted.symlink_to if link == "symbolic" else planted.hardlink_to)(victim)
+    assert read_in_full(path) == BIG  # (its close saves a snapshot)
+    assert victim.read_bytes() == b"precious"
+    assert _snapshot.load(path) is not None and not planted.exists()
+    assert_answers_as_a_full_read(path, records)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file (see the directory test)")

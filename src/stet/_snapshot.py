@@ -189,7 +189,12 @@ def save(store: Path, index: Index, description: dict[str, Any],
     tmp = temp_file(target, os.getpid())
     state = index.state()
     try:
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        # Never through what is at that name (a link planted there would have another
+        # file truncated and written): removed, then made anew.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o666)
         try:
             written = _write_digests(fd, target, index, previous)
             trailer = json.dumps({
