@@ -725,6 +725,16 @@ def test_a_foreign_file_with_the_right_magic_but_no_trailer_is_ignored(
     assert_ignored(path, records)
 
 
+def test_a_snapshot_of_the_first_format_without_a_checksum_is_ignored(store: Any) -> None:
+    path, records = store
+    plant_extra_run(path)
+    digests, trailer = trailer_of(path)
+    old = json.dumps({**trailer, "version": 1}).encode()
+    index_file(path).write_bytes(digests + old + len(old).to_bytes(8, "little")
+                                 + b"STETIDX1")
+    assert_ignored(path, records)
+
+
 def _spoilt(trailer: dict[str, Any], change: str) -> dict[str, Any]:
     t = dict(trailer)
     groups = t["groups"]
