@@ -329,8 +329,8 @@ class LogFile:
         if (saved.store.get("kind") != "log" or saved.store.get("ino") != st.st_ino
                 or saved.store.get("dev") != st.st_dev or type(end) is not int
                 or not 0 < end <= st.st_size
-                or saved.store.get("adler32") != (
-                    checked := saved_index.checksum(self._fd, end))):
+                or saved.store.get("crc32") != (
+                    saved_index.checksum(self._fd, end))):
             return
         data = os.pread(self._fd, min(end, 1 << 20), 0)
         head, _start = self.codec.parse_head(data, self.path)
@@ -338,8 +338,9 @@ class LogFile:
             head, _start = self.codec.parse_head(read_from(self._fd, 0)[:end], self.path)
         if head is None:
             return
+        described = saved.store
         saved = saved_index.load(self.path)  # (the same file, unless replaced meanwhile)
-        if saved is None or saved.store.get("adler32") != checked:
+        if saved is None or saved.store != described:
             return
         index.load_state(saved.state)
         self._head, self._pos, self._count = head, end, saved.state.count
@@ -360,7 +361,7 @@ class LogFile:
                 return
             description = {"kind": "log", "dev": st.st_dev, "ino": st.st_ino,
                            "end": self._pos,
-                           "adler32": saved_index.checksum(self._fd, self._pos)}
+                           "crc32": saved_index.checksum(self._fd, self._pos)}
             saved_index.save(self.path, index, description, self._saved)
 
     def _read(self, offset: int) -> tuple[Parsed | None, bool]:

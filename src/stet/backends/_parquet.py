@@ -281,7 +281,7 @@ class ParquetSource(RecordSource):
         except OSError:
             return None
         try:
-            if saved_index.checksum(fd, st.st_size) != d.get("adler32"):
+            if saved_index.checksum(fd, st.st_size) != d.get("crc32"):
                 return None
         finally:
             os.close(fd)
@@ -307,7 +307,7 @@ class ParquetSource(RecordSource):
                     return
                 description = {"kind": "parquet", "dev": st.st_dev, "ino": st.st_ino,
                                "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                               "adler32": saved_index.checksum(fd, st.st_size),
+                               "crc32": saved_index.checksum(fd, st.st_size),
                                "folded": self._log.ignored_head}
             finally:
                 os.close(fd)
