@@ -187,7 +187,6 @@ def save(store: Path, index: Index, description: dict[str, Any],
     was loaded from, whose digests are copied as they are when it is still there."""
     target = index_file(store)
     tmp = temp_file(target, os.getpid())
-    _remove_abandoned(target)
     state = index.state()
     try:
         # Never through what is at that name (a link planted there would have another
@@ -231,16 +230,6 @@ def _remove_leftovers(target: Path) -> None:
         with contextlib.suppress(OSError):
             if now - os.lstat(name).st_mtime > _LEFTOVER_AGE:
                 os.unlink(name)
-
-
-def _remove_abandoned(target: Path) -> None:
-    """Remove temporary files of snapshots whose writer was killed: untouched for ten
-    minutes (a save takes seconds; a process id would not tell, from another machine)."""
-    now = time.time()
-    for leftover in glob.glob(temp_files_glob(target)):
-        with contextlib.suppress(OSError):
-            if now - os.stat(leftover).st_mtime > 600:
-                os.unlink(leftover)
 
 
 def _write_digests(fd: int, target: Path, index: Index, previous: Saved | None) -> int:
