@@ -117,6 +117,11 @@ def prepare(path: Path, n: int) -> None:
         marks = ", ".join("?" * len(first))
         conn.executemany(f"INSERT INTO stet_records VALUES ({marks})",
                          (tuple(r.values()) for r in _records(n)))
+        # What stet's first write of a store adds: the triggers that count changed rows
+        # (without them a snapshot cannot be checked; see backends/_sqlite_snapshot.py).
+        from stet.backends._sqlite_snapshot import watch_changes
+
+        watch_changes(conn, "stet_records", "stet_meta")
         conn.commit()
         conn.close()
     elif fmt == "parquet":

@@ -56,6 +56,10 @@ class SqliteSource(RecordSource):
         self._conn: sqlite3.Connection | None = None
         self._last_rowid = 0
         self._saved: Saved | None = None  # the snapshot the index came from
+        # Rows changed or deleted so far (see _sqlite_snapshot), as of the last catch-up;
+        # None: not counted. _watching: this connection made sure they are counted.
+        self._changed: int | None = None
+        self._watching = False
         self._data_version = -1
         self._generation: str | None = None
         self._columns: list[str] | None = None  # field names, in table column order
@@ -84,6 +88,7 @@ class SqliteSource(RecordSource):
         """In a forked child: never use the parent's connection (SQLite forbids it) nor
         its descriptors; a thread of the parent may have left the index half-fed."""
         self._conn = None
+        self._watching = False
         self._raw_fd = -1
         self._file_key = None
         self._data_version = -1
@@ -317,6 +322,7 @@ class SqliteSource(RecordSource):
         index.clear()
         self._last_rowid = 0
         self._saved = None
+        self._changed = None
         self._generation = None
         self._columns = None
 
@@ -326,6 +332,7 @@ class SqliteSource(RecordSource):
         if gen != self._generation:
             self._reset(index)
             self._generation = gen
+        self._changed = _sqlite_snapshot.changes(conn, META)
         schema = conn.execute("PRAGMA schema_version").fetchone()[0]
         if self._columns is None or schema != self._schema_version:
             self._columns = self._table_columns(conn)  # another process may have added some
@@ -340,8 +347,8 @@ class SqliteSource(RecordSource):
         rowid = self._rowid
         if rowid is not None and not self._last_rowid and not index.count:
             restored = _sqlite_snapshot.restore(
-                self.path, conn, index, generation=gen, rowid=rowid, table=TABLE,
-                select=select, header=wanted, text=_text)
+                self.path, conn, index, generation=gen, changed=self._changed, rowid=rowid,
+                table=TABLE, select=select, header=wanted, text=_text)
             if restored is not None:
                 self._last_rowid, self._saved = restored
         if rowid is None:
@@ -426,6 +433,9 @@ class SqliteSource(RecordSource):
                     cur = conn.execute(sql, tuple(record.values()))
                 except UnicodeEncodeError:  # a lone surrogate: kept as a BLOB, see _to_sql
                     cur = conn.execute(sql, tuple(map(_to_sql, record.values())))
+            if not self._watching:  # (once per connection; then snapshots can be checked)
+                _sqlite_snapshot.watch_changes(conn, TABLE, META)
+                self._watching = True
         if not fresh:
             self._data_version = dv  # others' commits, all caught up (ours don't count)
         # Each write transaction adds one to the counter (rollback-journal mode).
@@ -521,6 +531,7 @@ class SqliteSource(RecordSource):
         self._columns = None
         self._insert_sql.clear()
         self._schema_version = -1
+        self._watching = False
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
         """The error to raise for ``exc``: corruption only when SQLite says the file is
@@ -582,8 +593,8 @@ class SqliteSource(RecordSource):
 
     def save_snapshot(self, index: Index) -> None:
         if self._conn is not None and self._rowid is not None:
-            _sqlite_snapshot.save(self.path, index, self._saved,
-                                  generation=self._generation, last_rowid=self._last_rowid)
+            _sqlite_snapshot.save(self.path, index, self._saved, generation=self._generation,
+                                  changed=self._changed, last_rowid=self._last_rowid)
 
     def __del__(self) -> None:
         key = getattr(self, "_file_key", None)
@@ -596,6 +607,7 @@ class SqliteSource(RecordSource):
             if self._file_key is not None:
                 _raw_files.leave(self._file_key)
         self._conn = None
+        self._watching = False
         self._file_key = None
         self._raw_fd = -1
         self._reset(self._index)
