@@ -82,10 +82,11 @@ FULL: dict[str, Any] = {"sizes": [100, 10_000, 100_000, 1_000_000], "budget": 2.
 REPEAT = 5  # stet's costs: best of this many rounds of bench_core.CALLS calls
 MAX_JOBLIB_DISK = 2e9  # bytes, for joblib and diskcache (joblib: ~10 KB, 3 inodes per call)
 WORKERS = [1, 2, 4, 8]
-# SPEC §7: per-call cost as a ratio to the floor, and open time at 1,000,000 runs.
+# SPEC §7: per-call cost as a ratio to the floor, and open time at 1,000,000 runs (SPEC
+# says 3 s; since the index snapshots, the project holds itself to 1 s).
 SKIP_BUDGET = 3.0
 RECORD_BUDGET = {"csv": 15.0, "json": 15.0, "sqlite": 15.0, "parquet": 30.0}
-OPEN_BUDGET = 3.0
+OPEN_BUDGET = 1.0
 
 
 def log(msg: str) -> None:
@@ -794,9 +795,10 @@ def budgets_line(misses: list[str], sizes: list[int]) -> str:
     measured = "skip ≤ 3× floor; record ≤ 15× for CSV/JSON/SQLite, ≤ 30× for Parquet"
     unmeasured = ""
     if max(sizes) >= 1_000_000:
-        measured += "; open of 1,000,000 runs < 3 s"
+        measured += f"; open of 1,000,000 runs < {OPEN_BUDGET:g} s"
     else:
-        unmeasured = (f" The open budget (1,000,000 runs open in < 3 s) was not measured: "
+        unmeasured = (f" The open budget (1,000,000 runs open in < {OPEN_BUDGET:g} s) was "
+                      f"not measured: "
                       f"this run's largest store holds {max(sizes):,} runs (run without "
                       f"--quick to measure it).")
     verdict = ("all met in this run." if not misses else

@@ -21,7 +21,6 @@ guarantees exclusion.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import threading
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import _fork
+from ._digest import blake2b
 from ._fork import close_if_ours, pid
 from ._logfile import read_from
 from ._platform import lock_byte, unlock_byte, who_locks
@@ -52,8 +52,8 @@ _registry_lock = _fork.RLock()
 def claim_offset(func: str, fields: Sequence[str], texts: Sequence[str]) -> int:
     """The byte a run's claim locks (fields sorted, texts in the same order)."""
     # repr of a tuple of strings is unambiguous (quoted, escaped), and fast
-    digest = hashlib.blake2b(repr((func, tuple(fields), tuple(texts))).encode(),
-                             digest_size=8).digest()
+    digest = blake2b(repr((func, tuple(fields), tuple(texts))).encode(),
+                     digest_size=8).digest()
     return _BASE + int.from_bytes(digest, "little") % _SPAN
 
 

@@ -15,12 +15,16 @@ lookup to be confirmed.)
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
-__all__ = ["Digester", "digest"]
+try:  # where hashlib itself takes BLAKE2 from: hashlib also loads OpenSSL (3-4 ms)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - a Python without CPython's _blake2
+    from hashlib import blake2b
 
-_blake2b = hashlib.blake2b
+__all__ = ["Digester", "blake2b", "digest"]
+
+_blake2b = blake2b
 _from_bytes = int.from_bytes
 # BLAKE2b's personalisation keeps the two encodings below apart (and apart from any other
 # use of the hash): the same bytes under two persons give unrelated digests.

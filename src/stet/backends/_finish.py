@@ -16,7 +16,6 @@ hook, run by :mod:`stet._exit`, finishes, in this order:
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import weakref
 from collections.abc import Callable
@@ -134,6 +133,8 @@ def _finish_one(store: str, options: tuple[tuple[str, Any], ...]) -> None:
     # Never opened here (pool workers wrote it): finish it in a fresh interpreter, as
     # this one is shutting down and can no longer import what Parquet needs.
     package_root = str(Path(__file__).resolve().parent.parent.parent)  # this very stet
+    import subprocess  # (here: 3-6 ms with what it imports, for a rare case)
+
     subprocess.run([sys.executable, "-c", _FINISH_CODE, store, package_root],
                    check=False, timeout=600)
 

@@ -6,7 +6,6 @@ import contextlib
 import os
 import sqlite3
 import time
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -156,6 +155,8 @@ class SqliteSource(RecordSource):
         runs work there. A WAL database needs its ``-shm`` to be read in place; where
         there is none and none can be made, and no ``-wal`` holds commits the file does
         not, the file alone is the whole store and is read as it is (``immutable``)."""
+        import urllib.parse  # (here: it imports ipaddress, 5 ms, for a read-only open)
+
         uri = "file:" + urllib.parse.quote(os.path.abspath(self.path))
         if not os.access(self.path, os.R_OK, effective_ids=True):
             raise os_error(self.path, "reading", PermissionError(13, "Permission denied"))
