@@ -917,7 +917,8 @@ def test_no_file_per_claim(workers: Workers, store_path: Path) -> None:
 
     name = store_path.name
     allowed = {name, *(name + suffix for suffix in (
-        ".lock", ".claims", ".failures.jsonl", "-journal", "-wal", "-shm", ".stet-log"))}
+        ".lock", ".claims", ".failures.jsonl", "-journal", "-wal", "-shm", ".stet-log",
+        ".stet-index"))}  # (the index snapshot: one per store, whatever the claims)
     present = {p.name for p in store_path.parent.iterdir()}
     assert name in present
     assert present <= allowed, f"unexpected files beside the store: {present - allowed}"

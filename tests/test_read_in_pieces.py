@@ -115,3 +115,40 @@ def test_a_torn_last_record_is_still_discarded_when_read_in_pieces(
         with pytest.warns(stet._logfile.StoreWarning, match="interrupted write"):
             b.record({"i": 1000, "note": "after"})
         assert len(b) == len(records) + 1
+
+
+@pytest.mark.parametrize("fmt", sorted(TEAR))
+def test_a_first_record_longer_than_a_piece_is_read_once_and_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """The piece that holds the file's head holds no whole record: the next, longer, one
+    starts after the head (not at the file's start, where the head would be read as a
+    record, or as damage)."""
+    path = tmp_path / f"runs.{fmt}"
+    records = [{"i": 0, "note": "x" * 50_000}, *_records(50, 3)[1:]]
+    _write(path, records)
+    monkeypatch.setattr(stet._logfile, "_PIECE", 4096)
+    with get_backend(path) as b:
+        assert len(b) == len(records)
+        assert all(b.has(r) for r in records)
+        assert not b.has({"i": "i", "note": "note"})  # (the CSV header, read as a run)
+
+
+def test_a_first_failure_longer_than_a_piece_is_read_once_and_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "runs.csv"
+    monkeypatch.setattr(stet._logfile, "_PIECE", 4096)
+
+    @stet.once(store=path, name="f", verbose=False)
+    def f(note: str) -> None:
+        raise ValueError(note[:10])
+
+    notes = ["x" * 50_000, "short", "y" * 9000]
+    for note in notes:
+        with pytest.raises(ValueError):
+            f(note)
+    g = stet.once(store=path, name="f", verbose=False, skip_failed=True)(
+        lambda note: pytest.fail("a failed run was run again"))
+    for note in notes:
+        g(note)
