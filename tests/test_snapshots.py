@@ -952,8 +952,10 @@ LOOK_ONLY = """
     from stet.backends import get_backend
     b = get_backend(sys.argv[1])
     print(len(b), b.contains_run("f", ("alpha", "seed"), ("0", "424242")),
-          b.contains_run("f", ("alpha", "seed"), ("3", "3")),
-          b.contains_run("f", ("alpha", "seed"), ("3", "4")), "pyarrow" in sys.modules)
+          b.contains_run("f", ("alpha", "seed"), ("3", "3")), "pyarrow" in sys.modules)
+    # a run not done is about to be made (and recorded, folded at exit): pyarrow now,
+    # so that a missing one is said before the function runs
+    print(b.contains_run("f", ("alpha", "seed"), ("3", "4")), "pyarrow" in sys.modules)
 """
 RECORD_ONE = """
     import sys, stet
@@ -971,11 +973,37 @@ def test_a_parquet_store_with_a_valid_snapshot_is_looked_up_without_pyarrow(
     path, _records = store
     plant_extra_run(path)
     assert ok(python(LOOK_ONLY, str(path))).split() == [str(BIG), "True", "True", "False",
-                                                         "False"]
+                                                         "False", "True"]
     # a snapshot that no longer holds: the file is read, with pyarrow
     os.utime(path, ns=(1, 1))
-    assert ok(python(LOOK_ONLY, str(path))).split() == [str(BIG), "False", "True", "False",
-                                                         "True"]
+    assert ok(python(LOOK_ONLY, str(path))).split() == [str(BIG), "False", "True", "True",
+                                                         "False", "True"]
+
+
+WITHOUT_PYARROW = """
+    import sys
+    sys.modules["pyarrow"] = None  # (as if it were not installed)
+    import stet
+    ran = []
+    @stet.once(store=sys.argv[1], verbose=False, name="f")
+    def f(alpha, seed):
+        ran.append(seed)
+    print(f(alpha=3, seed=3) is None, ran)  # done: skipped, from the snapshot
+    try:
+        f(alpha=3, seed=4)
+    except ImportError as exc:
+        print("ImportError", "stet[parquet]" in str(exc), ran)
+"""
+
+
+@kinds(FOLDED)
+def test_without_pyarrow_a_parquet_run_is_refused_before_it_runs(
+        kind: Kind, store: Any) -> None:
+    """Read from its snapshot, a Parquet store needs no pyarrow to skip; a run to be made
+    (and recorded) needs it, and its absence is said before the function runs."""
+    path, _records = store
+    assert ok(python(WITHOUT_PYARROW, str(path))).split() == [
+        "True", "[]", "ImportError", "True", "[]"]
 
 
 @kinds(FOLDED)

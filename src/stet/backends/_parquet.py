@@ -315,7 +315,10 @@ class ParquetSource(RecordSource):
             self._saved = saved_index.load(self.path)
 
     def check_new_run(self, fields: tuple[str, ...], texts: tuple[str, ...]) -> None:
-        # Not done: the run is about to be made. Refuse now what could never be stored.
+        # Not done: the run is about to be made. Refuse now what could never be stored,
+        # and import pyarrow now (a store read from its snapshot has not needed it), so
+        # that a missing pyarrow is said before the function runs, not after.
+        _pyarrow()
         self._check_names(fields)
         # (the sidecar is JSON Lines: JSON cannot keep a surrogate pair as two characters)
         refuse_surrogate_pairs(self.path, "Parquet", zip(fields, texts, strict=True))
