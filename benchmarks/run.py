@@ -623,6 +623,20 @@ def plot(rep: Report, par: dict[tuple[str, int], dict[str, Any]], m: dict[str, A
 
 
 # ------------------------------------------------------------------ main
+def installed_peer(res: dict[str, Any], module: str, label: str,
+                   spec: dict[str, Any]) -> dict[tuple[str, int], Any]:
+    """Run the peer ``module`` (installed in this environment) through ``spec``; set
+    ``res["why_no_<module>"]`` (``None``, or why it was not measured) and its version."""
+    if importlib.util.find_spec(module) is None:
+        res[f"why_no_{module}"] = f"{module} is not installed (pip install -e '.[bench]')"
+        log(f"{label}: NOT MEASURED, {res[f'why_no_{module}']}")
+        return {}
+    res[f"{module}_version"] = importlib.import_module(module).__version__
+    res[f"why_no_{module}"] = None
+    log(f"{label} ...")
+    return run_peer(Path(sys.executable), module, spec)
+
+
 def measure_all(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement; the raw figures, as ``--json`` saves them."""
     cfg = QUICK if args.quick else FULL
@@ -672,27 +686,8 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
                 res["why_no_002"] = None
                 log(f"stet {PEER_002} ({how}) ...")
                 s002 = run_peer(py002, "stet002", spec)
-            if importlib.util.find_spec("joblib") is None:
-                res["why_no_joblib"] = "joblib is not installed (pip install -e '.[bench]')"
-                log(f"joblib.Memory: NOT MEASURED, {res['why_no_joblib']}")
-            else:
-                import joblib
-
-                res["joblib_version"] = joblib.__version__
-                res["why_no_joblib"] = None
-                log("joblib.Memory ...")
-                jl = run_peer(Path(sys.executable), "joblib", spec)
-            if importlib.util.find_spec("diskcache") is None:
-                res["why_no_diskcache"] = ("diskcache is not installed "
-                                           "(pip install -e '.[bench]')")
-                log(f"diskcache: NOT MEASURED, {res['why_no_diskcache']}")
-            else:
-                import diskcache
-
-                res["diskcache_version"] = diskcache.__version__
-                res["why_no_diskcache"] = None
-                log("diskcache.Cache.memoize ...")
-                dc = run_peer(Path(sys.executable), "diskcache", spec)
+            jl = installed_peer(res, "joblib", "joblib.Memory", spec)
+            dc = installed_peer(res, "diskcache", "diskcache.Cache.memoize", spec)
         if not args.no_parallel:
             kinds = ["sqlite", "csv"] + (["postgresql"] if pg_url else [])
             par = bench_parallel(kinds, res["runs"], pg_url, workdir)

@@ -6,7 +6,6 @@ as root in CI), on a read-only bind mount and on an immutable file."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import shutil
@@ -20,19 +19,13 @@ from pathlib import Path
 import pytest
 
 import stet
-from conftest import IN_CI
+from mounts import read_only_mount, unavailable
 from stet._cli import main
 from stet.errors import StoreError
 
 FILES = ["csv", "json", "sqlite", "parquet"]
 SRC = Path(stet.__file__).resolve().parents[1]
 ROOT = os.geteuid() == 0
-
-
-def _unavailable(why: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{why}; CI runs as root and must run this test")
-    pytest.skip(why)
 
 
 def as_user(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -42,7 +35,7 @@ def as_user(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     if ROOT:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
-            _unavailable("setpriv (util-linux) is needed to run as an unprivileged user")
+            unavailable("setpriv (util-linux) is needed to run as an unprivileged user")
         prefix = [str(setpriv), "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
     env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONDONTWRITEBYTECODE": "1"}
     return subprocess.run([*prefix, sys.executable, "-c", textwrap.dedent(code)],
@@ -159,27 +152,6 @@ def test_reading_commands_work_in_a_directory_the_user_cannot_write(
     assert "RAN" not in r.stdout and "REFUSED cannot write the store's directory" in r.stdout
 
 
-@contextlib.contextmanager
-def read_only_mount(source: Path, where: Path) -> Iterator[Path]:
-    if not ROOT:
-        pytest.skip("mounting needs root")
-    where.mkdir()
-    r = subprocess.run(["mount", "--bind", str(source), str(where)], capture_output=True,
-                       text=True)
-    if r.returncode != 0:
-        _unavailable(f"cannot bind-mount: {r.stderr.strip()}")
-    try:
-        r = subprocess.run(["mount", "-o", "remount,bind,ro", str(where)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            _unavailable(f"cannot remount read-only: {r.stderr.strip()}")
-        yield where
-    finally:
-        gc.collect()  # backends of the test: their descriptors of files in the mount
-        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(where)], check=True)  # detached when free
-
-
 @pytest.mark.parametrize("fmt", FILES)
 def test_a_store_on_a_read_only_mount_is_read_and_never_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
@@ -220,7 +192,7 @@ def test_an_immutable_store_is_refused_before_the_function_runs(tmp_path: Path,
     populate(store)
     r = subprocess.run(["chattr", "+i", str(store)], capture_output=True, text=True)
     if r.returncode != 0:
-        _unavailable(f"chattr +i failed: {r.stderr.strip()}")
+        unavailable(f"chattr +i failed: {r.stderr.strip()}")
     try:
         ran: list[int] = []
 

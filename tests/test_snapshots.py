@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 
 import stet
 from conftest import IN_CI
+from mounts import read_only_mount
 from stet import _snapshot
 from stet._digest import digest
 from stet._index import Index, IndexState
@@ -909,31 +910,6 @@ def test_no_damage_to_a_snapshots_bytes_makes_a_lookup_wrong(store: Any,
 
 
 # ========================================== 5. a snapshot that cannot be written
-@contextlib.contextmanager
-def read_only_mount(source: Path, where: Path) -> Iterator[Path]:
-    def unavailable(why: str) -> None:
-        if IN_CI:
-            pytest.fail(f"{why}; CI runs as root and must run this test")
-        pytest.skip(why)
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting needs root")
-    where.mkdir()
-    r = subprocess.run(["mount", "--bind", str(source), str(where)], capture_output=True,
-                       text=True)
-    if r.returncode != 0:
-        unavailable(f"cannot bind-mount: {r.stderr.strip()}")
-    try:
-        r = subprocess.run(["mount", "-o", "remount,bind,ro", str(where)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            unavailable(f"cannot remount read-only: {r.stderr.strip()}")
-        yield where
-    finally:
-        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(where)], check=True)
-
-
 def test_a_big_store_in_a_read_only_directory_is_read_and_exits_cleanly(
         kind: Kind, tmp_path: Path, built: Any) -> None:
     source = tmp_path / "data"
