@@ -96,3 +96,40 @@ def test_the_backends_package_is_an_attribute_of_stet_without_importing_it() -> 
 def test_an_unknown_attribute_of_stet_is_an_attribute_error_that_names_it() -> None:
     with pytest.raises(AttributeError, match="no attribute 'sweeep'"):
         stet.sweeep  # noqa: B018  (module __getattr__: any name type-checks)
+
+
+#: Each file store's own backend module, and the modules only other stores need.
+_OWN = {"csv": "stet.backends._csv", "json": "stet.backends._json",
+        "sqlite": "stet.backends._sqlite", "parquet": "stet.backends._parquet"}
+_NOT_FOR = {"csv": ["sqlite3", "stet._json_codec"],
+            "json": ["sqlite3", "csv", "stet._csv_codec"],
+            "sqlite": ["stet._csv_codec", "stet._json_codec"],
+            "parquet": ["sqlite3", "stet._csv_codec"]}
+
+
+@pytest.mark.parametrize("fmt", sorted(_OWN))
+def test_a_store_s_first_use_loads_its_own_backend_and_not_the_others(
+        tmp_path: Path, fmt: str) -> None:
+    code = (f"import stet\nstet.configure(verbose=False)\n"
+            f"@stet.once(store='runs.{fmt}')\ndef f(x):\n    pass\nf(1)\n")
+    _fresh(code, tmp_path)  # records the run
+    loaded = _loaded_by(code, tmp_path)  # skips it
+    unwanted = [m for other, own in _OWN.items() if other != fmt for m in [own]]
+    assert _OWN[fmt] in loaded
+    assert [m for m in unwanted + _NOT_FOR[fmt] if m in loaded] == []
+    # nor what only a record's time, a saved result or a rewrite needs (sqlite3 itself
+    # imports datetime; pyarrow, which reads a Parquet store without a snapshot, both)
+    later = ["glob", "stet._saved"] + (["dataclasses", "datetime"] if fmt in ("csv", "json")
+                                       else [])
+    assert [m for m in later if m in loaded] == []
+
+
+def test_every_backend_class_is_an_attribute_of_the_backends_package() -> None:
+    from stet import backends
+    from stet.backends._csv import CsvBackend
+    from stet.backends._sqlite import SqliteBackend
+
+    assert backends.CsvBackend is CsvBackend
+    assert backends.BACKENDS[".db"] is SqliteBackend
+    assert sorted(backends.BACKENDS) == [".csv", ".db", ".json", ".parquet", ".sqlite",
+                                         ".sqlite3"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +30,7 @@ from ._codec import TEAR_ALIGN, Codec, Damage, Parsed, Record
 from ._fork import close_if_ours, pid
 from ._index import Index
 from ._locking import StoreLock
-from ._sidecar import index_file, open_file, temp_file, temp_files_glob
+from ._sidecar import index_file, open_file, temp_file, temp_files
 from ._warn import warn
 from .errors import CorruptStoreError, StoreError
 
@@ -55,7 +54,7 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """
     path = _target(path)
     tmp = temp_file(path, pid())
-    for leftover in glob.glob(temp_files_glob(path)):
+    for leftover in temp_files(path):
         with contextlib.suppress(OSError):
             os.unlink(leftover)
     try:

@@ -11,12 +11,11 @@ import enum
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._claims import calls, claim_offset
 from ._config import config
 from ._identity import Binder, UnstableValueError, format_call, json_text
-from ._saved import ResultCache, encode_result
 from ._schema import (
     DURATION_FIELD,
     ERROR_FIELD,
@@ -37,6 +36,9 @@ from .backends import backend_class, shared_backend
 from .backends._base import Store, utc_now
 from .backends._finish import declare
 from .errors import StoreError
+
+if TYPE_CHECKING:
+    from ._saved import ResultCache
 
 __all__ = ["Attempt", "Plan", "Run", "Setting", "Skip", "Ticket", "pending_settings",
            "plan_sweep", "record_plan", "resolve_store", "run_of", "traceback_text"]
@@ -84,6 +86,8 @@ class Run:
         self.save_result = save_result
         self.results: ResultCache | None = None
         if save_result:
+            from ._saved import ResultCache  # (only a function that saves results needs it)
+
             self.results = ResultCache(self.name)
         backend_class(store)  # an unknown extension fails at decoration, not mid-sweep
         #: Where the store is: a relative path is resolved now, at decoration, so that a
@@ -285,6 +289,8 @@ class Ticket:
         try:
             rec = self._record()
             if run.results is not None:
+                from ._saved import encode_result
+
                 text = encode_result(result, format_call(run.func.__name__, self.fields,
                                                          self.texts))
                 if text is not None:

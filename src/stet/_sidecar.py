@@ -48,7 +48,7 @@ __all__ = [
     "sidecar",
     "sidecars",
     "temp_file",
-    "temp_files_glob",
+    "temp_files",
 ]
 
 # Every name stet gives a file beside a store is spelled here, and only here.
@@ -106,12 +106,11 @@ def temp_file(store: Path, owner: int | str) -> Path:
     return store.with_name(f".{store.name}{_TMP_INFIX}{owner}")
 
 
-def temp_files_glob(store: Path) -> str:
-    """A :mod:`glob` pattern for every temporary file of ``store`` (left by writers
-    killed mid-write)."""
-    import glob
+def temp_files(store: Path) -> list[str]:
+    """Every temporary file of ``store`` (left by writers killed mid-write)."""
+    import glob  # (here: only a rewrite or a save looks for them)
 
-    return glob.escape(str(store.with_name(f".{store.name}{_TMP_INFIX}"))) + "*"
+    return glob.glob(glob.escape(str(store.with_name(f".{store.name}{_TMP_INFIX}"))) + "*")
 
 
 def export_temp_file(out: str) -> str:

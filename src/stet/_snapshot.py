@@ -22,7 +22,6 @@ that run, in a field name every run of the field set) fails the checksum.
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import stat
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ._index import Index, IndexState
-from ._sidecar import index_file, temp_file, temp_files_glob
+from ._sidecar import index_file, temp_file, temp_files
 
 __all__ = ["MIN_RECORDS", "Saved", "checksum", "load", "save", "stale_enough"]
 
@@ -226,7 +225,7 @@ def _remove_leftovers(target: Path) -> None:
     """Remove the temporary files of ``target`` that killed savers left (no reader reads
     them, but each is as big as a snapshot)."""
     now = time.time()
-    for name in glob.glob(temp_files_glob(target)):
+    for name in temp_files(target):
         with contextlib.suppress(OSError):
             if now - os.lstat(name).st_mtime > _LEFTOVER_AGE:
                 os.unlink(name)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import weakref
 from pathlib import Path
@@ -11,14 +12,16 @@ from typing import TYPE_CHECKING, Any
 from .. import _fork
 from .._platform import require_file_locks
 from ._base import BaseBackend, Capabilities, Store
-from ._csv import CsvBackend
 from ._finish import use_opener
-from ._json import JsonBackend
-from ._parquet import ParquetBackend
-from ._sqlite import SqliteBackend
 
 if TYPE_CHECKING:
+    from ._csv import CsvBackend
+    from ._json import JsonBackend
+    from ._parquet import ParquetBackend
+    from ._sqlite import SqliteBackend
     from .postgres.store import PostgresBackend
+
+    BACKENDS: dict[str, type[BaseBackend]]
 
 __all__ = [
     "BACKENDS",
@@ -35,22 +38,35 @@ __all__ = [
     "shared_backend",
 ]
 
-#: Extension -> backend class.
-BACKENDS: dict[str, type[BaseBackend]] = {
-    ".csv": CsvBackend,
-    ".json": JsonBackend,
-    ".sqlite": SqliteBackend,
-    ".sqlite3": SqliteBackend,
-    ".db": SqliteBackend,
-    ".parquet": ParquetBackend,
+#: Extension -> the module and name of its backend class. A store's first use imports
+#: its own backend alone: a CSV sweep never loads sqlite3 (2 ms) or the JSON codec.
+_BY_EXTENSION: dict[str, tuple[str, str]] = {
+    ".csv": ("._csv", "CsvBackend"),
+    ".json": ("._json", "JsonBackend"),
+    ".sqlite": ("._sqlite", "SqliteBackend"),
+    ".sqlite3": ("._sqlite", "SqliteBackend"),
+    ".db": ("._sqlite", "SqliteBackend"),
+    ".parquet": ("._parquet", "ParquetBackend"),
 }
+#: Class name -> its module, for ``stet.backends.CsvBackend`` and the like.
+_MODULES = {name: module for module, name in _BY_EXTENSION.values()} | {
+    "PostgresBackend": ".postgres.store"}
+
+
+def _extension_class(ext: str) -> type[BaseBackend] | None:
+    found = _BY_EXTENSION.get(ext)
+    if found is None:
+        return None
+    cls: type[BaseBackend] = getattr(importlib.import_module(found[0], __name__), found[1])
+    return cls
 
 
 def __getattr__(name: str) -> Any:
-    if name == "PostgresBackend":  # imported on demand: ``import stet`` stays fast
-        from .postgres.store import PostgresBackend
-
-        return PostgresBackend
+    # Imported on demand: ``import stet`` and a store's first use stay fast.
+    if name in _MODULES:
+        return getattr(importlib.import_module(_MODULES[name], __name__), name)
+    if name == "BACKENDS":  # extension -> backend class, every file backend
+        return {ext: _extension_class(ext) for ext in _BY_EXTENSION}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -93,12 +109,12 @@ def _path_class(path: str | os.PathLike[str]) -> type[BaseBackend | PostgresBack
         raise ValueError(
             f"store {display_store(path)!r} is a URL with scheme {scheme!r}; stet supports "
             f"postgresql:// (or postgres://) URLs, and files chosen by extension: "
-            f"{', '.join(sorted(BACKENDS))}"
+            f"{', '.join(sorted(_BY_EXTENSION))}"
         )
     ext = Path(path).suffix.lower()
-    cls = BACKENDS.get(ext)
+    cls = _extension_class(ext)
     if cls is None:
-        supported = ", ".join(sorted(BACKENDS))
+        supported = ", ".join(sorted(_BY_EXTENSION))
         shown = f"extension {ext!r}" if ext else "no extension"
         raise ValueError(  # ("Unsupported store extension": 0.0.2's words, kept)
             f"Unsupported store extension: store {os.fspath(path)!r} has {shown}; stet "

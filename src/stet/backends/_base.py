@@ -4,12 +4,10 @@ record source) the built-in stores are."""
 
 from __future__ import annotations
 
-import datetime as _dt
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, NamedTuple, Self
 
 from .._claims import ClaimFile, Claims
 from .._config import settings
@@ -45,7 +43,9 @@ __all__ = [
 
 def utc_now() -> str:
     """The current UTC time in ISO 8601, as in ``_stet_timestamp``."""
-    return _dt.datetime.now(_dt.UTC).isoformat()
+    import datetime as dt  # (at the first record, not at a store's opening: 1-2 ms)
+
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 def canonical_fields(key_dict: Mapping[str, Any]) -> Record:
@@ -69,13 +69,15 @@ def record_matches(record: Mapping[str, str], func: str | None, fields: Mapping[
     return all(record.get(k) == v for k, v in fields.items())
 
 
-@dataclass(frozen=True)
-class Capabilities:
+class Capabilities(NamedTuple):
     """What a store can do beyond the interface's defaults; declared on the class
-    (``capabilities = Capabilities(...)``), read by stet, never probed.
+    (``capabilities = Capabilities(...)``), read by stet, never probed. Immutable.
 
     Every flag is ``False`` by default: a store declares only what it implements.
     """
+
+    # (a NamedTuple, not a dataclass: dataclasses imports inspect, 5-10 ms of a store's
+    # first use)
 
     #: :meth:`Store.claims` excludes other processes (and, for a shared store, other
     #: machines); otherwise a run is claimed against this process's calls only.
