@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import _snapshot as saved_index
 from .._codec import refuse_surrogate_pairs
-from .._fork import on_fork_child
+from .._fork import close_if_ours, on_fork_child, pid
 from .._identity import canonical
 from .._index import Index, bulk
 from .._json_codec import JsonLinesCodec
 from .._locking import StoreLock
-from .._logfile import LogFile, _snapshot, atomic_write, store_file
+from .._logfile import (
+    LogFile,
+    Snapshot,
+    _snapshot,
+    atomic_write,
+    store_file,
+    unchanged_by_descriptor,
+)
 from .._schema import FUNC_FIELD, RESERVED_PREFIX, is_bookkeeping
 from .._sidecar import index_file, os_error, parquet_log_file
 from ..errors import CorruptStoreError, StoreError
@@ -87,8 +95,10 @@ class ParquetSource(RecordSource):
         # folded (and deleted) since, which its view of the Parquet file does not hold yet.
         self._side = self.pending = Index()
         self._saved: saved_index.Saved | None = None  # the snapshot the index came from
-        self._base_snap: tuple[int, int, int, int] | None = None
-        self._checked_snap: tuple[int, int, int, int] | None = None  # recognised as ours
+        self._base_snap: Snapshot | None = None
+        # The Parquet file as read, open: asked for changes with one fstat a lookup
+        self._base_fd, self._base_pid, self._base_looked = -1, pid(), 0.0
+        self._checked_snap: Snapshot | None = None  # recognised as ours
         self._base_rows = 0
         self._forked = False  # in a forked child, not read since: read the file afresh
         on_fork_child(self._after_fork)
@@ -96,6 +106,10 @@ class ParquetSource(RecordSource):
     def _after_fork(self) -> None:
         """In a forked child: a thread of the parent may have left the index half-built."""
         self._forked = True
+        self._base_fd, self._base_pid = -1, pid()  # (the parent's: dropped, not closed)
+
+    def __del__(self) -> None:
+        close_if_ours(self._base_fd, self._base_pid)
 
     @property
     def log_path(self) -> Path:
@@ -218,11 +232,34 @@ class ParquetSource(RecordSource):
             self._log.poll(self._side)
 
     def _base_unchanged(self) -> bool:
+        if self._forked:
+            return False
+        if unchanged_by_descriptor(self._base_fd, self._base_snap, self._base_looked):
+            return True
         try:
-            snap: tuple[int, int, int, int] | None = _snapshot(os.stat(self.path))
+            snap: Snapshot | None = _snapshot(os.stat(self.path))
         except FileNotFoundError:
             snap = None
-        return snap == self._base_snap and not self._forked
+        if snap != self._base_snap:
+            return False
+        self._base_looked = time.monotonic()
+        return True
+
+    def _hold_base(self, st: os.stat_result | None) -> None:
+        """Hold the Parquet file just read (``st``) open, to ask it for changes; none when
+        it is gone or another file took its place meanwhile."""
+        close_if_ours(self._base_fd, self._base_pid)
+        self._base_fd, self._base_pid = -1, pid()
+        if st is None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return
+        if os.fstat(fd).st_ino == st.st_ino:
+            self._base_fd, self._base_looked = fd, time.monotonic()
+        else:
+            os.close(fd)
 
     def _poll_base(self, index: Index) -> None:
         if self._base_unchanged():
@@ -255,6 +292,7 @@ class ParquetSource(RecordSource):
                         index.add_rows(header, list(zip(*columns, strict=True)))
                     self._base_rows += len(columns[0]) if columns else 0
         self._base_snap = snap
+        self._hold_base(st)
         self._forked = False
         if folded != self._log.ignored_head:
             self._log.ignored_head = folded
@@ -428,6 +466,7 @@ class ParquetSource(RecordSource):
         self._side.clear()
         index.clear()
         self._base_snap = None
+        self._hold_base(None)
 
 
 class ParquetBackend(CachedBackend):
