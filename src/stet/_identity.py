@@ -433,26 +433,38 @@ class Binder:
         # once, here, and found by identity in sorted_view.
         self._fixed = self.fields if self.fields is not None else (
             None if self._var_kw else self._default_fields)
-        if self._fixed is not None:
-            self._order[self._fixed] = _ordering(self._fixed)
+        self._fixed_view = None if self._fixed is None else _ordering(self._fixed)
         self._fast_plan()
 
     def _fast_plan(self) -> None:
         """What :meth:`bind` needs to read the key fields straight from a call's arguments,
         for a signature of positional-or-keyword parameters and key fields that are
         parameters (not paths): no dict of arguments is built."""
-        self._slots: tuple[tuple[int, str, Any], ...] | None = None
+        self._slots: tuple[tuple[int, str | None], ...] | None = None
         if not self._simple or self._paths or self._fixed is None:
             return
         index = {n: i for i, n in enumerate(self._names)}
-        #: (position, name, default or _EMPTY) of each key field, in key order.
-        self._slots = tuple((index[f], f, self._defaults.get(f, _EMPTY)) for f in self._fixed)
+        #: (position, text of the default or None) of each key field, in key order: the
+        #: text of a default of a common scalar type is made once, here.
+        self._slots = tuple((index[f], _scalar_text(self._defaults.get(f, _EMPTY)))
+                            for f in self._fixed)
         self._index = index
+        self._n_names = len(self._names)
         #: (position, name) of the parameters without default.
         self._required_at = tuple((i, n) for i, n in enumerate(self._names)
                                   if n in self._required)
         #: How many positional arguments a call must pass to need no keyword argument.
         self._n_lead = max((i + 1 for i, _ in self._required_at), default=0)
+
+    def _fits(self, n: int, kwargs: dict[str, Any]) -> bool:
+        """Whether ``n`` positional arguments and ``kwargs`` bind without error (the
+        signature's parameters all positional-or-keyword)."""
+        index = self._index
+        for k in kwargs:
+            i = index.get(k)
+            if i is None or i < n:
+                return False
+        return all(i < n or name in kwargs for i, name in self._required_at)
 
     @property
     def signature(self) -> inspect.Signature:
@@ -517,29 +529,33 @@ class Binder:
             # The hot path: each key field read from the call's arguments, texts made for
             # the common scalars; anything else (an error, a value of another type) is
             # left to the general path below, which gives the same results.
-            n = len(args)
-            ok = n <= len(self._names)
-            if kwargs and ok:
-                index = self._index
-                for k in kwargs:
-                    i = index.get(k)
-                    if i is None or i < n:
-                        ok = False
-                        break
+            given = args
+            n = len(given)
+            if kwargs:
+                if n <= self._n_names and self._fits(n, kwargs):
+                    # as if all were passed by position (all are positional-or-keyword)
+                    defaults = self._defaults
+                    given = (*args, *[kwargs[k] if k in kwargs else defaults[k]
+                                      for k in self._names[n:]])
+                    n = len(given)
                 else:
-                    ok = all(i < n or name in kwargs for i, name in self._required_at)
-            elif n < self._n_lead:
-                ok = False
-            if ok:
-                texts = []
-                for i, name, default in slots:
-                    v = args[i] if i < n else kwargs.get(name, default) if kwargs else default
+                    n = -1  # (the general path says what is wrong)
+            if self._n_lead <= n <= self._n_names:
+                texts: list[str] = []
+                add = texts.append
+                for i, default_text in slots:
+                    if i >= n:
+                        if default_text is None:
+                            break
+                        add(default_text)
+                        continue
+                    v = given[i]
                     t = type(v)
                     if t is str:
-                        texts.append(v)
-                    elif (t is float or t is bool or v is None
-                          or (t is int and -_BIG < v < _BIG)):
-                        texts.append(repr(v))
+                        add(v)
+                    elif (t is float or (t is int and -_BIG < v < _BIG) or t is bool
+                          or v is None):
+                        add(repr(v))
                     else:
                         break
                 else:
@@ -633,11 +649,22 @@ class Binder:
         self, fields: tuple[str, ...], texts: tuple[str, ...]
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The same fields and texts in sorted field order (the index's probe order)."""
-        cached = self._order.get(fields)
+        cached = self._fixed_view if fields is self._fixed else self._order.get(fields)
         if cached is None:
             cached = self._order[fields] = _ordering(fields)
         names, reorder = cached
         return names, texts if reorder is None else reorder(texts)
+
+
+def _scalar_text(value: Any) -> str | None:
+    """The canonical text of a str, float, bool, None or int within ``_BIG`` (what
+    :meth:`Binder.bind` makes inline); ``None`` for any other value."""
+    t = type(value)
+    if t is str:
+        return value  # type: ignore[no-any-return]
+    if t is float or (t is int and -_BIG < value < _BIG) or t is bool or value is None:
+        return repr(value)
+    return None
 
 
 def _ordering(
