@@ -440,31 +440,35 @@ class Binder:
         """What :meth:`bind` needs to read the key fields straight from a call's arguments,
         for a signature of positional-or-keyword parameters and key fields that are
         parameters (not paths): no dict of arguments is built."""
-        self._slots: tuple[tuple[int, str | None], ...] | None = None
+        self._slots: tuple[tuple[int, str, str | None], ...] | None = None
         if not self._simple or self._paths or self._fixed is None:
             return
         index = {n: i for i, n in enumerate(self._names)}
-        #: (position, text of the default or None) of each key field, in key order: the
-        #: text of a default of a common scalar type is made once, here.
-        self._slots = tuple((index[f], _scalar_text(self._defaults.get(f, _EMPTY)))
+        #: (position, name, text of the default or None) of each key field, in key order:
+        #: the text of a default of a common scalar type is made once, here.
+        self._slots = tuple((index[f], f, _scalar_text(self._defaults.get(f, _EMPTY)))
                             for f in self._fixed)
         self._index = index
         self._n_names = len(self._names)
-        #: (position, name) of the parameters without default.
-        self._required_at = tuple((i, n) for i, n in enumerate(self._names)
-                                  if n in self._required)
+        required_at = [i for i, n in enumerate(self._names) if n in self._required]
         #: How many positional arguments a call must pass to need no keyword argument.
-        self._n_lead = max((i + 1 for i, _ in self._required_at), default=0)
+        self._n_lead = max(required_at, default=-1) + 1
+        #: The parameters without default after the first n, for n = 0 .. all.
+        self._required_from = tuple(
+            frozenset(self._names[i] for i in required_at if i >= n)
+            for n in range(self._n_names + 1))
 
     def _fits(self, n: int, kwargs: dict[str, Any]) -> bool:
         """Whether ``n`` positional arguments and ``kwargs`` bind without error (the
         signature's parameters all positional-or-keyword)."""
+        if n > self._n_names:
+            return False
         index = self._index
         for k in kwargs:
             i = index.get(k)
             if i is None or i < n:
                 return False
-        return all(i < n or name in kwargs for i, name in self._required_at)
+        return self._required_from[n] <= kwargs.keys()
 
     @property
     def signature(self) -> inspect.Signature:
@@ -529,27 +533,20 @@ class Binder:
             # The hot path: each key field read from the call's arguments, texts made for
             # the common scalars; anything else (an error, a value of another type) is
             # left to the general path below, which gives the same results.
-            given = args
-            n = len(given)
-            if kwargs:
-                if n <= self._n_names and self._fits(n, kwargs):
-                    # as if all were passed by position (all are positional-or-keyword)
-                    defaults = self._defaults
-                    given = (*args, *[kwargs[k] if k in kwargs else defaults[k]
-                                      for k in self._names[n:]])
-                    n = len(given)
-                else:
-                    n = -1  # (the general path says what is wrong)
-            if self._n_lead <= n <= self._n_names:
+            n = len(args)
+            if self._n_lead <= n <= self._n_names if not kwargs else self._fits(n, kwargs):
                 texts: list[str] = []
                 add = texts.append
-                for i, default_text in slots:
-                    if i >= n:
-                        if default_text is None:
-                            break
+                for i, name, default_text in slots:
+                    if i < n:
+                        v = args[i]
+                    elif name in kwargs:
+                        v = kwargs[name]
+                    elif default_text is not None:
                         add(default_text)
                         continue
-                    v = given[i]
+                    else:
+                        break
                     t = type(v)
                     if t is str:
                         add(v)
