@@ -65,6 +65,40 @@ def test_decorating_a_function_brings_the_store_machinery_it_runs_on(tmp_path: P
     assert "stet.backends" in loaded
 
 
+#: What ``inspect`` loads (7-9 ms): a plain function's decoration reads its code object.
+_INSPECT = ["inspect", "ast", "dis", "tokenize"]
+
+
+@pytest.mark.parametrize("define", ["def f(a, b=1, /, *c, d, **e):\n    pass",
+                                    "f = lambda a, b=1: None",
+                                    "async def f(a, *, b=2):\n    pass"])
+def test_a_plain_function_s_binder_is_made_without_inspect(define: str) -> None:
+    loaded = _loaded_by(f"from stet._identity import Binder, is_coroutine_function\n"
+                        f"{define}\nBinder(f, None)\nBinder(f, ['a'])\n"
+                        f"is_coroutine_function(f)\n")
+    assert [m for m in _INSPECT if m in loaded] == []
+
+
+def test_a_call_of_a_simple_signature_is_bound_without_inspect() -> None:
+    # (a signature with *args, **kwargs or keyword-only parameters is bound by inspect)
+    loaded = _loaded_by("from stet._identity import Binder\n"
+                        "def f(alpha, seed, n_iter=100):\n    pass\n"
+                        "b = Binder(f, ['alpha', 'seed'])\n"
+                        "b.sorted_view(*b.bind((0.5, 1), {}))\n"
+                        "b.sorted_view(*b.bind((), {'alpha': [0.5], 'seed': 1}, {}))\n")
+    assert [m for m in _INSPECT if m in loaded] == []
+
+
+@pytest.mark.parametrize("define", ["def f(a, b=1):\n    pass",
+                                    "async def f(a, *, b=2):\n    pass"])
+def test_decorating_a_plain_function_imports_no_inspect(tmp_path: Path, define: str) -> None:
+    loaded = _loaded_by(f"import stet\n{define}\nstet.once(store='runs.csv')(f)\n",
+                        tmp_path)
+    if "dataclasses" in loaded:  # (dataclasses imports inspect)
+        pytest.skip("a module the store machinery imports loads dataclasses")
+    assert [m for m in _INSPECT if m in loaded] == []
+
+
 def test_every_public_name_is_importable_from_stet_and_listed_by_dir() -> None:
     lines = [f"from stet import {name}" for name in stet.__all__]
     out = _fresh("\n".join(lines) + "\nimport stet\n"

@@ -107,13 +107,13 @@ def once(
 
     def decorate(f: Callable[..., Any]) -> Any:
         # Imported at the first decoration, not by ``import stet``: a run brings the
-        # store backends, claims and locks (see stet/__init__.py); inspect is 7-9 ms.
-        import inspect
-
+        # store backends, claims and locks (see stet/__init__.py). inspect (7-9 ms) is
+        # not, for a plain function: its code object says what inspect would.
+        from ._identity import is_coroutine_function
         from ._run import Run, Skip
 
         run = Run(f, store, key, name, verbose, fsync, wait, skip_failed, save_result)
-        if inspect.iscoroutinefunction(f):
+        if is_coroutine_function(f):
 
             @functools.wraps(f)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:

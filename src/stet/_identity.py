@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
 import re
 import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._keypath import KeyPathError, PerRun, is_omegaconf, is_per_run, plain, split_path, walk
 from ._schema import RESERVED_PREFIX
+
+if TYPE_CHECKING:
+    import inspect
 
 __all__ = ["Binder", "PerRunValueError", "UnstableValueError", "canonical", "format_call",
            "json_text"]
@@ -270,6 +274,77 @@ def format_call(name: str, fields: Sequence[str], texts: Sequence[str]) -> str:
     return f"{name}(" + ", ".join(f"{f}={t}" for f, t in zip(fields, texts, strict=True)) + ")"
 
 
+#: Parameter kinds, numbered as ``inspect.Parameter.kind`` numbers them.
+_POSITIONAL_ONLY, _POSITIONAL_OR_KEYWORD, _VAR_POSITIONAL, _KEYWORD_ONLY, _VAR_KEYWORD = range(5)
+_CO_VARARGS, _CO_VARKEYWORDS, _CO_COROUTINE = 0x04, 0x08, 0x80
+
+
+class _Empty:
+    """No default (``inspect.Parameter.empty``, without importing inspect)."""
+
+
+_EMPTY: Any = _Empty
+
+#: Attributes of a function that ``inspect.signature`` follows or reads instead of its
+#: code object: a function bearing one is bound through inspect.
+_SIGNATURE_HOOKS = ("__wrapped__", "__signature__", "__text_signature__", "_partialmethod",
+                    "__partialmethod__")
+
+#: (name, kind, default or _EMPTY): a parameter as Binder keeps it.
+_Param = tuple[str, int, Any]
+
+
+def is_plain_function(func: Any) -> bool:
+    """A function defined with ``def`` or ``lambda`` whose signature is its code object's:
+    no ``__wrapped__`` (functools.wraps), ``__signature__`` or other attribute that
+    ``inspect.signature`` would follow."""
+    return type(func) is types.FunctionType and not any(
+        hasattr(func, a) for a in _SIGNATURE_HOOKS)
+
+
+def is_coroutine_function(func: Any) -> bool:
+    """``inspect.iscoroutinefunction(func)``, read from a plain function's code object
+    without importing inspect; inspect answers for anything else (it unwraps partials
+    and methods, and honours ``inspect.markcoroutinefunction``)."""
+    if is_plain_function(func) and not hasattr(func, "_is_coroutine_marker"):
+        return bool(func.__code__.co_flags & _CO_COROUTINE)
+    import inspect
+
+    return inspect.iscoroutinefunction(func)
+
+
+def _code_parameters(func: types.FunctionType) -> list[_Param] | None:
+    """The parameters ``inspect.signature`` reads from a plain function's code object,
+    defaults and keyword defaults, in its order; ``None`` for a code object it would
+    treat differently (names that are not identifiers, more defaults than parameters)."""
+    code = func.__code__
+    n_pos, n_kw, names = code.co_argcount, code.co_kwonlyargcount, code.co_varnames
+    n_posonly = code.co_posonlyargcount
+    defaults = func.__defaults__ or ()
+    kwdefaults = func.__kwdefaults__ or {}
+    first_default = n_pos - len(defaults)
+    if first_default < 0:
+        return None
+    params: list[_Param] = [
+        (names[i], _POSITIONAL_ONLY if i < n_posonly else _POSITIONAL_OR_KEYWORD,
+         defaults[i - first_default] if i >= first_default else _EMPTY)
+        for i in range(n_pos)
+    ]
+    index = n_pos + n_kw
+    if code.co_flags & _CO_VARARGS:
+        params.append((names[index], _VAR_POSITIONAL, _EMPTY))
+        index += 1
+    params.extend((n, _KEYWORD_ONLY, kwdefaults.get(n, _EMPTY))
+                  for n in names[n_pos:n_pos + n_kw])
+    if code.co_flags & _CO_VARKEYWORDS:
+        params.append((names[index], _VAR_KEYWORD, _EMPTY))
+    import keyword  # (loaded with collections, by ``import stet``)
+
+    if not all(n.isidentifier() and not keyword.iskeyword(n) for n, _, _ in params):
+        return None  # (inspect renames or refuses them)
+    return params
+
+
 class Binder:
     """Turns a call's arguments into its key fields and their canonical texts.
 
@@ -277,15 +352,26 @@ class Binder:
     """
 
     def __init__(self, func: Callable[..., Any], key: Sequence[str] | None) -> None:
-        # inspect is imported at decoration, not by ``import stet`` (7-9 ms).
-        import inspect
+        self._func = func
+        params = _code_parameters(func) if is_plain_function(func) else None  # type: ignore[arg-type]
+        if params is None:
+            # inspect is imported for what is not a plain function (partials, callable
+            # objects, wrapped functions), not by ``import stet`` (7-9 ms with ast, dis).
+            import inspect
 
-        self.signature = sig = inspect.signature(func)
-        params = list(sig.parameters.values())
-        self._var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+            sig = inspect.signature(func)
+            self._sig: inspect.Signature | None = sig
+            params = [(p.name, int(p.kind), _EMPTY if p.default is p.empty else p.default)
+                      for p in sig.parameters.values()]
+            self._annotations: dict[str, Any] = {}
+        else:
+            self._sig = None  # made from the parameters when asked for (messages, **kwargs)
+            self._annotations = dict(func.__annotations__)
+        self._params = params
+        self._var_kw = any(kind == _VAR_KEYWORD for _, kind, _ in params)
         #: Key fields that are paths into an argument: field -> (argument, keys within).
         self._paths: dict[str, tuple[str, tuple[str, ...]]] = {}
-        names = [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        names = [n for n, kind, _ in params if kind != _VAR_KEYWORD]
         if key is not None:
             if isinstance(key, str):
                 raise TypeError(
@@ -307,44 +393,101 @@ class Binder:
                     if path[0] not in names and not self._var_kw:
                         raise TypeError(
                             f"key= names {k!r}, a path into {path[0]!r}, which is not a "
-                            f"parameter of {func.__qualname__}{sig}; parameters are: "
-                            f"{', '.join(names)}"
+                            f"parameter of {func.__qualname__}{self.signature}; parameters "
+                            f"are: {', '.join(names)}"
                         )
                     self._paths[k] = path
                 elif k not in names and not self._var_kw:
                     raise TypeError(
                         f"key= names {k!r}, which is not a parameter of "
-                        f"{func.__qualname__}{sig}; parameters are: {', '.join(names)}"
+                        f"{func.__qualname__}{self.signature}; parameters are: "
+                        f"{', '.join(names)}"
                     )
             if len(set(key)) != len(key):
                 raise TypeError(f"key= lists a name twice: {key}")
             self.fields: tuple[str, ...] | None = tuple(key)
         else:
-            skip = {params[0].name} if params and params[0].name in ("self", "cls") else set()
-            for p in params:
-                if p.name.startswith(RESERVED_PREFIX):
+            skip = {params[0][0]} if params and params[0][0] in ("self", "cls") else set()
+            for n, _, _ in params:
+                if n.startswith(RESERVED_PREFIX):
                     raise TypeError(
-                        f"parameter {p.name!r} of {func.__qualname__}: names starting with "
+                        f"parameter {n!r} of {func.__qualname__}: names starting with "
                         f"{RESERVED_PREFIX!r} are reserved; leave it out with key=[...]"
                     )
             self.fields = None
             self._default_fields = tuple(n for n in names if n not in skip)
         # Fast path for the common signature: positional-or-keyword parameters only.
-        self._simple = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+        self._simple = all(kind == _POSITIONAL_OR_KEYWORD for _, kind, _ in params)
         self._names = tuple(names)
         self._name_set = frozenset(names)
-        self._defaults = {
-            p.name: p.default for p in params if p.default is not inspect.Parameter.empty
-        }
+        self._defaults = {n: d for n, _, d in params if d is not _EMPTY}
         self._required = frozenset(
-            p.name for p in params
-            if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY,
-                                                                    p.POSITIONAL_OR_KEYWORD,
-                                                                    p.KEYWORD_ONLY)
+            n for n, kind, d in params
+            if d is _EMPTY and kind in (_POSITIONAL_ONLY, _POSITIONAL_OR_KEYWORD, _KEYWORD_ONLY)
         )
         self._func_name = func.__qualname__
         # Cache of sorted-field orderings keyed by the call's field tuple.
-        self._order: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
+        self._order: dict[tuple[str, ...], tuple[tuple[str, ...], Callable[[Any], Any] | None]]
+        self._order = {}
+        # The fields every call has unless **kwargs adds some: their sorted view is made
+        # once, here, and found by identity in sorted_view.
+        self._fixed = self.fields if self.fields is not None else (
+            None if self._var_kw else self._default_fields)
+        self._fixed_view = None if self._fixed is None else _ordering(self._fixed)
+        self._fast_plan()
+
+    def _fast_plan(self) -> None:
+        """What :meth:`bind` needs to read the key fields straight from a call's arguments,
+        for a signature of positional-or-keyword parameters and key fields that are
+        parameters (not paths): no dict of arguments is built."""
+        self._slots: tuple[tuple[int, str, str | None], ...] | None = None
+        if not self._simple or self._paths or self._fixed is None:
+            return
+        index = {n: i for i, n in enumerate(self._names)}
+        #: (position, name, text of the default or None) of each key field, in key order:
+        #: the text of a default of a common scalar type is made once, here.
+        self._slots = tuple((index[f], f, _scalar_text(self._defaults.get(f, _EMPTY)))
+                            for f in self._fixed)
+        self._index = index
+        self._n_names = len(self._names)
+        required_at = [i for i, n in enumerate(self._names) if n in self._required]
+        #: How many positional arguments a call must pass to need no keyword argument.
+        self._n_lead = max(required_at, default=-1) + 1
+        #: The parameters without default after the first n, for n = 0 .. all.
+        self._required_from = tuple(
+            frozenset(self._names[i] for i in required_at if i >= n)
+            for n in range(self._n_names + 1))
+
+    def _fits(self, n: int, kwargs: dict[str, Any]) -> bool:
+        """Whether ``n`` positional arguments and ``kwargs`` bind without error (the
+        signature's parameters all positional-or-keyword)."""
+        if n > self._n_names:
+            return False
+        index = self._index
+        for k in kwargs:
+            i = index.get(k)
+            if i is None or i < n:
+                return False
+        return self._required_from[n] <= kwargs.keys()
+
+    @property
+    def signature(self) -> inspect.Signature:
+        """The function's signature, as ``inspect.signature`` gives it (made on first use:
+        for a plain function, only messages and ``**kwargs`` need it)."""
+        sig = self._sig
+        if sig is None:
+            import inspect
+
+            p = inspect.Parameter
+            kinds = (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL,
+                     p.KEYWORD_ONLY, p.VAR_KEYWORD)
+            ann = self._annotations
+            sig = self._sig = inspect.Signature(
+                [p(n, kinds[kind], default=p.empty if d is _EMPTY else d,
+                   annotation=ann.get(n, p.empty)) for n, kind, d in self._params],
+                return_annotation=ann.get("return", inspect.Signature.empty),
+            )
+        return sig
 
     def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Bind a call to parameter names with defaults applied; ``**kwargs`` flattened."""
@@ -385,6 +528,40 @@ class Binder:
         Given ``mappings``, the key fields whose values are mappings (dicts, configs) are
         put in it (field -> the plain value), for the record's JSON copy of them.
         """
+        slots = self._slots
+        if slots is not None:
+            # The hot path: each key field read from the call's arguments, texts made for
+            # the common scalars; anything else (an error, a value of another type) is
+            # left to the general path below, which gives the same results.
+            n = len(args)
+            if self._n_lead <= n <= self._n_names if not kwargs else self._fits(n, kwargs):
+                texts: list[str] = []
+                add = texts.append
+                for i, name, default_text in slots:
+                    if i < n:
+                        v = args[i]
+                    elif name in kwargs:
+                        v = kwargs[name]
+                    elif default_text is not None:
+                        add(default_text)
+                        continue
+                    else:
+                        break
+                    t = type(v)
+                    if t is str:
+                        add(v)
+                    elif (t is float or (t is int and -_BIG < v < _BIG) or t is bool
+                          or v is None):
+                        add(repr(v))
+                    else:
+                        break
+                else:
+                    return self._fixed, tuple(texts)  # type: ignore[return-value]
+        return self._bind(args, kwargs, mappings)
+
+    def _bind(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], mappings: dict[str, Any] | None,
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         values = self.arguments(args, kwargs)
         paths = self._paths
         if self.fields is not None:
@@ -469,15 +646,33 @@ class Binder:
         self, fields: tuple[str, ...], texts: tuple[str, ...]
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The same fields and texts in sorted field order (the index's probe order)."""
-        cached = self._order.get(fields)
+        cached = self._fixed_view if fields is self._fixed else self._order.get(fields)
         if cached is None:
-            order = tuple(sorted(range(len(fields)), key=fields.__getitem__))
-            cached = (tuple(fields[i] for i in order), order)
-            self._order[fields] = cached
-        names, order = cached
-        if order == tuple(range(len(order))):
-            return names, texts
-        return names, tuple(texts[i] for i in order)
+            cached = self._order[fields] = _ordering(fields)
+        names, reorder = cached
+        return names, texts if reorder is None else reorder(texts)
+
+
+def _scalar_text(value: Any) -> str | None:
+    """The canonical text of a str, float, bool, None or int within ``_BIG`` (what
+    :meth:`Binder.bind` makes inline); ``None`` for any other value."""
+    t = type(value)
+    if t is str:
+        return value  # type: ignore[no-any-return]
+    if t is float or (t is int and -_BIG < value < _BIG) or t is bool or value is None:
+        return repr(value)
+    return None
+
+
+def _ordering(
+    fields: tuple[str, ...],
+) -> tuple[tuple[str, ...], Callable[[Any], Any] | None]:
+    """``fields`` sorted, and what puts texts in that order (``None``: they are)."""
+    order = tuple(sorted(range(len(fields)), key=fields.__getitem__))
+    names = tuple(fields[i] for i in order)
+    if order == tuple(range(len(order))):
+        return names, None
+    return names, operator.itemgetter(*order)  # (two fields at least: out of order)
 
 
 def _short(value: Any) -> str:
