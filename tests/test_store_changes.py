@@ -188,3 +188,27 @@ def test_the_path_is_looked_at_again_once_path_look_has_passed(tmp_path: Path) -
     assert not unchanged_by_descriptor(-1, snap, time.monotonic())
     assert not unchanged_by_descriptor(fd, None, time.monotonic())
     os.close(fd)
+
+
+FORGETTER = ("import sys, stet\n@stet.once(store=sys.argv[1], name='run')\n"
+             "def run(i):\n    pass\nrun.forget(int(sys.argv[2]))\n")
+
+
+@pytest.mark.parametrize("folded", [True, False], ids=["folded", "as recorded"])
+@pytest.mark.parametrize("ext", [*FORMATS, "sqlite"])
+def test_a_run_forgotten_by_another_process_runs_again_at_the_next_call(
+        tmp_path: Path, ext: str, folded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_logfile, "PATH_LOOK", 1e9)  # what the store's files tell alone
+    store, calls = tmp_path / f"runs.{ext}", list[int]()
+    run = _holder(store, calls)
+    run(1)
+    run(2)
+    if folded:  # (Parquet: the runs in the Parquet file; else in the log beside it)
+        _settle(run)
+    run(1)  # a lookup that finds its run
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", FORGETTER, str(store), "1"], env=env, check=True,
+                   timeout=120)
+    run(1)
+    run(2)
+    assert calls == [1, 2, 1]

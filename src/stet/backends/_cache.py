@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 from .._codec import Record
 from .._exit import ensure_registered
@@ -55,9 +56,20 @@ class RecordSource:
     #: own: lookups look there too. ``None``: the index holds every record.
     pending: Index | None = None
 
+    #: :meth:`holds_index` tells, more cheaply than :meth:`poll`, that a run the index
+    #: holds is still in the store; a lookup that finds its run then asks it alone.
+    cheap_hits: ClassVar[bool] = False
+
     def poll(self, index: Index) -> None:
         """Bring ``index`` up to date with the store (cheap when nothing changed)."""
         raise NotImplementedError
+
+    def holds_index(self) -> bool:
+        """Whether every run the index held at the last :meth:`poll` is still in the
+        store; ``False`` when that is not sure (then poll). Runs recorded since, which
+        only add to what is done, need not be read for a lookup that found its run: the
+        lookup that misses polls. Implemented by sources that declare :attr:`cheap_hits`."""
+        return False
 
     def append(self, record: Record, index: Index) -> None:
         """Durably add ``record`` to the store and to ``index`` (after catching up)."""
@@ -110,6 +122,9 @@ class IndexCache:
     # try/except costs nothing when nothing is raised (these are the hot paths)
     def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
         with self.mutex:
+            if self.source.cheap_hits and self.source.holds_index() \
+                    and self.index.contains(func, fields, texts):
+                return True
             try:
                 self.source.poll(self.index)
             except OSError as exc:

@@ -219,6 +219,13 @@ class ParquetSource(RecordSource):
         self._refuse_foreign(schema)
         self._checked_snap = snap
 
+    #: The Parquet file holds what the index holds; its runs are only ever removed by
+    #: writing a new file in its place (a fold, a rewrite), which its descriptor tells.
+    cheap_hits = True
+
+    def holds_index(self) -> bool:
+        return self._base_unchanged()
+
     def poll(self, index: Index) -> None:
         if self._base_unchanged() and self._log.unchanged():
             return
