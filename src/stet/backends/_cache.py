@@ -57,7 +57,8 @@ class RecordSource:
     pending: Index | None = None
 
     #: :meth:`holds_index` tells, more cheaply than :meth:`poll`, that a run the index
-    #: holds is still in the store; a lookup that finds its run then asks it alone.
+    #: (or :attr:`pending`) holds is still in the store; a lookup that finds its run then
+    #: asks it alone.
     cheap_hits: ClassVar[bool] = False
 
     def poll(self, index: Index) -> None:
@@ -65,10 +66,11 @@ class RecordSource:
         raise NotImplementedError
 
     def holds_index(self) -> bool:
-        """Whether every run the index held at the last :meth:`poll` is still in the
-        store; ``False`` when that is not sure (then poll). Runs recorded since, which
-        only add to what is done, need not be read for a lookup that found its run: the
-        lookup that misses polls. Implemented by sources that declare :attr:`cheap_hits`."""
+        """Whether every run the index (and :attr:`pending`) held at the last
+        :meth:`poll` is still in the store; ``False`` when that is not sure (then poll).
+        Runs recorded since, which only add to what is done, need not be read for a
+        lookup that found its run: the lookup that misses polls. Implemented by sources
+        that declare :attr:`cheap_hits`."""
         return False
 
     def append(self, record: Record, index: Index) -> None:
@@ -122,20 +124,24 @@ class IndexCache:
     # try/except costs nothing when nothing is raised (these are the hot paths)
     def contains_run(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
         with self.mutex:
-            if self.source.cheap_hits and self.source.holds_index() \
-                    and self.index.contains(func, fields, texts):
+            source = self.source
+            if source.cheap_hits and source.holds_index() and self._holds(func, fields, texts):
                 return True
             try:
-                self.source.poll(self.index)
+                source.poll(self.index)
             except OSError as exc:
                 raise os_error(self.name, "reading", exc) from exc
-            if self.index.contains(func, fields, texts):
-                return True
-            pending = self.source.pending
-            if pending is not None and pending.contains(func, fields, texts):
+            if self._holds(func, fields, texts):
                 return True
         self.source.check_new_run(fields, texts)  # the run is about to be made
         return False
+
+    def _holds(self, func: str, fields: tuple[str, ...], texts: tuple[str, ...]) -> bool:
+        """Whether the index, or the pending records', holds the run (as last read)."""
+        if self.index.contains(func, fields, texts):
+            return True
+        pending = self.source.pending
+        return pending is not None and pending.contains(func, fields, texts)
 
     def contains_any(self, fields: Record) -> bool:
         names = tuple(sorted(fields))

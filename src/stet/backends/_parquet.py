@@ -219,8 +219,9 @@ class ParquetSource(RecordSource):
         self._refuse_foreign(schema)
         self._checked_snap = snap
 
-    #: The Parquet file holds what the index holds; its runs are only ever removed by
-    #: writing a new file in its place (a fold, a rewrite), which its descriptor tells.
+    #: Runs are only ever removed from the store by writing a new Parquet file in its
+    #: place (a fold, a rewrite; the log is deleted after), which its descriptor tells:
+    #: while it is unchanged, every run read from it and from the log is still there.
     cheap_hits = True
 
     def holds_index(self) -> bool:
