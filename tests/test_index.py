@@ -41,6 +41,21 @@ def test_a_nul_in_a_text_cannot_pass_for_a_separator() -> None:
     assert digest("f\0", ("a",), ("x",)) != digest("f", ("a",), ("\0x",))
 
 
+@settings(max_examples=100 if IN_CI else 500, deadline=None)
+@given(st.lists(runs(), min_size=1, max_size=8))
+def test_a_lookup_s_digest_is_its_run_s_whichever_run_was_asked_before(
+    asked: list[tuple[str, tuple[str, ...], tuple[str, ...]]],
+) -> None:
+    for func, fields, texts in asked + asked[::-1]:  # (each run asked twice in a row too)
+        for _ in range(2):
+            assert Digester.of(fields).run(func, texts) == digest(func, fields, texts)
+    func, fields, texts = asked[0]
+    same = Digester.of(fields)
+    assert same is Digester.of(tuple(fields))  # one digester for every index
+    same.run(func, texts)
+    assert same.run(func + "x", texts) == digest(func + "x", fields, texts)  # same texts
+
+
 def _index(records: list[dict[str, str]], keep_rows: bool) -> Index:
     index = Index(reread=None if keep_rows else (lambda: records))
     for r in records:

@@ -109,7 +109,7 @@ class Index:
     def _digester(self, names: tuple[str, ...]) -> Digester:
         d = self._digesters.get(names)
         if d is None:
-            d = self._digesters[names] = Digester(names)
+            d = self._digesters[names] = Digester.of(names)
             if names not in self.groups:
                 self.groups[names] = 0
                 self._wider.clear()
@@ -241,7 +241,7 @@ class Index:
             digester = self._digester(names)
         if digester is not None:
             digests = self._digests
-            if digester.row((func, *texts)) in digests:
+            if digester.run(func, texts) in digests:
                 return True
             if names in self._nofunc and func and digester.row(("", *texts)) in digests:
                 return True
