@@ -189,17 +189,18 @@ def test_a_full_reset_forgets_the_plan_and_a_partial_one_keeps_it(tmp_path: Path
     assert "Planned" not in stet_cmd("status", store).stdout
 
 
-def test_a_plan_with_no_run_yet_is_what_stet_status_shows(tmp_path: Path) -> None:
+def test_a_plan_with_no_run_yet_is_what_stet_status_shows(store_path: Path) -> None:
     # (record_plan: as the Hydra sweeper records its jobs, before any of them runs)
     from stet._run import record_plan, run_of
 
-    @stet.once(store=str(tmp_path / "runs.sqlite"), verbose=False)
+    @stet.once(store=str(store_path), verbose=False)
     def train(x: int) -> None:
         pass
 
     record_plan(run_of(train), [{"x": 1}, {"x": 2}, {"x": 1}])
-    assert "Planned: 0 of 2 done (0%), 0 failed, 0 running, 2 pending" in stet_cmd(
-        "status", tmp_path / "runs.sqlite").stdout
+    shown = stet_cmd("status", store_path)
+    assert "Planned: 0 of 2 done (0%), 0 failed, 0 running, 2 pending" in shown.stdout, \
+        shown.stdout + shown.stderr
 
 
 def test_the_plan_is_kept_in_postgresql_in_a_table_of_its_own(pg_server: object) -> None:

@@ -250,10 +250,10 @@ class Store(ABC):
         return bool(self.load())
 
     def has_companions(self) -> bool:
-        """Whether the store keeps failures or claims though it has no record yet (a
-        sweep whose every run so far failed, or is still running). By default, whether
-        it holds failures."""
-        return bool(self.failures())
+        """Whether the store keeps failures, a plan or claims though it has no record
+        yet (a sweep whose every run so far failed, is still running, or was planned
+        and has not started). By default, whether it holds any of them."""
+        return bool(self.failures() or self.plans() or self.claims().running())
 
     def check_writable(self) -> None:  # noqa: B027 - optional for custom stores
         """Raise :class:`~stet.errors.StoreError` if a run's record could not be written;
